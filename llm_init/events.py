@@ -1,0 +1,194 @@
+"""The typed events of an initialization's log: frozen, slotted, past-tense, versioned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from llm_init.summary import JsonValue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Fields every event carries: which init, where in its log, when, and under which span."""
+
+    TYPE: ClassVar[str] = "Event"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    init_id: str
+    sequence: int
+    timestamp: datetime
+    trace_id: str | None = None
+    span_id: str | None = None
+    node_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitializationStarted(Event):
+    TYPE: ClassVar[str] = "InitializationStarted"
+    model_id: str
+    config: dict[str, JsonValue]
+    context: dict[str, JsonValue]
+    callbacks: tuple[str, ...]
+    host: str
+    pid: int
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitializationCompleted(Event):
+    TYPE: ClassVar[str] = "InitializationCompleted"
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitializationFailed(Event):
+    TYPE: ClassVar[str] = "InitializationFailed"
+    duration_s: float
+    phase: str | None
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseStarted(Event):
+    TYPE: ClassVar[str] = "PhaseStarted"
+    phase: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseCompleted(Event):
+    TYPE: ClassVar[str] = "PhaseCompleted"
+    phase: str
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseSkipped(Event):
+    """The phase's default step did not run because a pre-hook returned ``False``."""
+
+    TYPE: ClassVar[str] = "PhaseSkipped"
+    phase: str
+    step: str
+    skipped_by: str
+    hook: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseFailed(Event):
+    TYPE: ClassVar[str] = "PhaseFailed"
+    phase: str
+    duration_s: float
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookStarted(Event):
+    TYPE: ClassVar[str] = "HookStarted"
+    phase: str
+    hook: str
+    callback: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookCompleted(Event):
+    TYPE: ClassVar[str] = "HookCompleted"
+    phase: str
+    hook: str
+    callback: str
+    duration_s: float
+    returned: JsonValue
+    skipped_default: bool
+    changed_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookFailed(Event):
+    TYPE: ClassVar[str] = "HookFailed"
+    phase: str
+    hook: str
+    callback: str
+    duration_s: float
+    error_type: str
+    message: str
+    timed_out: bool
+    aborted: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted(Event):
+    TYPE: ClassVar[str] = "StepStarted"
+    phase: str
+    step: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepProgressed(Event):
+    """Progress inside a running step: bytes downloaded, an engine sub-phase finished."""
+
+    TYPE: ClassVar[str] = "StepProgressed"
+    phase: str
+    step: str
+    details: dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCompleted(Event):
+    TYPE: ClassVar[str] = "StepCompleted"
+    phase: str
+    step: str
+    duration_s: float
+    changed_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFailed(Event):
+    TYPE: ClassVar[str] = "StepFailed"
+    phase: str
+    step: str
+    duration_s: float
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContextChanged(Event):
+    """One field (or one key of a dict field) changed by a hook or a step."""
+
+    TYPE: ClassVar[str] = "ContextChanged"
+    field: str
+    key: str | None
+    old: JsonValue
+    new: JsonValue
+    changed_by: str
+    hook: str | None
+    removed: bool = False
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        InitializationStarted, InitializationCompleted, InitializationFailed,
+        PhaseStarted, PhaseCompleted, PhaseSkipped, PhaseFailed,
+        HookStarted, HookCompleted, HookFailed,
+        StepStarted, StepProgressed, StepCompleted, StepFailed,
+        ContextChanged,
+    )
+}
+
+TERMINAL_TYPES = (InitializationCompleted, InitializationFailed)
+
+
+def header_fields() -> frozenset[str]:
+    return frozenset(Event.__dataclass_fields__)
+
+
+def payload_of(event: Event) -> dict[str, Any]:
+    """The event-specific fields, as plain values."""
+    return {name: getattr(event, name) for name in type(event).__dataclass_fields__
+            if name not in _HEADER}
+
+
+_HEADER = header_fields()

@@ -1,0 +1,188 @@
+"""Projections of the event log: the context state, the timeline, and one-line summaries."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from llm_init.errors import UnknownInitializationError
+from llm_init.events import (
+    ContextChanged,
+    Event,
+    HookCompleted,
+    HookFailed,
+    HookStarted,
+    InitializationCompleted,
+    InitializationFailed,
+    InitializationStarted,
+    PhaseCompleted,
+    PhaseFailed,
+    PhaseSkipped,
+    PhaseStarted,
+    StepCompleted,
+    StepFailed,
+    StepProgressed,
+    StepStarted,
+)
+from llm_init.stores.base import EventStore, decode
+
+
+@dataclass(slots=True)
+class TimelineEntry:
+    """One bar of the waterfall: a phase, a default step or a hook call."""
+
+    kind: str  # "phase" | "step" | "hook"
+    phase: str
+    name: str
+    actor: str | None
+    started_at: datetime
+    duration_s: float | None = None
+    status: str = "running"  # running | completed | skipped | failed
+    detail: str = ""
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+@dataclass(slots=True)
+class ReplayedInitialization:
+    """What the log says about one initialization, after any prefix of its events."""
+
+    init_id: str
+    model_id: str
+    started_at: datetime | None
+    state: dict[str, Any]
+    outcome: str  # running | completed | failed
+    duration_s: float | None
+    current_phase: str | None
+    current_activity: str | None
+    timeline: list[TimelineEntry]
+    error: str | None = None
+    last_sequence: int = 0
+    trace_id: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def phase_durations(self) -> dict[str, float]:
+        return {e.phase: e.duration_s for e in self.timeline
+                if e.kind == "phase" and e.duration_s is not None}
+
+
+def read_events(store: EventStore, init_id: str) -> list[Event]:
+    """The decoded log of one initialization; raises if there is none."""
+    records = store.read(init_id)
+    if not records:
+        raise UnknownInitializationError(f"no initialization {init_id!r} in the event store")
+    return [decode(r) for r in records]
+
+
+def replay(events: Iterable[Event], upto: int | None = None) -> ReplayedInitialization:
+    """Fold the events (up to and including sequence ``upto``) into state and timeline."""
+    result: ReplayedInitialization | None = None
+    open_items: dict[tuple[str, str, str | None], TimelineEntry] = {}
+    for event in events:
+        if upto is not None and event.sequence > upto:
+            break
+        if isinstance(event, InitializationStarted):
+            result = ReplayedInitialization(
+                init_id=event.init_id, model_id=event.model_id, started_at=event.timestamp,
+                state=copy.deepcopy(event.context), outcome="running", duration_s=None,
+                current_phase=None, current_activity=None, timeline=[],
+                trace_id=event.trace_id, labels=dict(event.labels),
+            )
+        elif result is None:
+            raise UnknownInitializationError(
+                f"the log of {event.init_id!r} does not start with InitializationStarted"
+            )
+        else:
+            _apply(result, open_items, event)
+        if result is not None:
+            result.last_sequence = event.sequence
+    if result is None:
+        raise UnknownInitializationError("no events to replay")
+    return result
+
+
+def _apply(r: ReplayedInitialization,
+           open_items: dict[tuple[str, str, str | None], TimelineEntry], e: Event) -> None:
+    def begin(kind: str, phase: str, name: str, actor: str | None) -> None:
+        entry = TimelineEntry(kind, phase, name, actor, e.timestamp,
+                              trace_id=e.trace_id, span_id=e.span_id)
+        r.timeline.append(entry)
+        open_items[(kind, name, actor)] = entry
+
+    def end(kind: str, name: str, actor: str | None, status: str, duration: float | None,
+            detail: str = "") -> None:
+        entry = open_items.pop((kind, name, actor), None)
+        if entry is not None:
+            entry.status, entry.duration_s, entry.detail = status, duration, detail
+
+    match e:
+        case ContextChanged(field=name, key=None, new=new):
+            r.state[name] = copy.deepcopy(new)
+        case ContextChanged(field=name, key=key, new=new, removed=removed):
+            target = r.state.get(name)
+            if not isinstance(target, dict):
+                target = r.state[name] = {}
+            if removed:
+                target.pop(key, None)
+            else:
+                target[key] = copy.deepcopy(new)
+        case PhaseStarted(phase=phase):
+            r.current_phase, r.current_activity = phase, None
+            begin("phase", phase, phase, None)
+        case PhaseCompleted(phase=phase, duration_s=d):
+            end("phase", phase, None, "completed", d)
+        case PhaseFailed(phase=phase, duration_s=d, message=m):
+            end("phase", phase, None, "failed", d, m)
+        case PhaseSkipped(phase=phase, step=step, skipped_by=who, hook=hook):
+            r.timeline.append(TimelineEntry("step", phase, step, None, e.timestamp, 0.0,
+                                            "skipped", f"skipped by {who}.{hook}"))
+        case HookStarted(phase=phase, hook=hook, callback=cb):
+            r.current_activity = f"{cb}.{hook}"
+            begin("hook", phase, hook, cb)
+        case HookCompleted(hook=hook, callback=cb, duration_s=d, skipped_default=skipped):
+            r.current_activity = None
+            end("hook", hook, cb, "completed", d, "returned False" if skipped else "")
+        case HookFailed(hook=hook, callback=cb, duration_s=d, message=m):
+            r.current_activity = None
+            end("hook", hook, cb, "failed", d, m)
+        case StepStarted(phase=phase, step=step):
+            r.current_activity = f"{step} step"
+            begin("step", phase, step, None)
+        case StepProgressed(details=details):
+            r.progress.update(details)
+        case StepCompleted(step=step, duration_s=d):
+            r.current_activity = None
+            end("step", step, None, "completed", d)
+        case StepFailed(step=step, duration_s=d, message=m):
+            r.current_activity = None
+            end("step", step, None, "failed", d, m)
+        case InitializationCompleted(duration_s=d):
+            r.outcome, r.duration_s, r.current_phase = "completed", d, None
+        case InitializationFailed(duration_s=d, message=m):
+            r.outcome, r.duration_s, r.error = "failed", d, m
+        case _:
+            pass
+
+
+def list_initializations(store: EventStore, limit: int = 50) -> Sequence[ReplayedInitialization]:
+    """The latest initializations, newest first, each replayed to its last event."""
+    return [replay(read_events(store, init_id)) for init_id in store.list_init_ids(limit)]
+
+
+def resolve_init_id(store: EventStore, prefix: str, *, search: int = 10_000) -> str:
+    """Accept a unique prefix of an init id, as git does for commits."""
+    if store.read(prefix, upto=1):
+        return prefix
+    matches = [i for i in store.list_init_ids(search) if i.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UnknownInitializationError(f"no initialization {prefix!r} in the event store")
+    raise UnknownInitializationError(
+        f"{prefix!r} is ambiguous: {len(matches)} initializations start with it"
+    )

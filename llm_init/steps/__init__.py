@@ -1,0 +1,7 @@
+"""Default steps: the interface here; real Ray and vLLM steps in submodules, imported lazily."""
+
+from __future__ import annotations
+
+from llm_init.steps.base import DefaultStep, DefaultSteps, NotConfiguredStep, ProgressReporter
+
+__all__ = ["DefaultStep", "DefaultSteps", "NotConfiguredStep", "ProgressReporter"]

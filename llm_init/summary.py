@@ -1,0 +1,53 @@
+"""JSON-safe, redacted summaries of context values: what events record instead of live objects."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from llm_init.telemetry.redaction import MASK, is_secret_key, redact_text
+
+JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
+
+
+def json_safe(value: Any, key: str | None = None) -> JsonValue:
+    """A stable JSON-safe view of ``value``; values under credential-like keys are masked."""
+    if key is not None and value is not None and is_secret_key(key):
+        return MASK
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, enum.Enum):
+        return json_safe(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return [json_safe(v) for v in items]
+    if isinstance(value, os.PathLike):
+        return redact_text(str(os.fspath(value)))
+    summarize = getattr(value, "__llm_init_summary__", None)
+    if callable(summarize):
+        return json_safe(summarize())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_safe(getattr(value, f.name), f.name)
+                for f in dataclasses.fields(value) if not f.name.startswith("_")}
+    pg = _placement_group_summary(value)
+    if pg is not None:
+        return pg
+    # Anything else is a live object (an engine, a client): record what it is, never its state.
+    cls = type(value)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def _placement_group_summary(value: Any) -> dict[str, JsonValue] | None:
+    bundle_specs = getattr(value, "bundle_specs", None)
+    pg_id = getattr(value, "id", None)
+    if bundle_specs is None or pg_id is None:
+        return None
+    hex_id = pg_id.hex() if callable(getattr(pg_id, "hex", None)) else str(pg_id)
+    return {"type": "PlacementGroup", "id": hex_id, "bundles": json_safe(list(bundle_specs))}

@@ -1,0 +1,1 @@
+"""Tracing, metrics, logging and redaction: observers of the dispatch seam."""
