@@ -152,15 +152,15 @@ def validate_callback_class(cls: type, kwargs: Mapping[str, Any]) -> None:
     """Fail at config time, naming the class, for anything that would fail mid-initialization."""
     name = callback_name(cls)
     hooks = implemented_hooks(cls)
-    if not hooks and not callable(getattr(cls, "on_event", None)):
-        raise CallbackConfigError(
-            f"callback class {name} implements none of the hooks ({', '.join(HOOK_NAMES)})"
-        )
     for attr in dir(cls):
         if attr.startswith(("on_pre_", "on_post_")) and attr not in HOOK_NAMES:
             close = difflib.get_close_matches(attr, HOOK_NAMES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise CallbackConfigError(f"callback class {name} defines unknown hook {attr!r}{hint}")
+    if not hooks and not callable(getattr(cls, "on_event", None)):
+        raise CallbackConfigError(
+            f"callback class {name} implements none of the hooks ({', '.join(HOOK_NAMES)})"
+        )
     for hook in hooks:
         fn = getattr(cls, hook)
         if not callable(fn):

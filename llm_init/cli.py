@@ -34,7 +34,8 @@ _STATUS_STYLE = {"completed": "green", "failed": "bold red", "skipped": "yellow"
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    # Plain print: rich would wrap a long path onto several lines.
+    print(f"error: {message}", file=sys.stderr)
     return typer.Exit(code=1)
 
 

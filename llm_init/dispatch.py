@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -145,8 +147,7 @@ class Dispatcher:
         if bound.is_async or timeout is None:
             result = bound.fn(self.ctx)
         else:
-            # A sync hook can't be interrupted; a thread lets the timeout fire while it hangs.
-            result = asyncio.to_thread(bound.fn, self.ctx)
+            result = _in_daemon_thread(bound.fn, self.ctx)
         if inspect.isawaitable(result):
             result = await (asyncio.wait_for(result, timeout) if timeout else result)
         return result
@@ -198,3 +199,26 @@ class Dispatcher:
             self.recorder.record(StepProgressed, phase=phase, step=step,
                                  details=json_safe(details))
         return report
+
+
+def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
+    """Run a sync hook in its own daemon thread: it can't be interrupted, so the timeout must
+    fire while it hangs, and a hung thread must not keep the process (or ``asyncio.run``) alive,
+    as a default-executor thread would."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def target() -> None:
+        try:
+            outcome = (True, fn(arg))
+        except BaseException as exc:
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop may be gone after a timeout
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=target, name="llm-init-hook", daemon=True).start()
+    return future

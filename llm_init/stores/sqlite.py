@@ -11,19 +11,22 @@ from pathlib import Path
 from llm_init.errors import DuplicateEventError, EventStoreError
 from llm_init.stores.base import StoredEvent
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    init_id TEXT NOT NULL,
-    sequence INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    schema_version INTEGER NOT NULL,
-    timestamp TEXT NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (init_id, sequence)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_by_topic_time ON events (topic, timestamp);
-"""
+# Migrations by schema version (PRAGMA user_version): entry N brings a version N-1 file to N.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE events (
+            init_id TEXT NOT NULL,
+            sequence INTEGER NOT NULL,
+            topic TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            timestamp TEXT NOT NULL,
+            state TEXT NOT NULL,
+            PRIMARY KEY (init_id, sequence)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX events_by_topic_time ON events (topic, timestamp)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class SQLiteEventStore:
@@ -64,11 +67,16 @@ class SQLiteEventStore:
             raise EventStoreError(f"{self.path} is not an llm-init event store")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.executescript("SAVEPOINT schema;" + _SCHEMA + "RELEASE schema;")
+            # Another process may have migrated while we waited for the write lock.
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    self._conn.execute(statement)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
 
     def append(self, records: Sequence[StoredEvent]) -> None:
