@@ -116,11 +116,19 @@ def test_vllm_generates(model_dir, monkeypatch):
         max_num_seqs=4,
         max_num_batched_tokens=256,
     )
-    params = vllm.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+    try:
+        params = vllm.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
 
-    completion = llm.generate(["The model is"], params)[0].outputs[0]
-    assert len(completion.token_ids) == 8
+        completion = llm.generate(["The model is"], params)[0].outputs[0]
+        assert len(completion.token_ids) == 8
 
-    chat = llm.chat([{"role": "user", "content": "Hello!"}], params)[0]
-    assert chat.prompt_token_ids[:2] == [1, 3]  # <|bos|><|im_start|>
-    assert len(chat.outputs[0].token_ids) == 8
+        chat = llm.chat([{"role": "user", "content": "Hello!"}], params)[0]
+        assert chat.prompt_token_ids[:2] == [1, 3]  # <|bos|><|im_start|>
+        assert len(chat.outputs[0].token_ids) == 8
+    finally:
+        # The in-process engine set up torch.distributed in this process; later engines need it
+        # torn down.
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        del llm
+        cleanup_dist_env_and_memory()
