@@ -7,7 +7,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from llm_init.errors import EventStoreError
 from llm_init.events import EVENT_TYPES, Event, payload_of
@@ -40,6 +40,64 @@ class EventStore(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+
+
+Outcome = Literal["running", "completed", "failed"]
+OUTCOMES: tuple[Outcome, ...] = ("running", "completed", "failed")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitQuery:
+    """Which initializations a fleet query means: every field set must match, ``None`` is any.
+
+    ``since``/``until`` bound the start time; ``labels`` are (key, value) pairs that must all be
+    among the init's labels; ``order`` is ``newest`` (start time, newest first) or ``slowest``
+    (recorded duration, longest first, running ones last); ``limit=None`` means all.
+    """
+
+    model_id: str | None = None
+    outcome: Outcome | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    host: str | None = None
+    node_id: str | None = None
+    application: str | None = None
+    deployment: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    order: Literal["newest", "slowest"] = "newest"
+    limit: int | None = 50
+
+
+@runtime_checkable
+class QueryableStore(Protocol):
+    """Optional store methods that answer fleet queries without replaying every log; the fleet
+    module falls back to replaying when a store lacks them."""
+
+    def query_initializations(self, query: InitQuery) -> list[str]:
+        """Ids of the initializations matching ``query``, in its order, at most its limit."""
+
+    def query_durations(self, query: InitQuery) -> list[tuple[str, float]]:
+        """``(phase, seconds)`` of every ``PhaseCompleted`` and ``("total", seconds)`` of every
+        ``InitializationCompleted`` of the matching inits (order and limit are ignored)."""
+
+
+class ChangeFeed(Protocol):
+    """A subscription to a store's appends, opened before the first read so none is missed."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until something was appended since the last call (``True``) or ``timeout``
+        seconds passed (``False``)."""
+
+    def close(self) -> None:
+        """Stop listening."""
+
+
+@runtime_checkable
+class WatchableStore(Protocol):
+    """Optional store method for live following."""
+
+    def watch(self) -> ChangeFeed:
+        """A feed that wakes up when any process appends to this store."""
 
 
 def encode(event: Event) -> StoredEvent:
