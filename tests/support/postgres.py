@@ -2,7 +2,8 @@
 
 As a pytest plugin it provides ``postgres_server`` (one per session: the server named by
 ``LLM_INIT_TEST_POSTGRES_URL`` if set, else one started here), ``postgres_url`` (a fresh
-database per test) and ``own_postgres`` (a private server a test may stop and start).
+schema per test) and ``own_postgres`` (a server private to this session, which a test may stop
+and start; a fresh schema per test).
 Without binaries the tests skip, unless ``LLM_INIT_REQUIRE_POSTGRES=1`` makes that a failure.
 
 As a script it starts one server for CI and prints the shell exports:
@@ -25,6 +26,7 @@ import tempfile
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -105,6 +107,11 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def running(self) -> bool:
+        assert self._bin is not None
+        return subprocess.run([str(self._bin / "pg_ctl"), "-D", str(self.data), "status"],
+                              user=self._user, capture_output=True, check=False).returncode == 0
+
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{dbname}"
 
@@ -138,15 +145,23 @@ def running_server(fast: bool = True) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """The admin URL of the session's server (no password in it; ``PGPASSWORD`` is set)."""
+def _private_postgres() -> Iterator[PostgresServer]:
+    if bindir() is None:
+        _unavailable("no PostgreSQL binaries (initdb) found; apt-get install postgresql")
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The admin URL of the session's server (no password in it; ``PGPASSWORD`` is set):
+    ``LLM_INIT_TEST_POSTGRES_URL``, or else the session's private server."""
     external = os.environ.get(URL_ENV)
     if external:
         yield external
         return
-    if bindir() is None:
-        _unavailable("no PostgreSQL binaries (initdb) found; apt-get install postgresql")
-    with pytest.MonkeyPatch.context() as mp, running_server() as server:
+    server: PostgresServer = request.getfixturevalue("_private_postgres")
+    with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PGPASSWORD", server.password)
         yield server.url()
 
@@ -168,14 +183,40 @@ def with_param(url: str, key: str, value: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{urllib.parse.urlencode({key: value})}"
 
 
+@dataclass
+class StoppablePostgres:
+    """A test's view of the private server: a fresh schema, and ``stop()``/``start()``."""
+
+    server: PostgresServer
+    schema: str
+
+    @property
+    def password(self) -> str:
+        return self.server.password
+
+    def url(self) -> str:
+        return with_param(self.server.url(), "options", f"-csearch_path={self.schema}")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server.start()
+
+
 @pytest.fixture
-def own_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresServer]:
-    """A private server, for tests that stop and restart it."""
-    if bindir() is None:
-        _unavailable("no PostgreSQL binaries (initdb) found; apt-get install postgresql")
-    with running_server() as server:
-        monkeypatch.setenv("PGPASSWORD", server.password)
-        yield server
+def own_postgres(_private_postgres: PostgresServer,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[StoppablePostgres]:
+    """The session's own server (never an external one) with a new schema; the test may stop
+    and start it, and it runs again after the test."""
+    server = _private_postgres
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+    yield StoppablePostgres(server, name)
+    if not server.running():
+        server.start()
 
 
 def main(argv: list[str]) -> int:
