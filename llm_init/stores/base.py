@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import operator
+import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
+
+try:
+    import orjson as _orjson  # optional: about twice as fast to parse event bodies
+except ImportError:  # pragma: no cover - the standard library parser does the same work
+    _orjson = None  # type: ignore[assignment]
 
 from llm_init.errors import EventStoreError
 from llm_init.events import EVENT_TYPES, Event, payload_of
@@ -126,31 +134,73 @@ def decode(record: StoredEvent) -> Event:
             f"event {record.init_id}#{record.sequence} ({record.topic}) has schema version "
             f"{record.schema_version}, newer than this llm-init understands ({cls.SCHEMA_VERSION})"
         )
+    build = _BUILDERS.get(cls) or _builder(cls)
     try:
-        body = json.loads(record.state)
-        for name in _tuple_fields(cls):
-            if isinstance(body.get(name), list):
-                body[name] = tuple(body[name])
-        return cls(
-            init_id=record.init_id,
-            sequence=record.sequence,
-            timestamp=datetime.fromisoformat(record.timestamp),
-            **body,
-        )
-    except (ValueError, TypeError) as exc:
+        return build(record.init_id, record.sequence, datetime.fromisoformat(record.timestamp),
+                     _loads(record.state))
+    except (ValueError, TypeError, KeyError) as exc:
         raise EventStoreError(
-            f"event {record.init_id}#{record.sequence} ({record.topic}) cannot be decoded: {exc}"
+            f"event {record.init_id}#{record.sequence} ({record.topic}) cannot be decoded: "
+            f"{exc!r}"
         ) from exc
 
 
-def _tuple_fields(cls: type[Event]) -> frozenset[str]:
-    found = _TUPLE_FIELDS.get(cls.TYPE)
-    if found is None:
-        hints = typing.get_type_hints(cls)
-        found = frozenset(n for n, t in hints.items() if typing.get_origin(t) is tuple)
-        _TUPLE_FIELDS[cls.TYPE] = found
-    return found
+def _loads(text: str) -> Any:
+    # orjson reads integers beyond 64 bits as floats: such bodies (19+ digits in a row) take
+    # the standard parser, which is exact.
+    if _orjson is not None and _LONG_DIGITS.search(text) is None:
+        try:
+            return _orjson.loads(text)
+        except _orjson.JSONDecodeError:
+            pass  # the standard parser gives the error message users expect
+    return json.loads(text)
 
 
-# JSON has no tuples; these fields are turned back into tuples so events round-trip unchanged.
-_TUPLE_FIELDS: dict[str, frozenset[str]] = {}
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+_Builder = Callable[[str, int, datetime, dict[str, Any]], Event]
+
+
+def _builder(cls: type[Event]) -> _Builder:
+    """A constructor for ``cls`` from a decoded body, about twice as fast as ``cls(**body)``:
+    it sets the slots directly (as the frozen dataclass's own ``__init__`` does), turns JSON
+    lists back into tuples where the field is a tuple, and fills defaulted fields an older
+    writer left out. Unknown body keys are an error, as they are for ``cls(**body)``."""
+    hints = typing.get_type_hints(cls)
+    header = ("init_id", "sequence", "timestamp")
+    fields = [f for f in dataclasses.fields(cls) if f.name not in header]
+    names = tuple(f.name for f in fields)
+    setters = tuple(getattr(cls, name).__set__ for name in names)
+    tuples = tuple((f.name, getattr(cls, f.name).__set__) for f in fields
+                   if typing.get_origin(hints[f.name]) is tuple)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    known = frozenset(names)
+    get_all = operator.itemgetter(*names)
+    set_id, set_seq, set_time = (getattr(cls, name).__set__ for name in header)
+    new = object.__new__
+
+    def build(init_id: str, sequence: int, timestamp: datetime, body: dict[str, Any]) -> Event:
+        if len(body) != len(names):
+            unknown = set(body) - known
+            if unknown:
+                raise TypeError(f"unexpected fields {sorted(unknown)}")
+            body = {**defaults, **body}  # an older writer: defaults for what it left out
+        values = get_all(body) if len(names) > 1 else (get_all(body),)
+        event: Event = new(cls)
+        set_id(event, init_id)
+        set_seq(event, sequence)
+        set_time(event, timestamp)
+        for set_field, value in zip(setters, values, strict=True):
+            set_field(event, value)
+        for name, set_field in tuples:
+            if type(body[name]) is list:
+                set_field(event, tuple(body[name]))
+        return event
+
+    _BUILDERS[cls] = build
+    return build
+
+
+_REQUIRED: Any = object()
+_BUILDERS: dict[type[Event], _Builder] = {}
