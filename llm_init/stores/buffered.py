@@ -95,16 +95,21 @@ class BufferedEventStore:
             self._start_flusher()
 
     def _spool_write(self, records: Sequence[StoredEvent]) -> None:
-        if self._spool is None:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-            self._spool = _SpoolFile.create(self.spool_dir)
-        if self._spool.size() - self._flushed >= self.max_bytes:
-            self.dropped += len(records)
-            _log.error("event spool %s is full (%d bytes): dropped %d events of %s#%d.. "
-                       "(%d dropped so far)", self._spool.path, self.max_bytes, len(records),
-                       records[0].init_id, records[0].sequence, self.dropped)
-            return
-        self._spool.write(records)
+        try:
+            if self._spool is None:
+                self.spool_dir.mkdir(parents=True, exist_ok=True)
+                self._spool = _SpoolFile.create(self.spool_dir)
+            full = self._spool.size() - self._flushed >= self.max_bytes
+            if not full:
+                self._spool.write(records)
+                return
+            why = f"the spool is full ({self.max_bytes} bytes)"
+        except OSError as exc:
+            why = f"the spool cannot be written ({exc})"
+        self.dropped += len(records)
+        _log.error("event store %s is unavailable and %s: dropped %d events of %s#%d.. "
+                   "(%d dropped so far)", self.target, why, len(records), records[0].init_id,
+                   records[0].sequence, self.dropped)
 
     @property
     def buffered(self) -> int:

@@ -145,8 +145,13 @@ class PostgresEventStore:
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = connect(self.target)
-                    migrate(self._conn, self.target.display, create=self._create)
+                    conn = connect(self.target)
+                    try:
+                        migrate(conn, self.target.display, create=self._create)
+                    except BaseException:
+                        conn.close()
+                        raise
+                    self._conn = conn
                 yield self._conn
             except pg_errors.UniqueViolation as exc:
                 raise DuplicateEventError(
