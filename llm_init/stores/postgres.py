@@ -74,7 +74,7 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _EVENT_COLUMNS = "init_id, sequence, topic, schema_version, timestamp, state"
 _INSERT = (f"INSERT INTO {EVENTS} ({_EVENT_COLUMNS}) SELECT * FROM "
-           "unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::text[], %s::text[])")
+           "unnest(%b::text[], %b::int[], %b::text[], %b::int[], %b::text[], %b::text[])")
 _UPSERT = index_upsert(INDEX, lambda name: f"%({name})s")
 
 
