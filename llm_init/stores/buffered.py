@@ -123,7 +123,7 @@ class BufferedEventStore:
     def _adopt_orphans(self) -> None:
         if not self.spool_dir.is_dir():
             return
-        for path in sorted(self.spool_dir.glob("*.jsonl")):
+        for path in sorted(self.spool_dir.glob(f"*{_SpoolFile.SUFFIX}")):
             orphan = _SpoolFile.adopt(path)
             if orphan is not None:
                 _log.info("flushing %s, left by an earlier process", path)
@@ -256,13 +256,15 @@ def _line(r: StoredEvent) -> bytes:
 class _SpoolFile:
     """An append-only JSON-lines file of records, held with an exclusive ``flock``."""
 
+    SUFFIX = ".spool"
+
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd = fd
 
     @classmethod
     def create(cls, directory: Path) -> _SpoolFile:
-        path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{cls.SUFFIX}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return cls(path, fd)

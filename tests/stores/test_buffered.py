@@ -154,7 +154,7 @@ def orphan_spool(spool_dir: Path, target: str, lines: list[StoredEvent]) -> Path
                                target=PostgresEventStore(target, connect=False).target.display,
                                spool_root=spool_dir)
     probe.spool_dir.mkdir(parents=True, exist_ok=True)
-    path = probe.spool_dir / "12345-dead.jsonl"
+    path = probe.spool_dir / "12345-dead.spool"
     path.write_bytes(b"".join(_line(r) for r in lines))
     return path
 
@@ -185,6 +185,7 @@ def test_a_conflicting_buffered_event_is_kept_aside(postgres_url: str,
     wait_flushed(store)
     assert stored(postgres_url, "x") == log[:3]
     assert (orphan.parent / "rejected.jsonl").read_bytes() == _line(impostor)
+    assert buffered(postgres_url).buffered == 0  # the rejected file is not taken for a spool
 
 
 def test_the_password_never_reaches_an_event_or_a_log_line(
