@@ -183,3 +183,21 @@ def test_status_follow_streams_phases_as_they_happen(postgres_url: str) -> None:
     phases = list(dict.fromkeys(phase for outcome, phase in seen if phase in slow))
     assert phases == list(slow)
     assert seen[-1] == ("completed", None)
+
+
+def test_status_follow_draws_a_live_table_until_its_timeout(fleet: str) -> None:
+    """``status --follow`` without ``--json`` draws the in-progress table and stops at
+    ``--timeout``."""
+    code, out = cli("status", "--store", fleet, "--follow", "--timeout", "0.5")
+    assert code == 0
+    assert "1 in progress" in out
+    assert "following" in out
+
+
+def test_an_unreachable_database_is_a_one_line_error() -> None:
+    """A PostgreSQL store that does not answer makes the command exit 1 with the host named
+    and no traceback."""
+    code, out = cli("list", "--store", "postgresql://nobody@127.0.0.1:1/events")
+    assert code == 1
+    assert "127.0.0.1" in out
+    assert "Traceback" not in out
