@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
-import re
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,9 +12,9 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 try:
-    import orjson as _orjson  # optional: about twice as fast to parse event bodies
-except ImportError:  # pragma: no cover - the standard library parser does the same work
-    _orjson = None  # type: ignore[assignment]
+    import msgspec as _msgspec  # optional: decodes JSON straight into the event classes
+except ImportError:  # pragma: no cover - the standard-library path gives the same events
+    _msgspec = None  # type: ignore[assignment]
 
 from llm_init.errors import EventStoreError
 from llm_init.events import EVENT_TYPES, Event, payload_of
@@ -124,6 +123,8 @@ def encode(event: Event) -> StoredEvent:
 
 
 def decode(record: StoredEvent) -> Event:
+    """The event a record stores. Fields the event type lacks are ignored (a tolerant
+    reader); missing fields take their defaults, and a missing required one is an error."""
     cls = EVENT_TYPES.get(record.topic)
     if cls is None:
         raise EventStoreError(
@@ -134,10 +135,18 @@ def decode(record: StoredEvent) -> Event:
             f"event {record.init_id}#{record.sequence} ({record.topic}) has schema version "
             f"{record.schema_version}, newer than this llm-init understands ({cls.SCHEMA_VERSION})"
         )
+    if _msgspec is not None:
+        text = _with_header(record)
+        if text is not None:
+            try:
+                event: Event = (_TYPED.get(cls) or _typed(cls)).decode(text)
+                return event
+            except _msgspec.MsgspecError:
+                pass  # the general path below decides, and words the error
     build = _BUILDERS.get(cls) or _builder(cls)
     try:
         return build(record.init_id, record.sequence, datetime.fromisoformat(record.timestamp),
-                     _loads(record.state))
+                     json.loads(record.state))
     except (ValueError, TypeError, KeyError) as exc:
         raise EventStoreError(
             f"event {record.init_id}#{record.sequence} ({record.topic}) cannot be decoded: "
@@ -145,18 +154,35 @@ def decode(record: StoredEvent) -> Event:
         ) from exc
 
 
-def _loads(text: str) -> Any:
-    # orjson reads integers beyond 64 bits as floats: such bodies (19+ digits in a row) take
-    # the standard parser, which is exact.
-    if _orjson is not None and _LONG_DIGITS.search(text) is None:
-        try:
-            return _orjson.loads(text)
-        except _orjson.JSONDecodeError:
-            pass  # the standard parser gives the error message users expect
-    return json.loads(text)
+def _typed(cls: type[Event]) -> Any:
+    decoder = _TYPED[cls] = _msgspec.json.Decoder(cls)
+    return decoder
 
 
-_LONG_DIGITS = re.compile(r"\d{19}")
+def _with_header(record: StoredEvent) -> str | None:
+    """The body with the header fields spliced in front, so msgspec builds the whole event
+    (about three times faster than parsing to a dict and constructing)."""
+    rest = record.state
+    if rest[:1] != "{":
+        rest = rest.lstrip()
+        if rest[:1] != "{":
+            return None
+    rest = rest[1:]
+    if rest[:1] != '"':  # not the usual first key: an empty or oddly spaced body
+        rest = rest.lstrip()
+    return (f'{{"init_id":{_json_text(record.init_id)},"sequence":{int(record.sequence)},'
+            f'"timestamp":{_json_text(record.timestamp)}{"" if rest[:1] == "}" else ","}'
+            f"{rest}")
+
+
+def _json_text(value: str) -> str:
+    """``value`` as a JSON string; ids and ISO times need no escaping, anything else gets it."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return json.dumps(value)
+
+
+_TYPED: dict[type[Event], Any] = {}
 
 
 _Builder = Callable[[str, int, datetime, dict[str, Any]], Event]
@@ -165,8 +191,8 @@ _Builder = Callable[[str, int, datetime, dict[str, Any]], Event]
 def _builder(cls: type[Event]) -> _Builder:
     """A constructor for ``cls`` from a decoded body, about twice as fast as ``cls(**body)``:
     it sets the slots directly (as the frozen dataclass's own ``__init__`` does), turns JSON
-    lists back into tuples where the field is a tuple, and fills defaulted fields an older
-    writer left out. Unknown body keys are an error, as they are for ``cls(**body)``."""
+    lists back into tuples where the field is a tuple, fills defaulted fields an older writer
+    left out, and ignores fields ``cls`` does not have."""
     hints = typing.get_type_hints(cls)
     header = ("init_id", "sequence", "timestamp")
     fields = [f for f in dataclasses.fields(cls) if f.name not in header]
@@ -181,11 +207,8 @@ def _builder(cls: type[Event]) -> _Builder:
     new = object.__new__
 
     def build(init_id: str, sequence: int, timestamp: datetime, body: dict[str, Any]) -> Event:
-        if len(body) != len(names):
-            unknown = set(body) - known
-            if unknown:
-                raise TypeError(f"unexpected fields {sorted(unknown)}")
-            body = {**defaults, **body}  # an older writer: defaults for what it left out
+        if len(body) != len(names) or not known.issuperset(body):
+            body = {**defaults, **{k: v for k, v in body.items() if k in known}}
         values = get_all(body) if len(names) > 1 else (get_all(body),)
         event: Event = new(cls)
         set_id(event, init_id)
