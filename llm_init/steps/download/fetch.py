@@ -1,0 +1,314 @@
+"""Parallel, verified, resumable fetching of a model's files into one directory on this node.
+
+Each file is streamed into ``.llm-init/partial/<path>.<version>.part``, digested as it arrives,
+and renamed to its final name once its size and checksum match; a line in
+``.llm-init/files.jsonl`` then records which version of it is complete. A later run skips
+complete files and continues partial ones from their last byte (a ranged read), so an
+interrupted download re-fetches only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_init.steps.download.checksums import MIB, Verifier
+from llm_init.steps.download.errors import (
+    ChecksumMismatchError,
+    DownloadError,
+    DownloadStopped,
+)
+from llm_init.steps.download.sources import STATE_DIR, RemoteFile, Source
+
+_log = logging.getLogger(__name__)
+JOURNAL = "files.jsonl"
+PARTIAL_DIR = "partial"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """How a node fetches: parallel files, read size, retries, bandwidth cap, durability."""
+
+    max_workers: int = 8
+    chunk_size: int = 8 * MIB
+    retries: int = 3  # per file, each continuing from the bytes already written
+    max_bandwidth: float | None = None  # bytes per second for the node, all files together
+    fsync: bool = True  # flush each file to disk before it gets its final name
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSnapshot:
+    """A consistent reading of a node's progress counters."""
+
+    stage: str
+    bytes_done: int
+    bytes_total: int
+    bytes_fetched: int
+    files_done: int
+    files_total: int
+
+
+class NodeProgress:
+    """Counters a node's download threads update and a reporter reads, under one lock.
+
+    ``bytes_done`` counts every byte in place (complete files and resumed prefixes included);
+    ``bytes_fetched`` counts only the bytes this run moved from the source.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stage = "starting"
+        self._bytes_done = self._bytes_total = self._bytes_fetched = 0
+        self._files_done = self._files_total = 0
+
+    def planned(self, files: int, nbytes: int) -> None:
+        """Start counting a new plan: ``files`` files of ``nbytes`` bytes, none done yet."""
+        with self._lock:
+            self._files_total, self._bytes_total = files, nbytes
+            self._files_done = self._bytes_done = 0
+
+    def stage(self, stage: str) -> None:
+        with self._lock:
+            self._stage = stage
+
+    def present(self, nbytes: int) -> None:
+        with self._lock:
+            self._bytes_done += nbytes
+
+    def fetched(self, nbytes: int) -> None:
+        with self._lock:
+            self._bytes_done += nbytes
+            self._bytes_fetched += nbytes
+
+    def file_done(self) -> None:
+        with self._lock:
+            self._files_done += 1
+
+    def snapshot(self) -> ProgressSnapshot:
+        with self._lock:
+            return ProgressSnapshot(self._stage, self._bytes_done, self._bytes_total,
+                                    self._bytes_fetched, self._files_done, self._files_total)
+
+
+@dataclass(slots=True)
+class FetchStats:
+    """What one ``Fetcher.fetch`` moved and how each file was verified."""
+
+    files_fetched: int = 0
+    bytes_fetched: int = 0
+    verified: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class _Cursor:
+    offset: int
+
+
+class ShortReadError(Exception):
+    """A stream ended before the file's last byte (retried like any network error)."""
+
+
+class RateLimiter:
+    """Caps the bytes per second of all threads together (no cap when ``rate`` is ``None``)."""
+
+    def __init__(self, rate: float | None, stop: threading.Event) -> None:
+        self._rate = rate
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def consumed(self, nbytes: int) -> None:
+        if not self._rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._next = max(self._next, now) + nbytes / self._rate
+            delay = self._next - now
+        self._stop.wait(delay)
+
+
+class Journal:
+    """``files.jsonl``: which version of each file is complete under its final name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.versions: dict[str, str] = {}
+        with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                    self.versions[entry["path"]] = entry["version"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a crash: that file is fetched again
+
+    def record(self, file: RemoteFile, verified: str) -> None:
+        line = json.dumps({"path": file.path, "version": file.version, "size": file.size,
+                           "verified": verified})
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            self.versions[file.path] = file.version
+
+
+class Fetcher:
+    """Fetches files from one source into ``dest`` with ``options.max_workers`` threads."""
+
+    def __init__(self, source: Source, dest: Path, progress: NodeProgress,
+                 options: FetchOptions, stop: threading.Event) -> None:
+        self.source = source
+        self.dest = dest
+        self.progress = progress
+        self.options = options
+        self.stop = stop
+        self.state = dest / STATE_DIR
+        self.journal = Journal(self.state / JOURNAL)
+        self.limiter = RateLimiter(options.max_bandwidth, stop)
+        self.stats = FetchStats()
+        self._stats_lock = threading.Lock()
+
+    def is_complete(self, file: RemoteFile) -> bool:
+        """Whether this version of ``file`` is already in place."""
+        if self.journal.versions.get(file.path) != file.version:
+            return False
+        try:
+            return (self.dest / file.path).stat().st_size == file.size
+        except FileNotFoundError:
+            return False
+
+    def fetch(self, files: Sequence[RemoteFile]) -> FetchStats:
+        """Bring every file in ``files`` into place; raise the first failure."""
+        (self.state / PARTIAL_DIR).mkdir(parents=True, exist_ok=True)
+        self.progress.planned(len(files), sum(f.size for f in files))
+        todo = []
+        for file in files:
+            if self.is_complete(file):
+                self.progress.present(file.size)
+                self.progress.file_done()
+            else:
+                todo.append(file)
+        if not todo:
+            return self.stats
+        self.progress.stage("downloading")
+        todo.sort(key=lambda f: f.size, reverse=True)  # the largest first: a shorter tail
+        workers = max(1, min(self.options.max_workers, len(todo)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="llm-init-fetch") as pool:
+            futures = [pool.submit(self._fetch_one, file) for file in todo]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [e for f in done if (e := f.exception()) is not None]
+            if errors:
+                self.stop.set()  # the other files stop at their next chunk
+                for future in futures:
+                    future.cancel()
+        if errors:
+            errors.sort(key=lambda e: isinstance(e, DownloadStopped))  # the cause before its echoes
+            raise errors[0]
+        return self.stats
+
+    def _fetch_one(self, file: RemoteFile) -> None:
+        if self.stop.is_set():
+            raise DownloadStopped("the download was stopped")
+        partial = self._partial_path(file)
+        verifier = self.source.verifier(file)
+        cursor = _Cursor(self._resume(partial, file, verifier))
+        attempt = 0
+        with open(partial, "ab", buffering=0) as out:
+            while cursor.offset < file.size:
+                try:
+                    self._stream(file, cursor, out, verifier)
+                except DownloadError:
+                    raise
+                except Exception as exc:  # network and server errors: continue where it ended
+                    os.ftruncate(out.fileno(), cursor.offset)  # drop a half-written chunk
+                    attempt += 1
+                    if attempt > self.options.retries:
+                        raise DownloadError(
+                            f"{self._name(file)}: {type(exc).__name__}: {exc} (after "
+                            f"{self.options.retries} retries, {cursor.offset} of {file.size} "
+                            f"bytes in place)") from exc
+                    _log.warning("%s: %s; retrying from byte %d", self._name(file), exc,
+                                 cursor.offset)
+                    self.stop.wait(min(0.25 * 2.0 ** attempt, 5.0))
+            if self.options.fsync:
+                os.fsync(out.fileno())
+        problem = verifier.mismatch()
+        if problem is not None:
+            partial.unlink(missing_ok=True)
+            raise ChecksumMismatchError(
+                f"{self._name(file)}: {problem}; the partial file was removed, so the next "
+                f"attempt fetches it again", path=file.path)
+        final = self.dest / file.path
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, final)
+        self.journal.record(file, verifier.method)
+        self.progress.file_done()
+        with self._stats_lock:
+            self.stats.files_fetched += 1
+            self.stats.verified[verifier.method] += 1
+
+    def _stream(self, file: RemoteFile, cursor: _Cursor, out: io.FileIO,
+                verifier: Verifier) -> None:
+        """Append the source's bytes from ``cursor.offset`` to the end of the file, moving the
+        cursor past every chunk written and digested. A stream that ends early raises
+        ``ShortReadError``, which the caller retries from where it ended."""
+        chunks = self.source.read(file, cursor.offset, self.options.chunk_size)
+        with contextlib.closing(chunks):
+            for chunk in chunks:
+                if self.stop.is_set():
+                    raise DownloadStopped("the download was stopped")
+                if cursor.offset + len(chunk) > file.size:
+                    raise ChecksumMismatchError(
+                        f"{self._name(file)}: the source sent more than its {file.size} bytes",
+                        path=file.path)
+                view = memoryview(chunk)
+                while view:
+                    view = view[out.write(view) or 0:]
+                verifier.update(chunk)
+                cursor.offset += len(chunk)
+                self.progress.fetched(len(chunk))
+                with self._stats_lock:
+                    self.stats.bytes_fetched += len(chunk)
+                self.limiter.consumed(len(chunk))
+        if cursor.offset < file.size:
+            raise ShortReadError(f"the stream ended at byte {cursor.offset} of {file.size}")
+
+    def _resume(self, partial: Path, file: RemoteFile, verifier: Verifier) -> int:
+        """Digest what an earlier run left in ``partial``; return where to continue."""
+        try:
+            size = partial.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size > file.size:
+            partial.unlink()
+            return 0
+        with open(partial, "rb", buffering=0) as f:
+            while chunk := f.read(self.options.chunk_size):
+                verifier.update(chunk)
+        self.progress.present(size)
+        return size
+
+    def _partial_path(self, file: RemoteFile) -> Path:
+        """The file's partial name, unique per version; partials of other versions go."""
+        tag = hashlib.sha1(file.version.encode(), usedforsecurity=False).hexdigest()[:12]
+        partial = self.state / PARTIAL_DIR / f"{file.path}.{tag}.part"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        stem = re.escape(partial.name[:-len(tag) - len(".part")])
+        other_versions = re.compile(stem + r"[0-9a-f]{12}\.part")
+        for stale in partial.parent.iterdir():
+            if stale != partial and other_versions.fullmatch(stale.name):
+                stale.unlink(missing_ok=True)
+        return partial
+
+    def _name(self, file: RemoteFile) -> str:
+        return f"{self.source.spec.uri.rstrip('/')}/{file.path}"

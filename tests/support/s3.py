@@ -1,0 +1,85 @@
+"""A real S3 HTTP API on loopback: moto's standalone server, for boto3's own code paths.
+
+    with MotoS3() as s3:
+        uri = s3.upload_dir(model_dir, "models/tiny")    # "s3://models/tiny"
+        ... DownloadStep(endpoint_url=s3.endpoint_url) ...
+
+Objects above ``multipart_threshold`` are uploaded in 8 MiB parts (multipart ETags).
+Clients need credentials of any value: ``MotoS3.ENV`` holds fake ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+MIB = 1024 * 1024
+ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+       "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class MotoS3:
+    """moto's ``ThreadedMotoServer`` on 127.0.0.1 and a free port."""
+
+    ENV = ENV
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        for name, value in ENV.items():
+            os.environ.setdefault(name, value)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint_url = ""
+
+    def start(self) -> MotoS3:
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> MotoS3:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, **_credentials())
+
+    def upload_dir(self, local: Path, target: str, *,
+                   multipart_threshold: int = 8 * MIB) -> str:
+        """Upload every file under ``local`` to ``bucket/prefix``; return its ``s3://`` URI."""
+        from boto3.s3.transfer import TransferConfig
+
+        bucket, _, prefix = target.partition("/")
+        client = self.client()
+        if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=bucket)
+        config = TransferConfig(multipart_threshold=multipart_threshold,
+                                multipart_chunksize=8 * MIB)
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                name = f"{prefix}/{path.relative_to(local).as_posix()}".lstrip("/")
+                client.upload_file(str(path), bucket, name, Config=config)
+        return f"s3://{target}"
+
+    def put(self, uri: str, data: bytes) -> None:
+        """Replace one object (``s3://bucket/name``)."""
+        bucket, _, name = uri.removeprefix("s3://").partition("/")
+        self.client().put_object(Bucket=bucket, Key=name, Body=data)
+
+
+def _credentials() -> dict[str, str]:
+    return {"aws_access_key_id": ENV["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": ENV["AWS_SECRET_ACCESS_KEY"],
+            "region_name": ENV["AWS_DEFAULT_REGION"]}
