@@ -1,7 +1,7 @@
 """Runs the download step in a process of its own, for tests that kill or race downloads.
 
     python -m tests.support.download_worker SOURCE CACHE_DIR [--endpoint-url URL]
-        [--max-bandwidth BYTES_PER_S] [--what MODEL_AND_TOKENIZER]
+        [--max-bandwidth BYTES_PER_S] [--chunk-size BYTES] [--what MODEL_AND_TOKENIZER]
 
 prints the ``DownloadResult`` as one JSON line, and ``started`` first (flushed) once it runs.
 """
@@ -23,11 +23,12 @@ def main() -> None:
     parser.add_argument("cache_dir")
     parser.add_argument("--endpoint-url")
     parser.add_argument("--max-bandwidth", type=float)
+    parser.add_argument("--chunk-size", type=int, default=8 * 1024 * 1024)
     parser.add_argument("--what", default="MODEL_AND_TOKENIZER")
     args = parser.parse_args()
     print("started", flush=True)
     step = DownloadStep(endpoint_url=args.endpoint_url, cache_dir=args.cache_dir,
-                        max_bandwidth=args.max_bandwidth)
+                        max_bandwidth=args.max_bandwidth, chunk_size=args.chunk_size)
     config = LLMConfig(model_id="worker-model", model_source=args.source,
                        local_node_download_model=args.what)
     ctx = NodeInitializationContext.for_config("worker", config)

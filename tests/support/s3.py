@@ -1,6 +1,6 @@
 """A real S3 HTTP API on loopback: moto's standalone server, for boto3's own code paths.
 
-    with MotoS3() as s3:
+    with running_moto_s3() as s3:           # also sets fake credentials in os.environ
         uri = s3.upload_dir(model_dir, "models/tiny")    # "s3://models/tiny"
         ... DownloadStep(endpoint_url=s3.endpoint_url) ...
 
@@ -11,7 +11,8 @@ Clients need credentials of any value: ``MotoS3.ENV`` holds fake ones.
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,8 +31,6 @@ class MotoS3:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        for name, value in ENV.items():
-            os.environ.setdefault(name, value)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.endpoint_url = ""
 
@@ -77,6 +76,21 @@ class MotoS3:
         """Replace one object (``s3://bucket/name``)."""
         bucket, _, name = uri.removeprefix("s3://").partition("/")
         self.client().put_object(Bucket=bucket, Key=name, Body=data)
+
+
+@contextmanager
+def running_moto_s3() -> Iterator[MotoS3]:
+    """A started ``MotoS3`` with fake credentials in the environment (restored afterwards) and
+    no endpoint variables that would point clients elsewhere."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in ENV.items():
+            patch.setenv(name, value)
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+            patch.delenv(name, raising=False)
+        with MotoS3() as server:
+            yield server
 
 
 def _credentials() -> dict[str, str]:
