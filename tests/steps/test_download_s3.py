@@ -60,11 +60,17 @@ def moto_s3() -> Iterator[MotoS3]:
 
 
 @pytest.fixture(scope="module")
-def small(moto_s3: MotoS3, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """A model with one multipart object (9 MiB: two 8 MiB-part ETag) and single-part ones."""
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model with one file of two 8 MiB parts (9 MiB) and eight small ones."""
     src = tmp_path_factory.mktemp("small")
     write_model(src, shards=2, shard_size=200_000, extra={"extra/big.safetensors": 9 * MIB})
-    return moto_s3.upload_dir(src, "models/small"), src
+    return src
+
+
+@pytest.fixture(scope="module")
+def small(moto_s3: MotoS3, small_model: Path) -> tuple[str, Path]:
+    """The small model as boto3 uploads it: every object with the store's CRC32."""
+    return moto_s3.upload_dir(small_model, "models/small"), small_model
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +120,21 @@ def in_place(model_dir: Path) -> int:
     return partial + sum((model_dir / name).stat().st_size for name in done)
 
 
-def test_download_verifies_md5_and_multipart_etags(moto_s3, small, tmp_path) -> None:
-    """An S3 prefix arrives byte for byte, single-part objects checked by MD5 and the multipart
-    one by its multipart MD5."""
+def test_download_verifies_the_stores_crc32(moto_s3, small, tmp_path) -> None:
+    """An S3 prefix arrives byte for byte, each object checked against the store's CRC32:
+    whole-object for single-part objects, composite over the parts for the multipart one."""
     uri, src = small
     result = run_step(DownloadStep(endpoint_url=moto_s3.endpoint_url, cache_dir=tmp_path), uri)
     assert read_tree(Path(result.path or "")) == read_tree(src)
+    assert result.nodes[0].verified == {"crc32": 8, "s3-composite-crc32": 1}
+
+
+def test_download_verifies_md5_etags(moto_s3, small_model, tmp_path) -> None:
+    """Objects with no store checksum are checked by their ETags: the MD5 for single-part
+    objects, the multipart MD5 for the multipart one."""
+    uri = moto_s3.upload_dir(small_model, "models/etag-only", checksums=False)
+    result = run_step(DownloadStep(endpoint_url=moto_s3.endpoint_url, cache_dir=tmp_path), uri)
+    assert read_tree(Path(result.path or "")) == read_tree(small_model)
     assert result.nodes[0].verified == {"md5": 8, "s3-multipart-md5": 1}
 
 
@@ -157,7 +172,7 @@ def test_corrupt_partial_file_is_detected(moto_s3, throttled, tmp_path) -> None:
         f.write(bytes([first[0] ^ 0xFF]))
     name = partial.name.rsplit(".", 2)[0]
     step = DownloadStep(endpoint_url=moto_s3.endpoint_url, cache_dir=tmp_path)
-    with pytest.raises(ChecksumMismatchError, match=f"{name}: .*md5") as caught:
+    with pytest.raises(ChecksumMismatchError, match=f"{name}: .*the source says") as caught:
         run_step(step, uri)
     assert caught.value.path == name
     assert not partial.exists()

@@ -50,18 +50,24 @@ class MotoS3:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-    def client(self) -> Any:
+    def client(self, *, checksums: bool = True) -> Any:
+        """A boto3 client; ``checksums=False`` uploads without the CRC32 that boto3 adds by
+        default, as older clients did (then only the ETag describes an object)."""
         import boto3
+        from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, **_credentials())
+        config = Config(request_checksum_calculation="when_supported" if checksums
+                        else "when_required")
+        return boto3.client("s3", endpoint_url=self.endpoint_url, config=config,
+                            **_credentials())
 
-    def upload_dir(self, local: Path, target: str, *,
-                   multipart_threshold: int = 8 * MIB) -> str:
+    def upload_dir(self, local: Path, target: str, *, multipart_threshold: int = 8 * MIB,
+                   checksums: bool = True) -> str:
         """Upload every file under ``local`` to ``bucket/prefix``; return its ``s3://`` URI."""
         from boto3.s3.transfer import TransferConfig
 
         bucket, _, prefix = target.partition("/")
-        client = self.client()
+        client = self.client(checksums=checksums)
         if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
             client.create_bucket(Bucket=bucket)
         config = TransferConfig(multipart_threshold=multipart_threshold,

@@ -8,18 +8,21 @@ Credentials come from boto3's usual chain on each node.
 
 from __future__ import annotations
 
+import base64
 import os
+import threading
 from collections.abc import Generator
 from typing import Any
 from urllib.parse import urlsplit
 
 from llm_init.steps.download.checksums import (
+    PARTS_ALGORITHMS,
     Checksum,
-    MultipartMD5,
+    Digest,
+    PartsDigest,
     SizeOnly,
     Verifier,
     part_size_candidates,
-    verifier_for,
 )
 from llm_init.steps.download.errors import DownloadError, SourceNotFoundError
 from llm_init.steps.download.sources import Listing, RemoteFile, SourceSpec, sanitize
@@ -43,16 +46,7 @@ class S3Source:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                max_pool_connections=MAX_POOL_CONNECTIONS,
-                retries={"max_attempts": 5, "mode": "standard"},
-                s3={"addressing_style": "path"} if self.endpoint_url else None,
-            )
-            self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url, config=config)
+            self._client = _client(self.endpoint_url)
         return self._client
 
     @property
@@ -81,22 +75,27 @@ class S3Source:
         return Listing(tuple(files))
 
     def verifier(self, file: RemoteFile) -> Verifier:
-        checksum = file.checksum
+        # One HEAD per file: does the store keep a checksum of its own, is the ETag an MD5?
+        head = self._call(file, "head_object", ChecksumMode="ENABLED")
+        checksum = _store_checksum(head, file)
         if checksum is None:
-            return SizeOnly()
-        # One HEAD per file: is the ETag an MD5 at all, and how large is part 1? (No If-Match
-        # here: some stores compare it with the part's ETag; the GET checks the version.)
-        head = self.client.head_object(Bucket=self.bucket, Key=self._object(file), PartNumber=1)
-        if head.get("ServerSideEncryption") == "aws:kms" or head.get("SSECustomerAlgorithm"):
-            return SizeOnly()  # the ETags of encrypted objects are not MD5s
-        if checksum.algorithm != "s3-multipart-md5":
-            return verifier_for(checksum, file.size)
-        part_one = int(head.get("ContentLength", 0))
-        if 0 < part_one < file.size or checksum.parts == 1:
-            return MultipartMD5(checksum, (max(part_one, 1),), authoritative=True)
-        # The server did not say how large part 1 is: try the usual part sizes.
-        return MultipartMD5(checksum, part_size_candidates(file.size, checksum.parts),
-                            authoritative=False)
+            encrypted = (head.get("ServerSideEncryption") == "aws:kms"
+                         or head.get("SSECustomerAlgorithm"))
+            if encrypted or file.checksum is None:
+                return SizeOnly()  # the ETags of encrypted objects are not MD5s
+            checksum = file.checksum
+        if checksum.algorithm not in PARTS_ALGORITHMS:
+            return Digest(checksum, file.size)
+        if checksum.parts == 1:
+            return PartsDigest(checksum, (max(file.size, 1),), authoritative=True)
+        # A second HEAD for the size of part 1. (No If-Match: some stores compare it with
+        # the part's ETag; the GET checks the version.)
+        part = self.client.head_object(Bucket=self.bucket, Key=self._object(file), PartNumber=1)
+        part_one = int(part.get("ContentLength", 0))
+        if 0 < part_one < file.size:
+            return PartsDigest(checksum, (part_one,), authoritative=True)
+        return PartsDigest(checksum, part_size_candidates(file.size, checksum.parts),
+                           authoritative=False)
 
     def read(self, file: RemoteFile, start: int, chunk_size: int) -> Generator[bytes]:
         response = self._call(file, "get_object", Range=f"bytes={start}-")
@@ -125,6 +124,61 @@ class S3Source:
 
     def _object(self, file: RemoteFile) -> str:
         return self.prefix + file.path
+
+
+_clients: dict[str | None, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(endpoint_url: str | None) -> Any:
+    """One S3 client per endpoint and process. Clients are thread-safe, and building one
+    (a fresh boto3 session loads its service models) costs more CPU than fetching a small
+    model; credentials are therefore resolved once per process, refreshed by botocore."""
+    with _clients_lock:
+        client = _clients.get(endpoint_url)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                max_pool_connections=MAX_POOL_CONNECTIONS,
+                retries={"max_attempts": 5, "mode": "standard"},
+                s3={"addressing_style": "path"} if endpoint_url else None,
+            )
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url,
+                                                    config=config)
+            _clients[endpoint_url] = client
+        return client
+
+
+def _store_checksum(head: dict[str, Any], file: RemoteFile) -> Checksum | None:
+    """The store's own checksum of the object from a HEAD with ``ChecksumMode=ENABLED``:
+    whole-object CRC32, SHA-256 or SHA-1, or a composite CRC32 over the parts."""
+    kind = head.get("ChecksumType")  # FULL_OBJECT, COMPOSITE, or absent (older stores)
+    etag_parts = _etag_parts(file.version)
+    for field, algorithm in (("ChecksumCRC32", "crc32"), ("ChecksumSHA256", "sha256"),
+                             ("ChecksumSHA1", "sha1")):
+        raw = head.get(field)
+        if not raw:
+            continue
+        encoded, _, suffix = str(raw).partition("-")
+        try:
+            value = base64.b64decode(encoded, validate=True).hex()
+        except ValueError:
+            continue
+        over_parts = bool(suffix) or kind == "COMPOSITE" or (kind is None and etag_parts > 1)
+        if not over_parts:
+            return Checksum(algorithm, value)
+        if algorithm == "crc32":
+            parts = int(suffix) if suffix.isdigit() else etag_parts
+            return Checksum("s3-composite-crc32", f"{value}-{parts}", parts)
+    return None
+
+
+def _etag_parts(etag: str) -> int:
+    """The part count of a multipart ETag (``"...-N"``), 1 for others."""
+    _, _, suffix = etag.strip('"').rpartition("-")
+    return int(suffix) if suffix.isdigit() else 1
 
 
 def _remote_file(path: str, obj: dict[str, Any]) -> RemoteFile:

@@ -45,10 +45,11 @@ class DownloadStep:
     cache_dir: str | os.PathLike[str] | None = None
     nodes: NodeSelection = None  # Ray node ids (or "all") when there is no placement group
     max_workers: int = 8
-    chunk_size: int = 8 * MIB
+    chunk_size: int = 1 * MIB
     retries: int = 3
     max_bandwidth: float | None = None  # bytes per second per node
     fsync: bool = True
+    checksums: bool = True  # False: verify sizes only
     prefer_safetensors: bool = True
     allow_patterns: Sequence[str] | None = None
     ignore_patterns: Sequence[str] = ()
@@ -79,7 +80,7 @@ class DownloadStep:
             cache_dir=os.fspath(self.cache_dir) if self.cache_dir is not None else None,
             fetch=FetchOptions(max_workers=self.max_workers, chunk_size=self.chunk_size,
                                retries=self.retries, max_bandwidth=self.max_bandwidth,
-                               fsync=self.fsync),
+                               fsync=self.fsync, checksums=self.checksums),
             prefer_safetensors=self.prefer_safetensors,
             allow_patterns=tuple(self.allow_patterns) if self.allow_patterns is not None
             else None,
