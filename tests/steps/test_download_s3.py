@@ -190,6 +190,17 @@ def test_object_changed_during_download_is_refused(moto_s3, tmp_path) -> None:
         list(source.read(listed["model.safetensors"], 0, 1024))
 
 
+def test_keys_leading_outside_the_model_are_refused(moto_s3, tmp_path) -> None:
+    """An object whose key would land outside the model directory fails the download, naming
+    it, before anything is written."""
+    moto_s3.put("s3://models/evil/config.json", b"{}")
+    moto_s3.put("s3://models/evil/sub/../../escape.json", b"{}")
+    with pytest.raises(DownloadError, match=r"escape\.json: refusing"):
+        run_step(DownloadStep(endpoint_url=moto_s3.endpoint_url, cache_dir=tmp_path / "c"),
+                 "s3://models/evil")
+    assert not list(tmp_path.rglob("*.json"))
+
+
 def test_two_processes_on_a_node_fetch_once(moto_s3, throttled, tmp_path) -> None:
     """Two processes downloading the same model on one node at once fetch its bytes once:
     the second waits for the lock, then finds the files complete."""

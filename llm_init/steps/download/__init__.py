@@ -14,8 +14,9 @@ from llm_init.steps.download.errors import (
     OfflineCacheMissError,
     SourceNotFoundError,
 )
-from llm_init.steps.download.fetch import FetchOptions, NodeProgress
+from llm_init.steps.download.fetch import FetchOptions
 from llm_init.steps.download.node import CACHE_DIR_ENV, NodePlan, cache_root, download_on_node
+from llm_init.steps.download.progress import NodeProgress
 from llm_init.steps.download.result import DownloadResult, NodeDownloadResult
 from llm_init.steps.download.sources import (
     Listing,

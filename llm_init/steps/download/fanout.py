@@ -9,6 +9,7 @@ The trace crosses into Ray tasks as a W3C ``traceparent`` through the OpenTeleme
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import sys
 import threading
@@ -20,8 +21,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from llm_init.steps.download.errors import DownloadError
-from llm_init.steps.download.fetch import NodeProgress
 from llm_init.steps.download.node import NodePlan, download_on_node
+from llm_init.steps.download.progress import NodeProgress
 from llm_init.steps.download.result import NodeDownloadResult
 from llm_init.telemetry import names
 
@@ -133,7 +134,6 @@ async def nodes_to_download(placement_group: Any, nodes: NodeSelection,
 def submit_download(plan: NodePlan, node_id: str, carrier: Mapping[str, str],
                     runtime_env: dict[str, Any] | None) -> Any:
     """Start ``download_task`` on ``node_id``, pinned there; return its ``ObjectRef``."""
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     options: dict[str, Any] = {
@@ -143,4 +143,12 @@ def submit_download(plan: NodePlan, node_id: str, carrier: Mapping[str, str],
     }
     if runtime_env:
         options["runtime_env"] = runtime_env
-    return ray.remote(download_task).options(**options).remote(plan, dict(carrier))
+    return _remote_task().options(**options).remote(plan, dict(carrier))
+
+
+@functools.cache
+def _remote_task() -> Any:
+    """``download_task`` as a Ray remote function, made once per process."""
+    import ray
+
+    return ray.remote(download_task)

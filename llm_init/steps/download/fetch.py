@@ -10,6 +10,7 @@ interrupted download re-fetches only what is missing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -17,9 +18,8 @@ import logging
 import os
 import re
 import threading
-import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +30,12 @@ from llm_init.steps.download.errors import (
     DownloadError,
     DownloadStopped,
 )
+from llm_init.steps.download.progress import NodeProgress, RateLimiter
 from llm_init.steps.download.sources import STATE_DIR, RemoteFile, Source
 
 _log = logging.getLogger(__name__)
 JOURNAL = "files.jsonl"
-SYNC_EVERY = 64 * MIB  # with fsync on, flush this often while a file downloads
+WRITEBACK_EVERY = 16 * MIB  # with fsync on: start writing a file back this often
 PARTIAL_DIR = "partial"
 
 
@@ -50,60 +51,6 @@ class FetchOptions:
     checksums: bool = True  # False: sizes only (no digest, no extra request per file)
 
 
-@dataclass(frozen=True, slots=True)
-class ProgressSnapshot:
-    """A consistent reading of a node's progress counters."""
-
-    stage: str
-    bytes_done: int
-    bytes_total: int
-    bytes_fetched: int
-    files_done: int
-    files_total: int
-
-
-class NodeProgress:
-    """Counters a node's download threads update and a reporter reads, under one lock.
-
-    ``bytes_done`` counts every byte in place (complete files and resumed prefixes included);
-    ``bytes_fetched`` counts only the bytes this run moved from the source.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stage = "starting"
-        self._bytes_done = self._bytes_total = self._bytes_fetched = 0
-        self._files_done = self._files_total = 0
-
-    def planned(self, files: int, nbytes: int) -> None:
-        """Start counting a new plan: ``files`` files of ``nbytes`` bytes, none done yet."""
-        with self._lock:
-            self._files_total, self._bytes_total = files, nbytes
-            self._files_done = self._bytes_done = 0
-
-    def stage(self, stage: str) -> None:
-        with self._lock:
-            self._stage = stage
-
-    def present(self, nbytes: int) -> None:
-        with self._lock:
-            self._bytes_done += nbytes
-
-    def fetched(self, nbytes: int) -> None:
-        with self._lock:
-            self._bytes_done += nbytes
-            self._bytes_fetched += nbytes
-
-    def file_done(self) -> None:
-        with self._lock:
-            self._files_done += 1
-
-    def snapshot(self) -> ProgressSnapshot:
-        with self._lock:
-            return ProgressSnapshot(self._stage, self._bytes_done, self._bytes_total,
-                                    self._bytes_fetched, self._files_done, self._files_total)
-
-
 @dataclass(slots=True)
 class FetchStats:
     """What one ``Fetcher.fetch`` moved and how each file was verified."""
@@ -111,6 +58,29 @@ class FetchStats:
     files_fetched: int = 0
     bytes_fetched: int = 0
     verified: Counter[str] = field(default_factory=Counter)
+
+
+@functools.cache
+def _sync_file_range() -> Callable[..., int] | None:
+    """Linux's ``sync_file_range`` from the C library already loaded, if there is one."""
+    import ctypes
+
+    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+    if function is not None:
+        function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        function.restype = ctypes.c_int
+    return function
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range of a file back to disk without waiting for it (Linux's
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``); elsewhere ``fdatasync``, which waits. Errors
+    are left to the final ``fsync``, which reports them."""
+    function = _sync_file_range()
+    if function is None:
+        os.fdatasync(fd)
+    else:
+        function(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
 
 
 @dataclass(slots=True)
@@ -121,25 +91,6 @@ class _Cursor:
 
 class ShortReadError(Exception):
     """A stream ended before the file's last byte (retried like any network error)."""
-
-
-class RateLimiter:
-    """Caps the bytes per second of all threads together (no cap when ``rate`` is ``None``)."""
-
-    def __init__(self, rate: float | None, stop: threading.Event) -> None:
-        self._rate = rate
-        self._stop = stop
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-
-    def consumed(self, nbytes: int) -> None:
-        if not self._rate:
-            return
-        with self._lock:
-            now = time.monotonic()
-            self._next = max(self._next, now) + nbytes / self._rate
-            delay = self._next - now
-        self._stop.wait(delay)
 
 
 class Journal:
@@ -192,6 +143,12 @@ class Fetcher:
 
     def fetch(self, files: Sequence[RemoteFile]) -> FetchStats:
         """Bring every file in ``files`` into place; raise the first failure."""
+        for file in files:
+            parts = file.path.split("/")
+            if file.path.startswith("/") or any(p in ("", ".", "..") for p in parts) or (
+                    parts[0] == STATE_DIR):
+                raise DownloadError(f"{self._name(file)}: refusing a path that leads outside "
+                                    f"the model directory or into its {STATE_DIR}")
         (self.state / PARTIAL_DIR).mkdir(parents=True, exist_ok=True)
         self.progress.planned(len(files), sum(f.size for f in files))
         todo = []
@@ -283,9 +240,9 @@ class Fetcher:
                 with self._stats_lock:
                     self.stats.bytes_fetched += len(chunk)
                 self.limiter.consumed(len(chunk))
-                if self.options.fsync and cursor.offset - cursor.synced >= SYNC_EVERY:
+                if self.options.fsync and cursor.offset - cursor.synced >= WRITEBACK_EVERY:
                     # Write back while downloading, so that the final fsync finds little left.
-                    os.fdatasync(out.fileno())
+                    start_writeback(out.fileno(), cursor.synced, cursor.offset - cursor.synced)
                     cursor.synced = cursor.offset
         if cursor.offset < file.size:
             raise ShortReadError(f"the stream ended at byte {cursor.offset} of {file.size}")

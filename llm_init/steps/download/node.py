@@ -13,10 +13,11 @@ from pathlib import Path
 
 from llm_init.config import NodeModelDownloadable
 from llm_init.steps.download.errors import OfflineCacheMissError, SourceNotFoundError
-from llm_init.steps.download.fetch import Fetcher, FetchOptions, NodeProgress
+from llm_init.steps.download.fetch import Fetcher, FetchOptions
 from llm_init.steps.download.hf import HFSource
 from llm_init.steps.download.lock import NodeLock
 from llm_init.steps.download.manifest import ManifestSource, read_manifest, write_manifest
+from llm_init.steps.download.progress import NodeProgress
 from llm_init.steps.download.result import NodeDownloadResult
 from llm_init.steps.download.sources import (
     STATE_DIR,

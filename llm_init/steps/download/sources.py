@@ -146,7 +146,8 @@ def select_files(files: Sequence[RemoteFile], what: NodeModelDownloadable, *,
     directories never; other weight formats not when safetensors exist (as vLLM loads)."""
     if what == NodeModelDownloadable.NONE:
         return ()
-    chosen = [f for f in files if not any(p.startswith(".") for p in f.path.split("/")[:-1])]
+    chosen = [f for f in files if not any(p.startswith(".") and p not in (".", "..")
+                                          for p in f.path.split("/")[:-1])]
     if allow_patterns is not None:
         chosen = [f for f in chosen if any(fnmatch.fnmatch(f.path, p) for p in allow_patterns)]
     chosen = [f for f in chosen if not any(fnmatch.fnmatch(f.path, p) for p in ignore_patterns)]

@@ -22,8 +22,9 @@ from llm_init.steps.download.fanout import (
     submit_download,
     trace_carrier,
 )
-from llm_init.steps.download.fetch import FetchOptions, NodeProgress
+from llm_init.steps.download.fetch import FetchOptions
 from llm_init.steps.download.node import NodePlan
+from llm_init.steps.download.progress import NodeProgress
 from llm_init.steps.download.result import DownloadResult, NodeDownloadResult
 from llm_init.steps.download.sources import SourceSpec, parse_source
 
