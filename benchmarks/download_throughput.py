@@ -25,7 +25,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from llm_init import LLMConfig, NodeInitializationContext  # noqa: E402
 from llm_init.steps.download import DownloadStep  # noqa: E402
 from tests.support.models import write_model  # noqa: E402
-from tests.support.s3 import ENV, MIB, MotoS3  # noqa: E402
+from tests.support.s3 import ENV, MIB, S3Store  # noqa: E402
 
 
 def free_port() -> int:
@@ -72,18 +74,29 @@ def timed(fn: Callable[[], None]) -> tuple[float, float]:
     return time.perf_counter() - started, cpu_seconds() - cpu
 
 
-def read_all(store: MotoS3, uri: str, workers: int, chunk: int, dest: Path | None = None) -> None:
-    """GET every object under ``uri`` in parallel; write the bytes into ``dest``, or discard
-    them. No verification, no resume, no progress: the work of the step without the step."""
-    from concurrent.futures import ThreadPoolExecutor
+def copy_tree(src: Path, dst: Path, fsync: bool) -> None:
+    dst.mkdir(parents=True)
+    for path in src.iterdir():
+        target = dst / path.name
+        shutil.copyfile(path, target)
+        if fsync:
+            fd = os.open(target, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
 
+
+def s3_client(endpoint_url: str) -> Any:
     import boto3
     from botocore.config import Config
 
+    return boto3.client("s3", endpoint_url=endpoint_url,
+                        config=Config(max_pool_connections=32, s3={"addressing_style": "path"}))
+
+
+def read_all(client: Any, uri: str, workers: int, chunk: int, dest: Path | None = None) -> None:
+    """GET every object under ``uri`` in parallel; write the bytes into ``dest``, or discard
+    them. No verification, no resume, no progress: the work of the step without the step."""
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    client = boto3.client("s3", endpoint_url=store.endpoint_url,
-                          config=Config(max_pool_connections=32,
-                                        s3={"addressing_style": "path"}))
     names = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
 
     def get(name: str) -> None:
@@ -102,19 +115,8 @@ def read_all(store: MotoS3, uri: str, workers: int, chunk: int, dest: Path | Non
         list(pool.map(get, names))
 
 
-def copy_tree(src: Path, dst: Path, fsync: bool) -> None:
-    dst.mkdir(parents=True)
-    for path in src.iterdir():
-        target = dst / path.name
-        shutil.copyfile(path, target)
-        if fsync:
-            fd = os.open(target, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
-
-
-def download(uri: str, endpoint: str, cache: Path, **options: object) -> None:
-    step = DownloadStep(endpoint_url=endpoint, cache_dir=cache, **options)  # type: ignore[arg-type]
+def download(uri: str, endpoint: str, cache: Path, **options: Any) -> None:
+    step = DownloadStep(endpoint_url=endpoint, cache_dir=cache, **options)
     ctx = NodeInitializationContext.for_config("bench", LLMConfig(model_id="bench",
                                                                   model_source=uri))
     asyncio.run(step.run(ctx, lambda **details: None))
@@ -140,22 +142,21 @@ def main() -> None:
         files = write_model(src, shards=args.shards, shard_size=shard)
         total = sum(files.values())
         endpoint = f"http://127.0.0.1:{port}"
-        store = MotoS3.__new__(MotoS3)  # only its client and upload helpers: the server is ours
-        store.endpoint_url = endpoint
-        uri = store.upload_dir(src, "bench/model")
+        uri = S3Store(endpoint).upload_dir(src, "bench/model")
         chunk = int(args.chunk_mb * MIB)
 
         step = {"max_workers": args.workers, "chunk_size": chunk}
+        client = s3_client(endpoint)  # made once, as the step makes its client once
+        download(uri, endpoint, work / "warm-up", **step)  # the step's client, made once
         cases: dict[str, Callable[[Path], None]] = {
             "file copy (the bound)": lambda d: copy_tree(src, d, fsync=False),
             "file copy + fsync": lambda d: copy_tree(src, d, fsync=True),
-            "S3 GET, bytes discarded": lambda d: read_all(store, uri, args.workers, chunk),
-            "S3 GET, bytes written": lambda d: read_all(store, uri, args.workers, chunk, d),
-            "step (MD5/ETag, fsync)": lambda d: download(uri, endpoint, d, **step),
-            "step (MD5/ETag, no fsync)": lambda d: download(uri, endpoint, d, **step,
-                                                            fsync=False),
-            "step (size only, no fsync)": lambda d: download(uri, endpoint, d, **step,
-                                                             fsync=False, checksums=False),
+            "boto3 GET, bytes discarded": lambda d: read_all(client, uri, args.workers, chunk),
+            "boto3 GET, bytes written": lambda d: read_all(client, uri, args.workers, chunk, d),
+            "step (default: CRC32, fsync)": lambda d: download(uri, endpoint, d, **step),
+            "step (CRC32, no fsync)": lambda d: download(uri, endpoint, d, **step, fsync=False),
+            "step (sizes only, no fsync)": lambda d: download(uri, endpoint, d, **step,
+                                                              fsync=False, checksums=False),
         }
         rows: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
         for run in range(args.runs):

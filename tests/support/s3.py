@@ -5,7 +5,8 @@
         ... DownloadStep(endpoint_url=s3.endpoint_url) ...
 
 Objects above ``multipart_threshold`` are uploaded in 8 MiB parts (multipart ETags).
-Clients need credentials of any value: ``MotoS3.ENV`` holds fake ones.
+Clients need credentials of any value: ``ENV`` holds fake ones. ``S3Store(endpoint_url)`` has
+the same client and upload helpers for a server started elsewhere.
 """
 
 from __future__ import annotations
@@ -22,33 +23,11 @@ ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
        "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-class MotoS3:
-    """moto's ``ThreadedMotoServer`` on 127.0.0.1 and a free port."""
+class S3Store:
+    """Client and upload helpers for the S3 API at ``endpoint_url``."""
 
-    ENV = ENV
-
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.endpoint_url = ""
-
-    def start(self) -> MotoS3:
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> MotoS3:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    def __init__(self, endpoint_url: str) -> None:
+        self.endpoint_url = endpoint_url
 
     def client(self, *, checksums: bool = True) -> Any:
         """A boto3 client; ``checksums=False`` uploads without the CRC32 that boto3 adds by
@@ -82,6 +61,33 @@ class MotoS3:
         """Replace one object (``s3://bucket/name``)."""
         bucket, _, name = uri.removeprefix("s3://").partition("/")
         self.client().put_object(Bucket=bucket, Key=name, Body=data)
+
+
+class MotoS3(S3Store):
+    """moto's ``ThreadedMotoServer`` on 127.0.0.1 and a free port."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        super().__init__("")
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+    def start(self) -> MotoS3:
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> MotoS3:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
 
 @contextmanager

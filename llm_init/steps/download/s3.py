@@ -29,6 +29,8 @@ from llm_init.steps.download.sources import Listing, RemoteFile, SourceSpec, san
 
 # Connections per client: enough for the fetcher's parallel files plus listing.
 MAX_POOL_CONNECTIONS = 32
+PERMANENT_ERRORS = frozenset({"AccessDenied", "NoSuchKey", "NoSuchBucket", "InvalidObjectState",
+                              "403", "404"})
 
 
 class S3Source:
@@ -120,6 +122,8 @@ class S3Source:
                 raise DownloadError(
                     f"{self.spec.location}/{file.path} changed while it was being downloaded "
                     f"(its ETag is no longer {file.version}); download again") from exc
+            if code in PERMANENT_ERRORS:  # no use retrying these
+                raise DownloadError(f"{self.spec.location}/{file.path}: {exc}") from exc
             raise
 
     def _object(self, file: RemoteFile) -> str:
