@@ -72,10 +72,12 @@ def test_one_pinned_task_per_node(cluster, model, tmp_path) -> None:
         assert read_tree(Path(node.path or "")) == read_tree(model)
 
 
-def test_local_node_in_process_and_worker_node_in_a_task(cluster, model, tmp_path) -> None:
+def test_local_node_in_process_and_worker_node_in_a_task(cluster, model, tmp_path,
+                                                         monkeypatch) -> None:
     """By default the local node downloads in this process with its own mode (here the
     tokenizer only) and the worker node in a pinned task with the worker mode."""
     head, worker = cluster
+    monkeypatch.setenv("LLM_INIT_CACHE_DIR", str(tmp_path / "local"))
     result = run_step(DownloadStep(nodes=[worker]), model, local="TOKENIZER_ONLY",
                       runtime_env={"env_vars": {"LLM_INIT_CACHE_DIR": str(tmp_path / "w")}})
     local, remote = result.nodes
@@ -85,6 +87,7 @@ def test_local_node_in_process_and_worker_node_in_a_task(cluster, model, tmp_pat
                                                             "MODEL_AND_TOKENIZER")
     # The task ran under the context's runtime_env: its cache is the one named there.
     assert Path(remote.path or "").parent == tmp_path / "w"
+    assert Path(local.path or "").parent == tmp_path / "local"
 
 
 def test_placement_group_nodes_are_downloaded_on(cluster, model, tmp_path) -> None:
