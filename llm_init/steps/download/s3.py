@@ -144,11 +144,19 @@ def _client(endpoint_url: str | None) -> Any:
             import boto3
             from botocore.config import Config
 
-            config = Config(
-                max_pool_connections=MAX_POOL_CONNECTIONS,
-                retries={"max_attempts": 5, "mode": "standard"},
-                s3={"addressing_style": "path"} if endpoint_url else None,
-            )
+            options: dict[str, Any] = {
+                "max_pool_connections": MAX_POOL_CONNECTIONS,
+                "retries": {"max_attempts": 5, "mode": "standard"},
+                "s3": {"addressing_style": "path"} if endpoint_url else None,
+                # The fetcher verifies every byte itself; botocore >= 1.36 would digest full
+                # reads a second time.
+                "response_checksum_validation": "when_required",
+            }
+            try:
+                config = Config(**options)
+            except TypeError:  # an older botocore without that option
+                del options["response_checksum_validation"]
+                config = Config(**options)
             client = boto3.session.Session().client("s3", endpoint_url=endpoint_url,
                                                     config=config)
             _clients[endpoint_url] = client

@@ -175,6 +175,7 @@ class _ProgressReports:
 
     def __init__(self, report: ProgressReporter) -> None:
         self.report = report
+        self.started = time.perf_counter()
         self.reported: dict[str, int] = {}  # bytes fetched already reported, per node
         self.last: dict[str, tuple[Any, ...]] = {}
 
@@ -186,9 +187,11 @@ class _ProgressReports:
         self.last[node_id] = state
         delta = snap.bytes_fetched - self.reported.get(node_id, 0)
         self.reported[node_id] = snap.bytes_fetched
+        elapsed = time.perf_counter() - self.started
         self.report(node_id=node_id, stage=snap.stage, bytes_delta=delta,
                     bytes_done=snap.bytes_done, bytes_total=snap.bytes_total,
-                    files_done=snap.files_done, files_total=snap.files_total)
+                    files_done=snap.files_done, files_total=snap.files_total,
+                    throughput_bytes_per_s=round(snap.bytes_fetched / elapsed, 1))
 
     def completed(self, result: NodeDownloadResult) -> None:
         delta = result.bytes_fetched - self.reported.get(result.node_id, 0)
@@ -196,6 +199,5 @@ class _ProgressReports:
         self.report(node_id=result.node_id, stage="node_completed", bytes_delta=delta,
                     bytes_done=result.bytes_total, bytes_total=result.bytes_total,
                     files_done=len(result.files), files_total=len(result.files),
-                    seconds=round(result.seconds, 3),
                     throughput_bytes_per_s=round(result.throughput_bytes_per_s, 1),
-                    ran_in=result.ran_in)
+                    seconds=round(result.seconds, 3), ran_in=result.ran_in)
