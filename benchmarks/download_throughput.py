@@ -3,9 +3,10 @@
 Generates a model of several safetensors shards, serves it from moto's S3 server on loopback
 (in a process of its own, as a real store would be), downloads it with ``DownloadStep`` into a
 fresh cache directory, and copies the same files with ``shutil.copyfile`` (the bound: the disk
-and memory path without HTTP). A plain boto3 read of every object, bytes discarded, shows what
-the server and HTTP client alone allow. Prints the median of ``--runs`` interleaved runs of
-each, and this process's CPU time per GiB (the server's is not counted).
+and memory path without HTTP). A plain boto3 read of every object (bytes discarded, or written)
+shows what the server and HTTP client alone allow; the step copying the same files from a
+directory source shows its own cost without HTTP. Prints the median of ``--runs`` interleaved
+runs of each, and this process's CPU time per GiB (the server's is not counted).
 
     python benchmarks/download_throughput.py [--size-mb 384] [--shards 4] [--runs 3]
         [--workers 8] [--chunk-mb 1]
@@ -157,6 +158,8 @@ def main() -> None:
             "step (CRC32, no fsync)": lambda d: download(uri, endpoint, d, **step, fsync=False),
             "step (sizes only, no fsync)": lambda d: download(uri, endpoint, d, **step,
                                                               fsync=False, checksums=False),
+            "step, directory source, no fsync": lambda d: download(str(src), endpoint, d,
+                                                                   **step, fsync=False),
         }
         rows: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
         for run in range(args.runs):
@@ -173,11 +176,11 @@ def main() -> None:
         print(f"\n{total / MIB:.0f} MiB in {len(files)} files ({args.shards} shards), median of "
               f"{args.runs} runs, workers={args.workers}, chunk={args.chunk_mb} MiB, "
               f"{os.cpu_count()} CPUs\n")
-        print(f"| {'method':<28} | {'MB/s':>6} | {'of bound':>8} | {'CPU s/GiB':>9} |")
-        print(f"|{'-' * 30}|{'-' * 8}|{'-' * 10}|{'-' * 11}|")
+        print(f"| {'method':<32} | {'MB/s':>6} | {'of bound':>8} | {'CPU s/GiB':>9} |")
+        print(f"|{'-' * 34}|{'-' * 8}|{'-' * 10}|{'-' * 11}|")
         for name in cases:
             cpu = statistics.median(c for _, c in rows[name]) / gib
-            print(f"| {name:<28} | {rate(name) / 1e6:>6.0f} | {rate(name) / bound:>8.2f} | "
+            print(f"| {name:<32} | {rate(name) / 1e6:>6.0f} | {rate(name) / bound:>8.2f} | "
                   f"{cpu:>9.2f} |")
     finally:
         server.kill()
