@@ -1,0 +1,172 @@
+"""Structured logs: one line per event, JSON for machines, console rendering for humans.
+
+``LogObserver`` (added to every initialization by the runtime) writes each event to the standard
+``logging`` logger ``llm_init.events`` with its fields attached: ``init_id``, ``phase``, ``hook``,
+``callback``, ``step``, ``trace_id`` and ``span_id`` (absent outside a span), and the event's own
+fields. Until the application calls ``configure_logging`` nothing is printed below WARNING, so
+the library stays quiet and nearly free (a level check per event).
+
+``configure_logging`` (application layer) renders every ``llm_init`` record through structlog:
+JSON lines, or ``structlog.dev.ConsoleRenderer`` when the stream is a terminal. Values pass
+through redaction once more on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from opentelemetry import trace
+
+from llm_init.events import (
+    ContextChanged,
+    Event,
+    HookCompleted,
+    HookFailed,
+    HookStarted,
+    InitializationCompleted,
+    InitializationFailed,
+    InitializationStarted,
+    PhaseCompleted,
+    PhaseFailed,
+    PhaseSkipped,
+    PhaseStarted,
+    StepCompleted,
+    StepFailed,
+    StepProgressed,
+    StepStarted,
+    payload_of,
+)
+from llm_init.summary import json_safe
+from llm_init.telemetry import names
+
+FIELDS_ATTR = "llm_init_fields"  # the LogRecord attribute carrying an event's fields
+_LEVELS: dict[type[Event], int] = {
+    InitializationStarted: logging.INFO, InitializationCompleted: logging.INFO,
+    InitializationFailed: logging.ERROR, PhaseStarted: logging.DEBUG,
+    PhaseCompleted: logging.INFO, PhaseSkipped: logging.INFO, PhaseFailed: logging.ERROR,
+    HookStarted: logging.DEBUG, HookCompleted: logging.INFO, HookFailed: logging.ERROR,
+    StepStarted: logging.DEBUG, StepProgressed: logging.DEBUG, StepCompleted: logging.INFO,
+    StepFailed: logging.ERROR, ContextChanged: logging.INFO,
+}
+# Large or duplicated payload fields the event store keeps and log lines leave out.
+_LEFT_OUT = frozenset({"config", "context"})
+
+
+class LogObserver:
+    """Writes one structured log record per event (see the module docs)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger(names.LOGGER_EVENTS)
+
+    def on_event(self, event: Event) -> None:
+        level = _LEVELS.get(type(event), logging.INFO)
+        if isinstance(event, HookFailed) and not event.aborted:
+            level = logging.WARNING  # the policy let the initialization go on
+        if not self.logger.isEnabledFor(level):
+            return
+        fields: dict[str, Any] = {names.LOG_INIT_ID: event.init_id, "sequence": event.sequence,
+                                  "timestamp": event.timestamp.isoformat()}
+        if event.trace_id is not None:
+            fields[names.LOG_TRACE_ID] = event.trace_id
+            fields[names.LOG_SPAN_ID] = event.span_id
+        if event.node_id is not None:
+            fields["node_id"] = event.node_id
+        for key, value in payload_of(event).items():
+            if key not in _LEFT_OUT:
+                fields[key] = value
+        self.logger.log(level, event.TYPE, extra={FIELDS_ATTR: fields})
+
+
+# structlog processors, used by the formatter ``configure_logging`` installs.
+EventDict = MutableMapping[str, Any]
+
+
+def merge_event_fields(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Lift an event's fields (``LogObserver``) from the log record into the line."""
+    record = event_dict.get("_record")
+    fields = getattr(record, FIELDS_ATTR, None)
+    if fields:
+        event_dict.update(fields)
+    return event_dict
+
+
+def add_trace_ids(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """``trace_id``/``span_id`` of the current span, for lines that don't carry their own."""
+    if names.LOG_TRACE_ID not in event_dict:
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            event_dict[names.LOG_TRACE_ID] = format(span_context.trace_id, "032x")
+            event_dict[names.LOG_SPAN_ID] = format(span_context.span_id, "016x")
+    return event_dict
+
+
+def add_timestamp(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """The record's time (UTC, ISO 8601) unless the event brought its own."""
+    if "timestamp" not in event_dict:
+        record = event_dict.get("_record")
+        created = record.created if record is not None else datetime.now(UTC).timestamp()
+        event_dict["timestamp"] = datetime.fromtimestamp(created, UTC).isoformat()
+    return event_dict
+
+
+# Keys whose values are ours (names, ids), not user data: masked by content, never by key name
+# (``key`` is the name of a changed dict key, which would otherwise look like a credential).
+_OWN_KEYS = frozenset({"event", "key", "field", "level", "logger", "timestamp", "init_id",
+                       "trace_id", "span_id", "phase", "hook", "callback", "step"})
+
+
+def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Mask credentials in every value (and under credential-like keys), whatever logged them."""
+    for key, value in event_dict.items():
+        if key.startswith("_") or value is None or isinstance(value, bool | int | float):
+            continue
+        event_dict[key] = json_safe(value, None if key in _OWN_KEYS else key)
+    return event_dict
+
+
+def configure_logging(level: int | str | None = None, *, stream: IO[str] | None = None,
+                      fmt: str | None = None, propagate: bool = False) -> logging.Handler:
+    """Application layer: route every ``llm_init`` log record to ``stream`` (default stderr) as
+    JSON lines (``fmt="json"``), console lines (``"console"``), or by whether the stream is a
+    terminal (``"auto"``, the default; ``LLM_INIT_LOG_FORMAT`` sets it too). ``level``
+    defaults to ``LLM_INIT_LOG_LEVEL`` or INFO. Calling it again replaces the handler."""
+    import structlog
+
+    stream = stream if stream is not None else sys.stderr
+    fmt = (fmt or os.environ.get(names.ENV_LOG_FORMAT) or "auto").lower()
+    if fmt == "auto":
+        isatty = getattr(stream, "isatty", None)
+        fmt = "console" if callable(isatty) and isatty() else "json"
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=_colors(stream))
+        tail: list[Any] = []
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        tail = [structlog.processors.format_exc_info]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           merge_event_fields, add_trace_ids, add_timestamp],
+        processors=[*tail, redact, structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.set_name("llm-init")
+    root = logging.getLogger("llm_init")
+    for old in [h for h in root.handlers if h.get_name() == "llm-init"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level or os.environ.get(names.ENV_LOG_LEVEL, "INFO").upper())
+    root.propagate = propagate
+    return handler
+
+
+def _colors(stream: IO[str]) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(callable(isatty) and isatty()) and "NO_COLOR" not in os.environ
