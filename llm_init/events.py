@@ -187,8 +187,12 @@ def header_fields() -> frozenset[str]:
 
 def payload_of(event: Event) -> dict[str, Any]:
     """The event-specific fields, as plain values."""
-    return {name: getattr(event, name) for name in type(event).__dataclass_fields__
-            if name not in _HEADER}
+    names = _PAYLOAD_FIELDS.get(type(event))
+    if names is None:
+        names = _PAYLOAD_FIELDS[type(event)] = tuple(
+            n for n in type(event).__dataclass_fields__ if n not in _HEADER)
+    return {name: getattr(event, name) for name in names}
 
 
 _HEADER = header_fields()
+_PAYLOAD_FIELDS: dict[type[Event], tuple[str, ...]] = {}
