@@ -17,7 +17,7 @@ _SECRET_WORDS = frozenset({
 })
 _SECRET_SUFFIXES = ("token", "secret", "password", "passwd", "apikey", "accesskey", "credential",
                     "credentials")
-_WORD_SPLIT = re.compile(r"[^a-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 # ``scheme://user:password@host``: everything between ``//`` and the last ``@`` before the path.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")
 # ``?name=value`` / ``&name=value`` in URLs (pre-signed S3 URLs carry signatures and tokens).
