@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from llm_init.replay import (
     resolve_init_id,
 )
 from llm_init.stores import STORE_ENV_VAR, EventStore, InitQuery, encode, open_store
+from llm_init.telemetry.names import ENV_TRACE_URL as TRACE_URL_ENV
 
 app = typer.Typer(help="Inspect LLM replica initializations recorded by llm-init.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -157,8 +159,14 @@ def list_cmd(store: StoreOption = None,
 
 
 @app.command()
-def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = False) -> None:
-    """A waterfall of phases, default steps and hook calls, with durations."""
+def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = False,
+             spans: Annotated[bool, typer.Option(
+                 "--spans", help="Show each entry's span id, to find it in the trace")] = False,
+             ) -> None:
+    """A waterfall of phases, default steps and hook calls, with durations.
+
+    The head shows the trace id (and a link when LLM_INIT_TRACE_URL is a template such as
+    http://jaeger:16686/trace/{trace_id}); --spans adds each entry's span id."""
     r = _with_store(store, lambda s: replay(read_events(s, resolve_init_id(s, init_id))))
     if as_json:
         print(json.dumps({**_summary(r), "timeline": [
@@ -172,6 +180,9 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/] in {_secs(r.duration_s)}")
     if r.trace_id:
         head += f"  trace {r.trace_id}"
+        template = os.environ.get(TRACE_URL_ENV)
+        if template:
+            head += f"  {template.replace('{trace_id}', r.trace_id)}"
     tree = Tree(head)
     branch = tree
     width = 30
@@ -188,6 +199,8 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
                 f"{label}")
         if e.status in ("skipped", "failed"):
             line += f" [{style}]{e.status.upper()}[/] {e.detail}"
+        if spans and e.span_id:
+            line += f" [dim]span {e.span_id}[/]"
         if e.kind == "phase":
             branch = tree.add(line)
         else:
@@ -199,9 +212,16 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
 
 @app.command()
 def events(init_id: str, store: StoreOption = None,
-           as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
+           as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
+           span: Annotated[str | None, typer.Option(
+               "--span", help="Only the events emitted under this span id (from a trace)")]
+           = None) -> None:
     """The recorded events of one initialization, as a table or JSON lines."""
     evs = _with_store(store, lambda s: read_events(s, resolve_init_id(s, init_id)))
+    if span is not None:
+        evs = [e for e in evs if e.span_id == span.lower()]
+        if not evs:
+            raise _fail(f"no event of {init_id} was emitted under span {span}")
     if as_json:
         for e in evs:
             rec = encode(e)

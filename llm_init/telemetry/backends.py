@@ -82,7 +82,7 @@ class _PromGauge(_Children):
         self.child(labels).set(value)
 
 
-_served: dict[tuple[int, str, int], int] = {}
+_served: dict[tuple[object, str, int], int] = {}
 _served_lock = threading.Lock()
 
 
@@ -108,7 +108,7 @@ class PrometheusBackend:
 
     @property
     def key(self) -> tuple[object, ...]:
-        return (self.name, id(self.registry))
+        return (self.name, self.registry)  # the registry itself: an id could be reused
 
     def histogram(self, name: str, doc: str, labels: Labels,
                   buckets: Sequence[float]) -> Histogram:
@@ -135,10 +135,10 @@ class PrometheusBackend:
             return
         import prometheus_client
 
-        key = (id(self.registry), self.addr, int(self.port))
+        key = (self.registry, self.addr, int(self.port))
         with _served_lock:
-            if key in _served:
-                self.server_port = _served[key]
+            if key in _served:  # served already (or failed to: then -1, and not retried)
+                self.server_port = _served[key] if _served[key] >= 0 else None
                 return
             try:
                 server, _ = prometheus_client.start_http_server(self.port, self.addr,
