@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import statistics
 import subprocess
@@ -48,7 +47,7 @@ from llm_init import (  # noqa: E402
     initialize_node,
 )
 from llm_init.telemetry.backends import PrometheusBackend  # noqa: E402
-from llm_init.telemetry.logs import configure_logging  # noqa: E402
+from llm_init.telemetry.logs import configure_logging, unconfigure_logging  # noqa: E402
 from llm_init.telemetry.metrics import MetricsCallback  # noqa: E402
 
 
@@ -149,10 +148,10 @@ def main() -> None:
         for level in levels:
             rows.append((level.name, per_hook(level, classes, args.runs)))
         with open(os.devnull, "w") as devnull:
-            handler = configure_logging("INFO", stream=devnull, fmt="json")
+            configure_logging("INFO", stream=devnull, fmt="json")
             rows.append(("+ logs (structlog JSON, INFO)", per_hook(levels[-1], classes,
                                                                      args.runs)))
-            logging.getLogger("llm_init").removeHandler(handler)
+            unconfigure_logging()
         provider.shutdown()
     finally:
         receiver.terminate()

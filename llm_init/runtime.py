@@ -89,7 +89,7 @@ async def initialize_node(
                 InitializationStarted, model_id=model_id,
                 config=json_safe(_config_summary(llm_config)), context=ctx.snapshot(),
                 callbacks=tuple(callback_name(cb) for cb in callbacks),
-                host=socket.gethostname(), pid=os.getpid(), labels=dict(labels or {}),
+                host=socket.gethostname(), pid=os.getpid(), labels=json_safe(dict(labels or {})),
             )
             started = time.perf_counter()
             phase: str | None = None

@@ -6,9 +6,11 @@
 fields. Until the application calls ``configure_logging`` nothing is printed below WARNING, so
 the library stays quiet and nearly free (a level check per event).
 
-``configure_logging`` (application layer) renders every ``llm_init`` record through structlog:
-JSON lines, or ``structlog.dev.ConsoleRenderer`` when the stream is a terminal. Values pass
-through redaction once more on the way out.
+``configure_logging`` (application layer) renders llm-init's lines through structlog: JSON lines,
+or ``structlog.dev.ConsoleRenderer`` when the stream is a terminal. Event lines then take
+structlog's fast path (a filtering bound logger writing to the stream; their fields were redacted
+when the events were recorded); any other ``llm_init`` record (a telemetry warning) goes through
+a ``logging`` handler with structlog's ``ProcessorFormatter`` and is redacted on the way out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import sys
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any, TextIO
 
 from opentelemetry import trace
 
@@ -55,31 +57,50 @@ _LEVELS: dict[type[Event], int] = {
 }
 # Large or duplicated payload fields the event store keeps and log lines leave out.
 _LEFT_OUT = frozenset({"config", "context"})
+# The structlog logger ``configure_logging`` set up for event lines, and its level.
+_sink: Any = None
+_sink_level = logging.CRITICAL + 1
 
 
 class LogObserver:
-    """Writes one structured log record per event (see the module docs)."""
+    """Writes one structured log line per event (see the module docs). With ``logger`` given,
+    lines always go to that ``logging`` logger; by default they take the fast path that
+    ``configure_logging`` sets up, or else the ``llm_init.events`` logger."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger(names.LOGGER_EVENTS)
+        self._use_sink = logger is None
 
     def on_event(self, event: Event) -> None:
         level = _LEVELS.get(type(event), logging.INFO)
         if isinstance(event, HookFailed) and not event.aborted:
             level = logging.WARNING  # the policy let the initialization go on
-        if not self.logger.isEnabledFor(level):
+        sink = _sink if self._use_sink else None
+        if sink is not None:
+            if level < _sink_level:
+                return
+        elif not self.logger.isEnabledFor(level):
             return
-        fields: dict[str, Any] = {names.LOG_INIT_ID: event.init_id, "sequence": event.sequence,
-                                  "timestamp": event.timestamp.isoformat()}
-        if event.trace_id is not None:
-            fields[names.LOG_TRACE_ID] = event.trace_id
-            fields[names.LOG_SPAN_ID] = event.span_id
-        if event.node_id is not None:
-            fields["node_id"] = event.node_id
-        for key, value in payload_of(event).items():
-            if key not in _LEFT_OUT:
-                fields[key] = value
-        self.logger.log(level, event.TYPE, extra={FIELDS_ATTR: fields})
+        fields = event_fields(event)
+        if sink is not None:
+            sink.log(level, event.TYPE, logger=self.logger.name, **fields)
+        else:
+            self.logger.log(level, event.TYPE, extra={FIELDS_ATTR: fields})
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """The fields of an event's log line: ids first, then the event's own fields."""
+    fields: dict[str, Any] = {names.LOG_INIT_ID: event.init_id, "sequence": event.sequence,
+                              "timestamp": event.timestamp.isoformat()}
+    if event.trace_id is not None:
+        fields[names.LOG_TRACE_ID] = event.trace_id
+        fields[names.LOG_SPAN_ID] = event.span_id
+    if event.node_id is not None:
+        fields["node_id"] = event.node_id
+    for key, value in payload_of(event).items():
+        if key not in _LEFT_OUT:
+            fields[key] = value
+    return fields
 
 
 # structlog processors, used by the formatter ``configure_logging`` installs.
@@ -129,14 +150,16 @@ def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
-def configure_logging(level: int | str | None = None, *, stream: IO[str] | None = None,
+def configure_logging(level: int | str | None = None, *, stream: TextIO | None = None,
                       fmt: str | None = None, propagate: bool = False) -> logging.Handler:
-    """Application layer: route every ``llm_init`` log record to ``stream`` (default stderr) as
-    JSON lines (``fmt="json"``), console lines (``"console"``), or by whether the stream is a
+    """Application layer: write llm-init's log lines to ``stream`` (default stderr) as JSON
+    lines (``fmt="json"``), console lines (``"console"``), or by whether the stream is a
     terminal (``"auto"``, the default; ``LLM_INIT_LOG_FORMAT`` sets it too). ``level``
-    defaults to ``LLM_INIT_LOG_LEVEL`` or INFO. Calling it again replaces the handler."""
+    defaults to ``LLM_INIT_LOG_LEVEL`` or INFO. Calling it again replaces the previous set-up;
+    ``unconfigure_logging`` removes it."""
     import structlog
 
+    global _sink, _sink_level
     stream = stream if stream is not None else sys.stderr
     fmt = (fmt or os.environ.get(names.ENV_LOG_FORMAT) or "auto").lower()
     if fmt == "auto":
@@ -147,7 +170,7 @@ def configure_logging(level: int | str | None = None, *, stream: IO[str] | None 
         renderer = structlog.dev.ConsoleRenderer(colors=_colors(stream))
         tail: list[Any] = []
     else:
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        renderer = structlog.processors.JSONRenderer()
         tail = [structlog.processors.format_exc_info]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
@@ -157,16 +180,32 @@ def configure_logging(level: int | str | None = None, *, stream: IO[str] | None 
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
-    handler.set_name("llm-init")
+    handler.set_name(_HANDLER_NAME)
+    unconfigure_logging()
     root = logging.getLogger("llm_init")
-    for old in [h for h in root.handlers if h.get_name() == "llm-init"]:
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level or os.environ.get(names.ENV_LOG_LEVEL, "INFO").upper())
     root.propagate = propagate
+    _sink_level = root.getEffectiveLevel()
+    _sink = structlog.wrap_logger(
+        structlog.WriteLogger(stream), wrapper_class=structlog.make_filtering_bound_logger(
+            _sink_level), processors=[structlog.processors.add_log_level, renderer],
+        cache_logger_on_first_use=True)
     return handler
 
 
-def _colors(stream: IO[str]) -> bool:
+def unconfigure_logging() -> None:
+    """Undo ``configure_logging``: llm-init logs through plain ``logging`` again."""
+    global _sink, _sink_level
+    _sink, _sink_level = None, logging.CRITICAL + 1
+    root = logging.getLogger("llm_init")
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+
+
+_HANDLER_NAME = "llm-init"
+
+
+def _colors(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(callable(isatty) and isatty()) and "NO_COLOR" not in os.environ

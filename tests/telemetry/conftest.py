@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from llm_init import InMemoryEventStore
 from llm_init.telemetry import health, names
 from llm_init.telemetry.backends import PrometheusBackend
+from llm_init.telemetry.logs import unconfigure_logging
 from llm_init.telemetry.metrics import MetricsCallback
 from tests.support.otlp_receiver import OTLPReceiver
 from tests.support.prometheus import start_prometheus  # noqa: F401  (a fixture)
@@ -33,6 +34,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     health._failing.clear()
     yield
     health._failing.clear()
+    unconfigure_logging()
     logger.setLevel(saved[0])
     logger.propagate = saved[1]
     logger.handlers[:] = saved[2]
