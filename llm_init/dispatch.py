@@ -7,6 +7,7 @@ import contextlib
 import enum
 import inspect
 import json
+import operator
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -75,33 +76,44 @@ class Snapshots:
     Summarizing every field after every call would cost more than the call, so a summary is
     reused while the field provably did not change: the same immutable object (``None``, a
     string, an enum member), or a dict or list still equal to its summary when that summary was
-    a faithful copy (nothing masked or converted; the comparison runs in C). The summary after
-    one call is the "before" of the next, so whatever changes the context between two calls (a
-    thread a hook left running) is still recorded, never lost.
+    a faithful copy (nothing masked or converted; the comparison runs in C). When no field
+    changed, ``take`` returns the previous snapshot itself. The summary after one call is the
+    "before" of the next, so whatever changes the context between two calls (a thread a hook
+    left running) is still recorded, never lost.
     """
 
     def __init__(self, ctx: NodeInitializationContext) -> None:
         self.ctx = ctx
-        self._values: dict[str, Any] = {}
-        self._summaries: dict[str, Any] = {}
-        self._faithful: dict[str, bool] = {}
+        self._get = operator.attrgetter(*RECORDED_FIELDS)
+        self._values: tuple[Any, ...] = (_MISSING,) * len(RECORDED_FIELDS)
+        self._summaries: list[Any] = [_MISSING] * len(RECORDED_FIELDS)
+        self._compare: tuple[int, ...] = ()  # faithful containers: compare with the summary
+        self._redo: tuple[int, ...] = ()  # anything else mutable: summarize again
+        self.last: dict[str, Any] = {}
         self.last = self.take()
 
     def take(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        values, summaries, faithful = self._values, self._summaries, self._faithful
-        for name in RECORDED_FIELDS:
-            value = getattr(self.ctx, name)
+        values = self._get(self.ctx)
+        summaries = self._summaries
+        if (not self._redo and all(map(operator.is_, values, self._values))
+                and all(values[i] == summaries[i] for i in self._compare)):
+            return self.last
+        compare, redo = [], []
+        for i, value in enumerate(values):
             kind = type(value)
-            if values.get(name, _MISSING) is value and (
-                    kind in _IMMUTABLE or isinstance(value, enum.Enum)
-                    or (kind in _CONTAINERS and faithful[name] and value == summaries[name])):
-                out[name] = summaries[name]
+            same = self._values[i] is value
+            if same and (kind in _IMMUTABLE or isinstance(value, enum.Enum)):
                 continue
-            summary = out[name] = summaries[name] = json_safe(value, name)
-            values[name] = value
-            faithful[name] = kind in _CONTAINERS and _same_json(value, summary)
-        return out
+            if same and i in self._compare and value == summaries[i]:
+                compare.append(i)
+                continue
+            summaries[i] = json_safe(value, RECORDED_FIELDS[i])
+            if kind in _CONTAINERS and _same_json(value, summaries[i]):
+                compare.append(i)
+            elif kind not in _IMMUTABLE and not isinstance(value, enum.Enum):
+                redo.append(i)
+        self._values, self._compare, self._redo = values, tuple(compare), tuple(redo)
+        return dict(zip(RECORDED_FIELDS, summaries, strict=True))
 
 
 def _same_json(value: Any, summary: Any) -> bool:
@@ -221,6 +233,8 @@ class Dispatcher:
 
     def _record_changes(self, span: Span, changed_by: str, hook: str | None) -> tuple[str, ...]:
         before, after = self.snapshots.last, self.snapshots.take()
+        if after is before:
+            return ()
         self.snapshots.last = after
         changes = diff(before, after)
         if not changes:

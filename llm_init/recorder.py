@@ -43,18 +43,22 @@ class EventRecorder:
         self._commit_lock = threading.RLock()  # one commit at a time, so observers see order
         self._flush_interval = flush_interval_s
         self._writer: threading.Thread | None = None
+        self._writer_failed = False
         self._stop = threading.Event()
-        self._span_ids: tuple[int, int, str, str] = (0, 0, "", "")
+        self._trace_ids: tuple[int, str] = (0, "")
+        self._span_ids: tuple[int, str] = (0, "")
 
     def emit(self, event_type: type[E], /, **fields: Any) -> E:
         span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            cached = self._span_ids
-            if cached[0] != span_context.trace_id or cached[1] != span_context.span_id:
-                cached = self._span_ids = (span_context.trace_id, span_context.span_id,
-                                           format(span_context.trace_id, "032x"),
-                                           format(span_context.span_id, "016x"))
-            fields["trace_id"], fields["span_id"] = cached[2], cached[3]
+        if span_context.is_valid:  # hex ids, formatted once per trace and per span
+            trace_ids, span_ids = self._trace_ids, self._span_ids
+            if trace_ids[0] != span_context.trace_id:
+                trace_ids = self._trace_ids = (span_context.trace_id,
+                                               format(span_context.trace_id, "032x"))
+            if span_ids[0] != span_context.span_id:
+                span_ids = self._span_ids = (span_context.span_id,
+                                             format(span_context.span_id, "016x"))
+            fields["trace_id"], fields["span_id"] = trace_ids[1], span_ids[1]
         with self._lock:
             self._sequence += 1
             event = event_type(init_id=self.init_id, sequence=self._sequence,
@@ -87,14 +91,14 @@ class EventRecorder:
 
     def checkpoint(self) -> None:
         """Pending events should reach the store: now, or within the flush interval."""
-        if self._flush_interval <= 0:
-            self.commit()
+        if self._flush_interval <= 0 or self._writer_failed:
+            self.commit()  # (after a store error in the writer: surface it here)
         elif self._writer is None:
-            self._writer = threading.Thread(target=self._write_behind, daemon=True,
-                                            name=f"llm-init-events-{self.init_id[:8]}")
-            self._writer.start()
-        elif not self._writer.is_alive():
-            self.commit()  # the writer stopped on a store error: surface it here
+            with self._lock:  # steps may report progress from threads of their own
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_behind, daemon=True,
+                                                    name=f"llm-init-events-{self.init_id[:8]}")
+                    self._writer.start()
 
     def record(self, event_type: type[E], /, **fields: Any) -> E:
         """Emit one event and commit it (and everything pending before it) at once."""
@@ -115,4 +119,5 @@ class EventRecorder:
                 self.commit()
             except Exception:
                 _log.debug("event writer stopped; the next commit will report why", exc_info=True)
+                self._writer_failed = True
                 return

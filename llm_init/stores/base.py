@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - the standard-library path gives the sa
     _msgspec = None  # type: ignore[assignment]
 
 from llm_init.errors import EventStoreError
-from llm_init.events import EVENT_TYPES, Event, payload_of
+from llm_init.events import EVENT_TYPES, Event, payload_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,20 +111,24 @@ class WatchableStore(Protocol):
 # bodies are trees of JSON values, so the circular-reference check is not needed.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False,
                             check_circular=False)
+_BODY_HEADER = ("trace_id", "span_id", "node_id")  # header fields stored in the body
+_BODY_FIELDS: dict[type[Event], tuple[tuple[str, ...], operator.attrgetter[Any]]] = {}
 
 
 def encode(event: Event) -> StoredEvent:
-    body: dict[str, Any] = payload_of(event)
-    body["trace_id"] = event.trace_id
-    body["span_id"] = event.span_id
-    body["node_id"] = event.node_id
+    cls = type(event)
+    found = _BODY_FIELDS.get(cls)
+    if found is None:
+        names = (*payload_names(cls), *_BODY_HEADER)
+        found = _BODY_FIELDS[cls] = (names, operator.attrgetter(*names))
+    names, values = found
     return StoredEvent(
-        init_id=event.init_id,
-        sequence=event.sequence,
-        topic=event.TYPE,
-        schema_version=event.SCHEMA_VERSION,
-        timestamp=event.timestamp.isoformat(timespec="microseconds"),
-        state=_ENCODER.encode(body),
+        event.init_id,
+        event.sequence,
+        event.TYPE,
+        event.SCHEMA_VERSION,
+        event.timestamp.isoformat(timespec="microseconds"),
+        _ENCODER.encode(dict(zip(names, values(event), strict=True))),
     )
 
 
