@@ -58,7 +58,13 @@ def flush(provider: TracerProvider | None, timeout_s: float) -> bool:
                                     "exporter is slow or its endpoint unreachable; spans may "
                                     "be lost")
             return False
-        thread = threading.Thread(target=force_flush, name="llm-init-trace-flush", daemon=True)
+        def run() -> None:
+            try:
+                force_flush()
+            except Exception as exc:  # an exporter must not throw, but one might
+                health.failed("traces", f"flushing spans failed: {exc!r}")
+
+        thread = threading.Thread(target=run, name="llm-init-trace-flush", daemon=True)
         _flushes[key] = thread
         thread.start()
     thread.join(timeout_s)
