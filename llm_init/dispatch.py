@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.trace import INVALID_SPAN, Span, Tracer
+from opentelemetry.trace import Span, Tracer
 
 from llm_init.callbacks import BoundHook
 from llm_init.context import DICT_FIELDS, RECORDED_FIELDS, NodeInitializationContext
@@ -37,7 +37,7 @@ from llm_init.telemetry.redaction import exception_message
 
 _MISSING: Any = object()
 _DEFAULT: Any = object()
-_NO_SPAN = contextlib.nullcontext(INVALID_SPAN)  # stateless, so one instance serves every call
+
 _IMMUTABLE = frozenset({type(None), bool, int, float, str})
 _CONTAINERS = frozenset({dict, list})
 _PLAIN = frozenset({type(None), bool})  # hook results that are certainly not awaitable
@@ -210,14 +210,12 @@ class Dispatcher:
     def _span(self, name: str, actor: str,
               is_hook: bool) -> contextlib.AbstractContextManager[Span]:
         if self.tracer is None:
-            return _NO_SPAN
+            return spans.NO_SPAN
         # Phase and init id are on the parent spans; every attribute costs on this hot path.
-        attrs = ({names.ATTR_HOOK: name, names.ATTR_CALLBACK: actor} if is_hook
-                 else {names.ATTR_STEP: name})
-        prefix = names.SPAN_HOOK_PREFIX if is_hook else names.SPAN_STEP_PREFIX
-        return self.tracer.start_as_current_span(prefix + name, attributes=attrs,
-                                                 record_exception=False,
-                                                 set_status_on_exception=False)
+        if is_hook:
+            return spans.start(self.tracer, names.SPAN_HOOK_PREFIX + name,
+                               {names.ATTR_HOOK: name, names.ATTR_CALLBACK: actor})
+        return spans.start(self.tracer, names.SPAN_STEP_PREFIX + name, {names.ATTR_STEP: name})
 
     def _call_hook(self, bound: BoundHook) -> Any:
         """Call the hook: its result, or something to await for it (an async hook, or a sync

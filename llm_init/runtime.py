@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import threading
@@ -12,8 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, TracerProvider
+from opentelemetry.trace import TracerProvider
 
 from llm_init.callbacks import EventObserver, bind_hooks, callback_name
 from llm_init.config import LLMConfig
@@ -38,8 +36,6 @@ from llm_init.telemetry import names, propagation, spans
 from llm_init.telemetry.logs import LogObserver
 from llm_init.telemetry.metrics import MetricsCallback
 from llm_init.telemetry.redaction import exception_message, redact_text
-
-_NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
 
 
 def new_init_id() -> str:
@@ -77,12 +73,9 @@ async def initialize_node(
                             hook_timeout_s=llm_config.hook_timeout_s, tracer=tracer)
     run = _Run(ctx, recorder, dispatcher, steps or DefaultSteps())
     model_id = redact_text(llm_config.model_id)
-    root: contextlib.AbstractContextManager[Span] = _NO_SPAN
-    if tracer is not None:
-        root = tracer.start_as_current_span(
-            names.SPAN_INITIALIZE, context=propagation.parent_context(),
-            attributes={names.ATTR_INIT_ID: ctx.init_id, names.ATTR_MODEL: model_id},
-            record_exception=False, set_status_on_exception=False)
+    root = spans.start(tracer, names.SPAN_INITIALIZE,
+                       {names.ATTR_INIT_ID: ctx.init_id, names.ATTR_MODEL: model_id},
+                       context=propagation.parent_context() if tracer else None)
     try:
         with root as span:
             recorder.record(
@@ -151,14 +144,8 @@ class _Run:
     async def phase(self, spec: PhaseSpec) -> None:
         phase = spec.phase.value
         rec = self.recorder
-        tracer = self.dispatcher.tracer
-        span_cm: contextlib.AbstractContextManager[Span] = _NO_SPAN
-        if tracer is not None:
-            span_cm = tracer.start_as_current_span(
-                names.SPAN_PHASE_PREFIX + phase,
-                attributes={names.ATTR_PHASE: phase, names.ATTR_INIT_ID: self.ctx.init_id},
-                record_exception=False, set_status_on_exception=False)
-        with span_cm as span:
+        with spans.start(self.dispatcher.tracer, names.SPAN_PHASE_PREFIX + phase,
+                         {names.ATTR_PHASE: phase, names.ATTR_INIT_ID: self.ctx.init_id}) as span:
             rec.record(PhaseStarted, phase=phase)
             started = time.perf_counter()
             try:

@@ -8,14 +8,19 @@ finished initialization's spans out without letting a slow exporter hold the cal
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Mapping
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
 
 from llm_init.telemetry import health, names
 from llm_init.telemetry.redaction import exception_message, exception_stacktrace
 
+NO_SPAN = contextlib.nullcontext(INVALID_SPAN)  # stateless, so one instance serves every call
 _flushes: dict[int, threading.Thread] = {}
 _flushes_lock = threading.Lock()
 
@@ -27,6 +32,16 @@ def tracer_for(provider: TracerProvider | None = None) -> Tracer | None:
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None
     return provider.get_tracer(names.INSTRUMENTATION_NAME)
+
+
+def start(tracer: Tracer | None, name: str, attributes: Mapping[str, AttributeValue],
+          context: Context | None = None) -> contextlib.AbstractContextManager[Span]:
+    """Open ``name`` as the current span, or do nothing without a tracer. Errors are recorded
+    by ``record_error`` (redacted), not by the SDK on the way out."""
+    if tracer is None:
+        return NO_SPAN
+    return tracer.start_as_current_span(name, context=context, attributes=attributes,
+                                        record_exception=False, set_status_on_exception=False)
 
 
 def record_error(span: Span, exc: BaseException, *, message: str | None = None) -> None:
