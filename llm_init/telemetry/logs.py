@@ -15,6 +15,7 @@ a ``logging`` handler with structlog's ``ProcessorFormatter`` and is redacted on
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -83,7 +84,8 @@ class LogObserver:
             return
         fields = event_fields(event)
         if sink is not None:
-            sink.log(level, event.TYPE, logger=self.logger.name, **fields)
+            fields["logger"] = self.logger.name
+            sink.log(level, event.TYPE, fields)
         else:
             self.logger.log(level, event.TYPE, extra={FIELDS_ATTR: fields})
 
@@ -101,6 +103,27 @@ def event_fields(event: Event) -> dict[str, Any]:
         if key not in _LEFT_OUT:
             fields[key] = value
     return fields
+
+
+_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
+            logging.ERROR: "error", logging.CRITICAL: "critical"}
+
+
+class _EventSink:
+    """structlog's processor loop and writer, without a bound logger around them: event lines
+    come with their fields in a fresh dict already, so nothing needs copying or binding."""
+
+    def __init__(self, writer: Any, processors: list[Any]) -> None:
+        self.writer = writer
+        self.processors = processors
+
+    def log(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        method = _METHODS[level]
+        event_dict: Any = fields
+        event_dict["event"] = event
+        for processor in self.processors:
+            event_dict = processor(self.writer, method, event_dict)
+        self.writer.msg(event_dict)
 
 
 # structlog processors, used by the formatter ``configure_logging`` installs.
@@ -187,10 +210,10 @@ def configure_logging(level: int | str | None = None, *, stream: TextIO | None =
     root.setLevel(level or os.environ.get(names.ENV_LOG_LEVEL, "INFO").upper())
     root.propagate = propagate
     _sink_level = root.getEffectiveLevel()
-    _sink = structlog.wrap_logger(
-        structlog.WriteLogger(stream), wrapper_class=structlog.make_filtering_bound_logger(
-            _sink_level), processors=[structlog.processors.add_log_level, renderer],
-        cache_logger_on_first_use=True)
+    sink_renderer = (renderer if fmt == "console" else
+                     structlog.processors.JSONRenderer(serializer=_dumps))
+    _sink = _EventSink(structlog.WriteLogger(stream),
+                       [structlog.processors.add_log_level, sink_renderer])
     return handler
 
 
@@ -204,6 +227,12 @@ def unconfigure_logging() -> None:
 
 
 _HANDLER_NAME = "llm-init"
+# Event lines hold JSON values already (events are JSON-safe); one encoder serves them all.
+_ENCODER = json.JSONEncoder(check_circular=False, default=repr)
+
+
+def _dumps(obj: Any, **_: Any) -> str:
+    return _ENCODER.encode(obj)
 
 
 def _colors(stream: TextIO) -> bool:
