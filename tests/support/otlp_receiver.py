@@ -9,7 +9,8 @@ bodies, gzip or not), so an application's real exporter talks to it exactly as t
         spans = receiver.wait_for_spans(lambda s: any(x.name == "root" for x in s))
 
 ``stall=True`` makes it a receiver that accepts requests and never answers (until closed), for
-testing slow collectors. ``python -m tests.support.otlp_receiver`` runs one in the foreground
+testing slow collectors; ``decode=False`` only counts requests and bytes, as a fast collector
+would cost. ``python -m tests.support.otlp_receiver [--no-decode]`` runs one in the foreground
 and prints its endpoint (for benchmarks that want the receiver out of their process).
 """
 
@@ -55,8 +56,10 @@ class OTLPReceiver:
 
     port: int = 0
     stall: bool = False
+    decode: bool = True
     spans: list[ReceivedSpan] = field(default_factory=list)
     requests: int = 0
+    bytes_received: int = 0
     raw_bodies: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -110,11 +113,18 @@ class OTLPReceiver:
             return list(self.spans)
 
     def _received(self, body: bytes) -> None:
+        if not self.decode:
+            with self._lock:
+                self.requests += 1
+                self.bytes_received += len(body)
+                self._lock.notify_all()
+            return
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         spans = [span for rs in request.resource_spans for span in _spans_of(rs)]
         with self._lock:
             self.requests += 1
+            self.bytes_received += len(body)
             self.raw_bodies.append(body)
             self.spans.extend(spans)
             self._lock.notify_all()
@@ -189,8 +199,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-decode", action="store_true", help="count requests only")
     args = parser.parse_args()
-    with OTLPReceiver(port=args.port) as running:
+    with OTLPReceiver(port=args.port, decode=not args.no_decode) as running:
         print(running.endpoint, flush=True)
         try:
             while True:
