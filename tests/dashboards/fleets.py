@@ -48,7 +48,7 @@ def wait_for_fleet_state(prom: Prometheus) -> None:
 
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
+        return str(response.read().decode())
 
 
 def _env() -> dict[str, str]:

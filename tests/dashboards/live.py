@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dashboards.generate import GPU_ONLY_PANELS
+from llm_init.telemetry import names
 from llm_init.telemetry.gpu import GpuMemorySampler
 from tests.dashboards import promql
 from tests.dashboards.replica import MODEL
@@ -89,5 +90,5 @@ def assert_live_names(exposition: str, used: set[str]) -> None:
     produced = {n.removeprefix("ray_") for n in produced}
     missing = used - produced
     if not GpuMemorySampler().available:
-        missing.discard(promql.names.METRIC_GPU_MEMORY_USED)
+        missing.discard(names.METRIC_GPU_MEMORY_USED)
     assert missing == set()
