@@ -1,11 +1,10 @@
-"""Fixtures of the dashboard and alert rule tests: Prometheus, and no stray metrics port."""
+"""Fixtures of the dashboard and alert rule tests."""
 
 from __future__ import annotations
 
 import pytest
 
 from llm_init.telemetry import names
-from tests.support.prometheus import start_prometheus  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(autouse=True)
