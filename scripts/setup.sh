@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything llm-init's demo and tests need into ./.venv (idempotent):
-# Debian's prometheus and postgresql (when run as root with apt-get), then Python 3.11 packages
+# Debian's prometheus, prometheus-alertmanager (for amtool) and postgresql (when run as root with
+# apt-get), then Python 3.11 packages
 # through uv, with vLLM's CPU build unless LLM_INIT_VLLM=gpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,13 +9,14 @@ cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     need=()
     command -v prometheus >/dev/null || need+=(prometheus)
+    command -v amtool >/dev/null || need+=(prometheus-alertmanager)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     if [ ${#need[@]} -gt 0 ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     fi
     # The packages start system services; tests run their own servers on loopback ports.
-    for svc in prometheus prometheus-node-exporter postgresql; do
+    for svc in prometheus prometheus-node-exporter prometheus-alertmanager postgresql; do
         service "$svc" stop >/dev/null 2>&1 || true
     done
 fi

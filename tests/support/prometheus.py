@@ -37,10 +37,12 @@ def prometheus_binary() -> str | None:
 
 class Prometheus:
     """A Prometheus process scraping ``targets`` (``host:port``, path ``/metrics``) as job
-    ``llm-init``, with its data in ``workdir``; ``url`` is its HTTP API."""
+    ``llm-init``, with its data in ``workdir``; ``url`` is its HTTP API. ``rule_files`` are
+    loaded and evaluated every ``scrape_interval``."""
 
     def __init__(self, targets: Sequence[str], workdir: Path, *, scrape_interval: str = "1s",
-                 binary: str | None = None, job: str = "llm-init") -> None:
+                 binary: str | None = None, job: str = "llm-init",
+                 rule_files: Sequence[Path] = ()) -> None:
         self.binary = binary or prometheus_binary() or "prometheus"
         self.workdir = workdir
         self.port = free_port()
@@ -50,6 +52,7 @@ class Prometheus:
         self.config.write_text(json.dumps({  # JSON is YAML
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
             "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+            "rule_files": [str(Path(f).resolve()) for f in rule_files],
         }))
         self.log = workdir / "prometheus.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -106,9 +109,13 @@ class Prometheus:
         raise TimeoutError(f"{promql!r} after {timeout} s: {result}")
 
     def targets(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=5) as response:
-            active: list[dict[str, Any]] = json.load(response)["data"]["activeTargets"]
+        active: list[dict[str, Any]] = self.api("targets")["activeTargets"]
         return active
+
+    def api(self, path: str) -> Any:
+        """The ``data`` of a GET of ``/api/v1/<path>`` (``rules``, ``alerts``, ``targets``)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}", timeout=5) as response:
+            return json.load(response)["data"]
 
 
 def require_prometheus() -> str:

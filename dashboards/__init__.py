@@ -1,0 +1,1 @@
+"""The Grafana dashboards of llm-init, generated as code (see generate.py)."""
