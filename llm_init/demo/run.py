@@ -153,13 +153,52 @@ def llm_init_metrics(metrics_port: int, *, wait_s: float) -> list[str]:
         time.sleep(1.0)
 
 
+def engine_subphases(store_location: str, init_id: str) -> list[tuple[str, float, str]]:
+    """The engine step's sub-phases in the log: name, seconds, and where the number came from."""
+    from llm_init.events import StepProgressed
+    from llm_init.replay import read_events
+    from llm_init.stores import open_store
+
+    store = open_store(store_location, create=False)
+    try:
+        return [(str(e.details["subphase"]), float(e.details.get("duration_s") or 0.0),
+                 str(e.details.get("source", ""))) for e in read_events(store, init_id)
+                if isinstance(e, StepProgressed) and "subphase" in e.details]
+    finally:
+        store.close()
+
+
+def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
+                 http_port: int, metrics_wait_s: float = 0.0) -> None:
+    """The initialization's timeline, its engine sub-phases, and where to look next."""
+    from llm_init import cli
+
+    if not cli.console.is_terminal:  # piped or logged: no wrapping at 80 columns
+        cli.console.width = max(cli.console.width, 120)
+    print()
+    cli.timeline(init_id, store=store_path)
+    print("\nengine sub-phases (vLLM's start-up, from its log lines and llm-init's clock):")
+    for name, seconds, source in engine_subphases(store_path, init_id):
+        print(f"  {name:<32} {seconds:8.2f} s  {source}")
+    print("\nwhere to look next:")
+    print(f"  event store:  {store_path}")
+    print(f"  timeline:     llm-init timeline {init_id[:12]} --store {store_path}")
+    print(f"  events:       llm-init events {init_id[:12]} --store {store_path}")
+    if metrics_port is not None:
+        metrics = llm_init_metrics(metrics_port, wait_s=metrics_wait_s)
+        print(f"  metrics:      http://127.0.0.1:{metrics_port}/metrics "
+              f"({', '.join(metrics) if metrics else 'no llm-init metrics exported yet'})")
+    print(f"  traces:       {_traces_note()}")
+    print(f"  OpenAI API:   http://127.0.0.1:{http_port}/v1 (model {MODEL_ID!r})")
+
+
 def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port: int = 8080,
              keep: bool = False, metrics_wait_s: float = 20.0) -> int:
     """The demo; returns the exit code."""
     started = time.monotonic()
     base = pathlib.Path(workdir or pathlib.Path.home() / ".cache" / "llm-init" / "demo")
     base.mkdir(parents=True, exist_ok=True)
-    store_path = base / "events.sqlite"
+    store_path = str(base / "events.sqlite")
     step = _stepper(started)
 
     from llm_init.demo.tiny_model import build_tiny_model
@@ -181,32 +220,19 @@ def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port:
         step("Ray is up")
         deploy_started = time.monotonic()
         serve.run(build_openai_app(args), name=APP_NAME, route_prefix="/")
-        ready_s = time.monotonic() - deploy_started
-        step(f"deployed through llm-init: serve.run took {ready_s:.1f} s")
+        step(f"deployed through llm-init: serve.run took {time.monotonic() - deploy_started:.1f} s")
         client = OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="not-needed")
         reply = client.chat.completions.create(
             model=MODEL_ID, messages=[{"role": "user", "content": "Hello, tiny model!"}],
             max_tokens=12, temperature=0)
         step(f"chat completion: {reply.choices[0].message.content!r} "
              "(random weights: gibberish is the expected answer)")
-        init_id = latest_init_id(str(store_path))
+        init_id = latest_init_id(store_path)
         if init_id is None:
             print("error: the event store holds no initialization of the model")
             return 1
-        from llm_init.cli import timeline
-
-        print()
-        timeline(init_id, store=str(store_path))
-        metrics = llm_init_metrics(metrics_port, wait_s=metrics_wait_s)
-        print()
-        print("where to look next:")
-        print(f"  event store:  {store_path}")
-        print(f"  timeline:     llm-init timeline {init_id[:12]} --store {store_path}")
-        print(f"  events:       llm-init events {init_id[:12]} --store {store_path}")
-        print(f"  metrics:      http://127.0.0.1:{metrics_port}/metrics "
-              f"({', '.join(metrics) if metrics else 'no llm-init metrics exported yet'})")
-        print(f"  traces:       {_traces_note()}")
-        print(f"  OpenAI API:   http://127.0.0.1:{http_port}/v1 (model {MODEL_ID!r})")
+        print_report(store_path, init_id, metrics_port=metrics_port, http_port=http_port,
+                     metrics_wait_s=metrics_wait_s)
         print(f"total: {time.monotonic() - started:.1f} s")
         if keep:
             print("serving until Ctrl-C")
