@@ -111,3 +111,14 @@ class RecordingRayCallback(CallbackBase):
     async def on_after_node_init(self) -> None:
         self._log("on_after_node_init",
                   hf_model_id=self.llm_config.get_engine_config().hf_model_id)
+
+
+class LocalDirectoryDownload:
+    """A trivial download step: the model is already in a local directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
+        report(node_id="local", stage="node_completed", bytes_delta=0)
+        ctx.download_result = str(self.path)
