@@ -108,8 +108,9 @@ def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
     import ray
     from ray import serve
 
-    options: dict[str, Any] = {"num_cpus": num_cpus, "include_dashboard": False,
-                               "log_to_driver": False}
+    # address="local": a new cluster of our own, even where another one runs on this machine.
+    options: dict[str, Any] = {"address": "local", "num_cpus": num_cpus,
+                               "include_dashboard": False, "log_to_driver": False}
     if metrics_port is not None:
         options["_metrics_export_port"] = metrics_port
     ray.init(**options)
