@@ -71,7 +71,7 @@ class LLMInitVLLMEngine(VLLMEngine):
                 observers.append(self.status_server)
                 labels["status_url"] = self.status_server.url
                 _log.info("llm-init: live status at %s", self.status_server.url)
-        observers += _telemetry_observers(settings)
+        observers += _set_up_telemetry(settings)
         steps = DefaultSteps(download=settings.download(),
                              placement_group=PlacementGroupStep(),
                              engine=ServeEngineStep(self, ray_callback, settings))
@@ -166,8 +166,9 @@ def _apply_engine_kwargs(engine_config: Any, kwargs: dict[str, Any]) -> None:
     engine_config.engine_kwargs = {k: v for k, v in kwargs.items() if k not in frontend_names}
 
 
-def _telemetry_observers(settings: LLMInitSettings) -> list[EventObserver]:
-    """llm-init's metrics callback and the tracing SDK, where this installation has them."""
+def _set_up_telemetry(settings: LLMInitSettings) -> list[EventObserver]:
+    """The tracing SDK from the replica's ``OTEL_*`` variables, and llm-init's metrics callback
+    as an observer, where this installation has them (``llm_init.telemetry``)."""
     observers: list[EventObserver] = []
     if settings.tracing:
         tracing = _optional("llm_init.telemetry.tracing")
