@@ -89,6 +89,7 @@ def test_engine_starts_from_the_download_with_merged_kwargs_and_reports_subphase
             return last
 
         assert len(asyncio.run(generate()).outputs[0].token_ids) > 0
+        assert engine.vllm_config.scheduler_config.max_num_seqs == 2
     finally:
         engine.shutdown()
         ctx.engine = engine = None  # no second shutdown from __del__ at interpreter exit
@@ -103,7 +104,6 @@ def test_engine_starts_from_the_download_with_merged_kwargs_and_reports_subphase
     assert {"engine_config", "engine_process_start", "model_init", "weight_loading",
             "init_engine", "kv_cache_profiling", "kv_cache_allocation_and_warmup",
             "engine_core_start"} == set(names)
-    assert engine.vllm_config.scheduler_config.max_num_seqs == 2
 
 
 def test_missing_weights_fail_the_engine_phase_with_vllms_message(tiny_model, tmp_path):
