@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import pathlib
 import time
@@ -186,9 +187,12 @@ def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
     print(f"  timeline:     llm-init timeline {init_id[:12]} --store {store_path}")
     print(f"  events:       llm-init events {init_id[:12]} --store {store_path}")
     if metrics_port is not None:
-        metrics = llm_init_metrics(metrics_port, wait_s=metrics_wait_s)
-        print(f"  metrics:      http://127.0.0.1:{metrics_port}/metrics "
-              f"({', '.join(metrics) if metrics else 'no llm-init metrics exported yet'})")
+        if importlib.util.find_spec("llm_init.telemetry.metrics") is None:
+            found = "this installation has no llm_init.telemetry.metrics"
+        else:
+            metrics = llm_init_metrics(metrics_port, wait_s=metrics_wait_s)
+            found = ", ".join(metrics) if metrics else "no llm-init metrics exported yet"
+        print(f"  metrics:      http://127.0.0.1:{metrics_port}/metrics ({found})")
     print(f"  traces:       {_traces_note()}")
     print(f"  OpenAI API:   http://127.0.0.1:{http_port}/v1 (model {MODEL_ID!r})")
 
@@ -211,6 +215,8 @@ def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port:
     from llm_init.serve import build_openai_app
 
     step("imported Ray Serve LLM and vLLM")
+    for name in ("ray.serve", "ray.llm"):  # their INFO lines would bury the demo's own
+        logging.getLogger(name).setLevel(logging.WARNING)
     args = app_args(model_dir, event_store=f"sqlite:///{store_path}")
     if not has_download_step():
         step(f"{DOWNLOAD_MODULE} is not installed: the model is used in place "
