@@ -3,31 +3,63 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
+from llm_init import fleet
 from llm_init.errors import LLMInitError
+from llm_init.events import Event, InitializationStarted
+from llm_init.fleet import render
 from llm_init.replay import (
     ReplayedInitialization,
-    list_initializations,
     read_events,
     replay,
     resolve_init_id,
 )
-from llm_init.stores import STORE_ENV_VAR, EventStore, encode, open_store
+from llm_init.stores import STORE_ENV_VAR, EventStore, InitQuery, encode, open_store
+from llm_init.telemetry.names import ENV_TRACE_URL as TRACE_URL_ENV
 
 app = typer.Typer(help="Inspect LLM replica initializations recorded by llm-init.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 StoreOption = Annotated[str | None, typer.Option(
-    "--store", envvar=STORE_ENV_VAR, help="Event store: a SQLite path, sqlite:///path or memory://")]
+    "--store", envvar=STORE_ENV_VAR,
+    help="Event store: a SQLite path, sqlite:///path, postgresql://user@host/db or memory://")]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts")]
 T = TypeVar("T")
+
+
+class OutcomeChoice(StrEnum):
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+
+
+# The filters shared by list, stats, status and export (see ``_query``).
+Model = Annotated[str | None, typer.Option("--model", help="Only this model id")]
+Since = Annotated[str | None, typer.Option(
+    "--since", help="Started within this span (90s, 15m, 1h, 2d, 1w) or after an ISO time")]
+Until = Annotated[str | None, typer.Option("--until", help="Started before (span or ISO time)")]
+Outcome = Annotated[OutcomeChoice | None, typer.Option("--outcome", help="Only this outcome")]
+Host = Annotated[str | None, typer.Option("--host", help="Only inits on this host")]
+Node = Annotated[str | None, typer.Option("--node", help="Only this Ray node id (label)")]
+Application = Annotated[str | None, typer.Option(
+    "--application", "--app", help="Only this Serve application (label)")]
+Deployment = Annotated[str | None, typer.Option(
+    "--deployment", help="Only this Serve deployment (label)")]
+Label = Annotated[list[str] | None, typer.Option(
+    "--label", help="key=value that must be among the init's labels; repeatable")]
 
 _STATUS_STYLE = {"completed": "green", "failed": "bold red", "skipped": "yellow",
                  "running": "cyan"}
@@ -59,21 +91,61 @@ def _secs(value: float | None) -> str:
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
+def _query(model: str | None = None, since: str | None = None, until: str | None = None,
+           outcome: OutcomeChoice | None = None, host: str | None = None,
+           node: str | None = None, application: str | None = None,
+           deployment: str | None = None, label: list[str] | None = None,
+           **rest: Any) -> InitQuery:
+    try:
+        return InitQuery(
+            model_id=model, since=fleet.parse_time(since) if since else None,
+            until=fleet.parse_time(until) if until else None,
+            outcome=outcome.value if outcome else None, host=host, node_id=node,
+            application=application, deployment=deployment,
+            labels=fleet.parse_labels(label or []), **rest,
+        )
+    except LLMInitError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _listed(store: EventStore, query: InitQuery) -> list[tuple[ReplayedInitialization, str]]:
+    out = []
+    for init_id in fleet.query_initializations(store, query):
+        events = read_events(store, init_id)
+        out.append((replay(events), _host(events)))
+    return out
+
+
+def _host(events: list[Event]) -> str:
+    first = events[0]
+    return first.host if isinstance(first, InitializationStarted) else ""
+
+
 @app.command("list")
 def list_cmd(store: StoreOption = None,
              limit: Annotated[int, typer.Option(help="How many, newest first")] = 20,
-             as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
-    """Recent initializations with model, outcome, start time and phase durations."""
-    inits = _with_store(store, lambda s: list_initializations(s, limit))
+             as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
+             model: Model = None, since: Since = None, until: Until = None,
+             outcome: Outcome = None, host: Host = None, node: Node = None,
+             application: Application = None, deployment: Deployment = None,
+             label: Label = None,
+             slowest: Annotated[int | None, typer.Option(
+                 "--slowest", help="The N longest (recorded duration) instead of the newest"
+             )] = None) -> None:
+    """Recent initializations with model, outcome, start time and phase durations; filter by
+    model, time, outcome, host, node, application, deployment and labels."""
+    query = _query(model, since, until, outcome, host, node, application, deployment, label,
+                   order="slowest" if slowest else "newest", limit=slowest or limit)
+    inits = _with_store(store, lambda s: _listed(s, query))
     if as_json:
-        for r in inits:
-            print(json.dumps(_summary(r)))
+        for r, where in inits:
+            print(json.dumps({**_summary(r), "host": where}))
         return
     table = Table(title="initializations", title_justify="left")
     for col in ("init id", "model", "outcome", "started (UTC)", "total", "download",
-                "placement", "engine", "phase now"):
+                "placement", "engine", "phase now", "host"):
         table.add_column(col)
-    for r in inits:
+    for r, where in inits:
         d = r.phase_durations
         table.add_row(
             r.init_id[:12], r.model_id,
@@ -81,20 +153,36 @@ def list_cmd(store: StoreOption = None,
             r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
             _secs(r.duration_s), _secs(d.get("download")), _secs(d.get("placement_group")),
             _secs(d.get("engine_init")), r.current_phase if r.outcome == "running" else "",
+            where,
         )
     console.print(table)
 
 
 @app.command()
-def timeline(init_id: str, store: StoreOption = None) -> None:
-    """A waterfall of phases, default steps and hook calls, with durations."""
+def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = False,
+             spans: Annotated[bool, typer.Option(
+                 "--spans", help="Show each entry's span id, to find it in the trace")] = False,
+             ) -> None:
+    """A waterfall of phases, default steps and hook calls, with durations.
+
+    The head shows the trace id (and a link when LLM_INIT_TRACE_URL is a template such as
+    http://jaeger:16686/trace/{trace_id}); --spans adds each entry's span id."""
     r = _with_store(store, lambda s: replay(read_events(s, resolve_init_id(s, init_id))))
+    if as_json:
+        print(json.dumps({**_summary(r), "timeline": [
+            {"kind": e.kind, "phase": e.phase, "name": e.name, "actor": e.actor,
+             "started_at": e.started_at.isoformat(), "duration_s": e.duration_s,
+             "status": e.status, "detail": e.detail} for e in r.timeline]}))
+        return
     total = max(r.duration_s or 0.0, 1e-9)
     t0 = r.started_at
     head = (f"[bold]{r.init_id}[/] {r.model_id} "
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/] in {_secs(r.duration_s)}")
     if r.trace_id:
         head += f"  trace {r.trace_id}"
+        template = os.environ.get(TRACE_URL_ENV)
+        if template:
+            head += f"  {template.replace('{trace_id}', r.trace_id)}"
     tree = Tree(head)
     branch = tree
     width = 30
@@ -111,6 +199,8 @@ def timeline(init_id: str, store: StoreOption = None) -> None:
                 f"{label}")
         if e.status in ("skipped", "failed"):
             line += f" [{style}]{e.status.upper()}[/] {e.detail}"
+        if spans and e.span_id:
+            line += f" [dim]span {e.span_id}[/]"
         if e.kind == "phase":
             branch = tree.add(line)
         else:
@@ -122,9 +212,16 @@ def timeline(init_id: str, store: StoreOption = None) -> None:
 
 @app.command()
 def events(init_id: str, store: StoreOption = None,
-           as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
+           as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
+           span: Annotated[str | None, typer.Option(
+               "--span", help="Only the events emitted under this span id (from a trace)")]
+           = None) -> None:
     """The recorded events of one initialization, as a table or JSON lines."""
     evs = _with_store(store, lambda s: read_events(s, resolve_init_id(s, init_id)))
+    if span is not None:
+        evs = [e for e in evs if e.span_id == span.lower()]
+        if not evs:
+            raise _fail(f"no event of {init_id} was emitted under span {span}")
     if as_json:
         for e in evs:
             rec = encode(e)
@@ -153,6 +250,152 @@ def replay_cmd(init_id: str, store: StoreOption = None,
     r = _with_store(store, lambda s: replay(read_events(s, resolve_init_id(s, init_id)), at))
     print(json.dumps({"init_id": r.init_id, "sequence": r.last_sequence, "outcome": r.outcome,
                       "phase": r.current_phase, "context": r.state}, indent=2))
+
+
+@app.command()
+def diff(init_a: str, init_b: str, store: StoreOption = None,
+         as_json: JsonOption = False) -> None:
+    """Two initializations side by side: time per phase, step and hook, then every run fact,
+    label, config value and context value that differs (A is the first id)."""
+    def both(s: EventStore) -> fleet.InitDiff:
+        return fleet.diff_initializations(read_events(s, resolve_init_id(s, init_a)),
+                                          read_events(s, resolve_init_id(s, init_b)))
+
+    d = _with_store(store, both)
+    if as_json:
+        print(json.dumps(d.to_dict()))
+        return
+    console.print(render.diff_view(d))
+
+
+@app.command()
+def stats(store: StoreOption = None, as_json: JsonOption = False,
+          model: Model = None, since: Since = None, until: Until = None,
+          outcome: Outcome = None, host: Host = None, node: Node = None,
+          application: Application = None, deployment: Deployment = None,
+          label: Label = None) -> None:
+    """p50/p95/p99 of each phase (and of whole inits) over the matching inits, computed from
+    the recorded PhaseCompleted and InitializationCompleted events."""
+    query = _query(model, since, until, outcome, host, node, application, deployment, label,
+                   limit=None)
+    found = _with_store(store, lambda s: fleet.phase_stats(s, query))
+    if as_json:
+        print(json.dumps([p.to_dict() for p in found]))
+        return
+    title = f"phase durations{' of ' + model if model else ''}"
+    console.print(render.stats_table(found, title))
+
+
+@app.command()
+def status(store: StoreOption = None, as_json: JsonOption = False,
+           follow: Annotated[bool, typer.Option(
+               "--follow", "-f", help="Keep updating as events arrive (Ctrl-C stops)")] = False,
+           timeout: Annotated[float | None, typer.Option(
+               help="With --follow: stop after this many seconds")] = None,
+           model: Model = None, since: Since = None, host: Host = None, node: Node = None,
+           application: Application = None, deployment: Deployment = None,
+           label: Label = None) -> None:
+    """Every initialization in progress across the fleet: current phase, what runs, elapsed
+    time. With --follow it updates as events arrive (pushed by PostgreSQL, a light poll on
+    SQLite); with --json it prints one line per init, or per change when following."""
+    query = _query(model, since, None, None, host, node, application, deployment, label)
+    if not follow:
+        now = datetime.now(UTC)
+        running = _with_store(store, lambda s: fleet.fleet_status(s, query))
+        if as_json:
+            for st in running:
+                print(json.dumps(st.to_dict(now)))
+            return
+        console.print(render.status_table(running, now, f"{len(running)} in progress"))
+        return
+
+    def follow_in(s: EventStore) -> None:
+        follower = fleet.FleetFollower(s, query)
+        if as_json:
+            def emit(_: list[fleet.InitStatus], changed: list[fleet.InitStatus]) -> None:
+                now = datetime.now(UTC)
+                for st in changed:
+                    print(json.dumps(st.to_dict(now)), flush=True)
+
+            follower.follow(emit, timeout_s=timeout)
+            return
+        with Live(console=console, auto_refresh=False) as live:
+            def show(running: list[fleet.InitStatus], _: list[fleet.InitStatus]) -> None:
+                now = datetime.now(UTC)
+                title = f"{len(running)} in progress  (following; {now:%H:%M:%S} UTC)"
+                live.update(render.status_table(running, now, title), refresh=True)
+
+            follower.follow(show, timeout_s=timeout)
+
+    _with_store(store, follow_in)
+
+
+@app.command("export")
+def export_cmd(init_ids: Annotated[list[str] | None, typer.Argument(
+                   help="Init ids (unique prefixes work); or use filters / --all")] = None,
+               store: StoreOption = None,
+               output: Annotated[Path | None, typer.Option(
+                   "--output", "-o", help="File to write (default: standard output)")] = None,
+               all_inits: Annotated[bool, typer.Option("--all", help="Every init")] = False,
+               model: Model = None, since: Since = None, until: Until = None,
+               outcome: Outcome = None, host: Host = None, node: Node = None,
+               application: Application = None, deployment: Deployment = None,
+               label: Label = None) -> None:
+    """Write initializations' events as JSON lines, for ``llm-init import`` into another
+    store; sequence numbers and ids are kept."""
+    filtered = any(v is not None for v in (model, since, until, outcome, host, node,
+                                           application, deployment, label))
+    if not init_ids and not filtered and not all_inits:
+        raise _fail("name init ids, give filters, or pass --all")
+    query = _query(model, since, until, outcome, host, node, application, deployment, label,
+                   limit=None)
+
+    def lines(s: EventStore) -> int:
+        ids = ([resolve_init_id(s, i) for i in init_ids] if init_ids
+               else fleet.query_initializations(s, query))
+        out = output.open("w") if output else sys.stdout
+        try:
+            count = 0
+            for line in fleet.export_lines(s, ids):
+                out.write(line + "\n")
+                count += 1
+        finally:
+            if output:
+                out.close()
+        return count
+
+    count = _with_store(store, lines)
+    if output:
+        Console(stderr=True).print(f"exported {count} events to {output}", highlight=False)
+
+
+@app.command("import")
+def import_cmd(source: Annotated[str, typer.Argument(help="A file from export, or - for stdin")],
+               store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """Append exported events to a store (created if needed), each init in one transaction;
+    inits already there unchanged are skipped, conflicting ones refused."""
+    try:
+        target = open_store(store, create=True, buffered=False)
+    except LLMInitError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        if source == "-":
+            result = fleet.import_lines(target, sys.stdin)
+        else:
+            with open(source) as lines:
+                result = fleet.import_lines(target, lines)
+    except OSError as exc:
+        raise _fail(f"cannot read {source}: {exc.strerror}") from None
+    except LLMInitError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        target.close()
+    if as_json:
+        print(json.dumps({"imported": result.imported, "unchanged": result.unchanged}))
+        return
+    console.print(f"imported {sum(result.imported.values())} events of "
+                  f"{len(result.imported)} initializations; {len(result.unchanged)} already "
+                  f"present unchanged", highlight=False)
 
 
 @app.command()

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import inspect
 import json
+import operator
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, Tracer
 
 from llm_init.callbacks import BoundHook
 from llm_init.context import DICT_FIELDS, RECORDED_FIELDS, NodeInitializationContext
@@ -31,10 +32,15 @@ from llm_init.events import (
 from llm_init.recorder import EventRecorder
 from llm_init.steps.base import DefaultStep
 from llm_init.summary import json_safe
-from llm_init.telemetry import names
+from llm_init.telemetry import names, spans
+from llm_init.telemetry.redaction import exception_message
 
-_tracer = trace.get_tracer(names.INSTRUMENTATION_NAME)
 _MISSING: Any = object()
+_DEFAULT: Any = object()
+
+_IMMUTABLE = frozenset({type(None), bool, int, float, str})
+_CONTAINERS = frozenset({dict, list})
+_PLAIN = frozenset({type(None), bool})  # hook results that are certainly not awaitable
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,17 +70,80 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
     return changes
 
 
+class Snapshots:
+    """Redacted summaries of the context's recorded fields, taken after each hook or step.
+
+    Summarizing every field after every call would cost more than the call, so a summary is
+    reused while the field provably did not change: the same immutable object (``None``, a
+    string, an enum member), or a dict or list still equal to its summary when that summary was
+    a faithful copy (nothing masked or converted; the comparison runs in C). When no field
+    changed, ``take`` returns the previous snapshot itself. The summary after one call is the
+    "before" of the next, so whatever changes the context between two calls (a thread a hook
+    left running) is still recorded, never lost.
+    """
+
+    def __init__(self, ctx: NodeInitializationContext) -> None:
+        self.ctx = ctx
+        self._get = operator.attrgetter(*RECORDED_FIELDS)
+        self._values: tuple[Any, ...] = (_MISSING,) * len(RECORDED_FIELDS)
+        self._summaries: list[Any] = [_MISSING] * len(RECORDED_FIELDS)
+        self._compare: tuple[int, ...] = ()  # faithful containers: compare with the summary
+        self._redo: tuple[int, ...] = ()  # anything else mutable: summarize again
+        self.last: dict[str, Any] = {}
+        self.last = self.take()
+
+    def take(self) -> dict[str, Any]:
+        values = self._get(self.ctx)
+        summaries = self._summaries
+        if (not self._redo and all(map(operator.is_, values, self._values))
+                and all(values[i] == summaries[i] for i in self._compare)):
+            return self.last
+        compare, redo = [], []
+        for i, value in enumerate(values):
+            kind = type(value)
+            same = self._values[i] is value
+            if same and (kind in _IMMUTABLE or isinstance(value, enum.Enum)):
+                continue
+            if same and i in self._compare and value == summaries[i]:
+                compare.append(i)
+                continue
+            summaries[i] = json_safe(value, RECORDED_FIELDS[i])
+            if kind in _CONTAINERS and _same_json(value, summaries[i]):
+                compare.append(i)
+            elif kind not in _IMMUTABLE and not isinstance(value, enum.Enum):
+                redo.append(i)
+        self._values, self._compare, self._redo = values, tuple(compare), tuple(redo)
+        return dict(zip(RECORDED_FIELDS, summaries, strict=True))
+
+
+def _same_json(value: Any, summary: Any) -> bool:
+    """Whether ``summary`` is an exact copy of ``value`` (same types all the way down)."""
+    kind = type(value)
+    if kind is not type(summary):
+        return False
+    if kind is dict:
+        return value.keys() == summary.keys() and all(
+            _same_json(v, summary[k]) for k, v in value.items())
+    if kind is list:
+        return len(value) == len(summary) and all(
+            _same_json(v, s) for v, s in zip(value, summary, strict=True))
+    return kind in _IMMUTABLE and value == summary
+
+
 class Dispatcher:
     """Runs hooks and steps for one initialization, each through ``_observe``."""
 
     def __init__(self, ctx: NodeInitializationContext, recorder: EventRecorder,
                  hooks: Mapping[str, tuple[BoundHook, ...]], *, raise_errors: bool,
-                 hook_timeout_s: float | None) -> None:
+                 hook_timeout_s: float | None, tracer: Tracer | None = _DEFAULT) -> None:
         self.ctx = ctx
         self.recorder = recorder
         self.hooks = hooks
         self.raise_errors = raise_errors
         self.hook_timeout_s = hook_timeout_s
+        # None: no SDK is set up, so no spans are opened at all (see telemetry.spans).
+        self.tracer = spans.tracer_for() if tracer is _DEFAULT else tracer
+        self.snapshots = Snapshots(ctx)
 
     async def call_hook(self, phase: str, hook: str) -> str | None:
         """Call every callback's ``hook`` in order; return the first callback that returned
@@ -93,24 +162,20 @@ class Dispatcher:
                        target: BoundHook | DefaultStep) -> Any:
         is_hook = isinstance(target, BoundHook)
         rec, ctx = self.recorder, self.ctx
-        span_name = (names.SPAN_HOOK_PREFIX if is_hook else names.SPAN_STEP_PREFIX) + name
-        attrs = {names.ATTR_PHASE: phase, names.ATTR_INIT_ID: ctx.init_id}
-        attrs[names.ATTR_HOOK if is_hook else names.ATTR_STEP] = name
-        if is_hook:
-            attrs[names.ATTR_CALLBACK] = actor
-        with _tracer.start_as_current_span(span_name, attributes=attrs,
-                                           record_exception=False,
-                                           set_status_on_exception=False) as span:
+        changed_by, hook = (actor, name) if is_hook else (name, None)
+        with self._span(name, actor, is_hook) as span:
             if is_hook:
-                rec.record(HookStarted, phase=phase, hook=name, callback=actor)
+                rec.emit(HookStarted, phase=phase, hook=name, callback=actor)
             else:
-                rec.record(StepStarted, phase=phase, step=name)
-            before = ctx.snapshot()
+                rec.emit(StepStarted, phase=phase, step=name)
+            rec.checkpoint()
             ctx._actor = f"{actor}.{name}" if is_hook else f"the {name} step"
             started = time.perf_counter()
             try:
                 if isinstance(target, BoundHook):
-                    returned = await self._call_hook(target)
+                    returned = self._call_hook(target)
+                    if type(returned) not in _PLAIN and inspect.isawaitable(returned):
+                        returned = await returned
                 else:
                     await target.run(ctx, self._reporter(phase, name))
                     returned = None
@@ -118,61 +183,84 @@ class Dispatcher:
                 duration = time.perf_counter() - started
                 ctx._actor = "llm_init"
                 # What the hook changed before it failed is recorded too, so replay matches.
-                self._record_changes(span, before, actor if is_hook else name,
-                                     name if is_hook else None)
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                self._failed(phase, name, actor, is_hook, exc, duration)
+                self._record_changes(span, changed_by, hook)
+                self._failed(span, phase, name, actor, is_hook, exc, duration)
                 return None
             duration = time.perf_counter() - started
             ctx._actor = "llm_init"
-            changed = self._record_changes(span, before, actor if is_hook else name,
-                                           name if is_hook else None)
-            span.set_attribute(names.ATTR_CHANGED_FIELDS, list(changed))
+            changed = self._record_changes(span, changed_by, hook)
             if is_hook:
                 skipped = returned is False and name.startswith("on_pre_")
-                span.set_attribute(names.ATTR_RETURNED, json.dumps(json_safe(returned)))
-                span.set_attribute(names.ATTR_SKIPPED_DEFAULT, skipped)
+                safe_returned = json_safe(returned)
                 rec.emit(HookCompleted, phase=phase, hook=name, callback=actor,
-                         duration_s=duration, returned=json_safe(returned),
+                         duration_s=duration, returned=safe_returned,
                          skipped_default=skipped, changed_fields=changed)
+                if span.is_recording():
+                    span.set_attributes({names.ATTR_CHANGED_FIELDS: changed,
+                                         names.ATTR_RETURNED: json.dumps(safe_returned),
+                                         names.ATTR_SKIPPED_DEFAULT: skipped})
             else:
                 rec.emit(StepCompleted, phase=phase, step=name, duration_s=duration,
                          changed_fields=changed)
-            rec.commit()
+                if span.is_recording():
+                    span.set_attribute(names.ATTR_CHANGED_FIELDS, changed)
+            rec.checkpoint()
             return returned
 
-    async def _call_hook(self, bound: BoundHook) -> Any:
+    def _span(self, name: str, actor: str,
+              is_hook: bool) -> contextlib.AbstractContextManager[Span]:
+        if self.tracer is None:
+            return spans.NO_SPAN
+        # Phase and init id are on the parent spans; every attribute costs on this hot path.
+        if is_hook:
+            return spans.start(self.tracer, names.SPAN_HOOK_PREFIX + name,
+                               {names.ATTR_HOOK: name, names.ATTR_CALLBACK: actor})
+        return spans.start(self.tracer, names.SPAN_STEP_PREFIX + name, {names.ATTR_STEP: name})
+
+    def _call_hook(self, bound: BoundHook) -> Any:
+        """Call the hook: its result, or something to await for it (an async hook, or a sync
+        hook run in a thread so that its timeout can fire)."""
         timeout = self.hook_timeout_s
         if bound.is_async or timeout is None:
             result = bound.fn(self.ctx)
         else:
             result = _in_daemon_thread(bound.fn, self.ctx)
-        if inspect.isawaitable(result):
-            result = await (asyncio.wait_for(result, timeout) if timeout else result)
+        if timeout and type(result) not in _PLAIN and inspect.isawaitable(result):
+            return asyncio.wait_for(result, timeout)
         return result
 
-    def _record_changes(self, span: Span, before: Mapping[str, Any], changed_by: str,
-                        hook: str | None) -> tuple[str, ...]:
-        changes = diff(before, self.ctx.snapshot())
+    def _record_changes(self, span: Span, changed_by: str, hook: str | None) -> tuple[str, ...]:
+        before, after = self.snapshots.last, self.snapshots.take()
+        if after is before:
+            return ()
+        self.snapshots.last = after
+        changes = diff(before, after)
+        if not changes:
+            return ()
+        recording = span.is_recording()
         for c in changes:
             self.recorder.emit(ContextChanged, field=c.field, key=c.key, old=c.old, new=c.new,
                                changed_by=changed_by, hook=hook, removed=c.removed)
-            span.add_event(names.SPAN_EVENT_CONTEXT_CHANGED, {
-                names.ATTR_FIELD: c.field, names.ATTR_KEY: c.key or "",
-                names.ATTR_OLD: json.dumps(c.old), names.ATTR_NEW: json.dumps(c.new),
-            })
+            if recording:
+                attrs = {names.ATTR_FIELD: c.field, names.ATTR_OLD: json.dumps(c.old),
+                         names.ATTR_NEW: json.dumps(c.new)}
+                if c.key is not None:
+                    attrs[names.ATTR_KEY] = c.key
+                span.add_event(names.SPAN_EVENT_CONTEXT_CHANGED, attrs)
         return tuple(dict.fromkeys(c.field for c in changes))
 
-    def _failed(self, phase: str, name: str, actor: str, is_hook: bool, exc: BaseException,
-                duration: float) -> None:
-        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if isinstance(exc, asyncio.TimeoutError | TimeoutError) and is_hook:
-            message = f"{actor}.{name} did not return within {self.hook_timeout_s} s"
+    def _failed(self, span: Span, phase: str, name: str, actor: str, is_hook: bool,
+                exc: BaseException, duration: float) -> None:
+        message = exception_message(exc)
         timed_out = isinstance(exc, asyncio.TimeoutError | TimeoutError) and is_hook
+        if timed_out:
+            message = f"{actor}.{name} did not return within {self.hook_timeout_s} s"
+        spans.record_error(span, exc, message=message)
         cancelled = isinstance(exc, asyncio.CancelledError)
         if is_hook:
             aborted = self.raise_errors or cancelled
+            if span.is_recording():
+                span.set_attribute(names.ATTR_TIMED_OUT, timed_out)
             self.recorder.emit(HookFailed, phase=phase, hook=name, callback=actor,
                                duration_s=duration, error_type=type(exc).__name__,
                                message=message, timed_out=timed_out, aborted=aborted)
@@ -196,8 +284,9 @@ class Dispatcher:
 
     def _reporter(self, phase: str, step: str) -> Callable[..., None]:
         def report(**details: Any) -> None:
-            self.recorder.record(StepProgressed, phase=phase, step=step,
-                                 details=json_safe(details))
+            self.recorder.emit(StepProgressed, phase=phase, step=step,
+                               details=json_safe(details))
+            self.recorder.checkpoint()
         return report
 
 

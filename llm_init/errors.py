@@ -51,3 +51,8 @@ class DuplicateEventError(EventStoreError):
 
 class UnknownInitializationError(EventStoreError, LookupError):
     """No initialization with that id exists in the store."""
+
+
+class EventStoreUnavailableError(EventStoreError):
+    """The event store cannot be reached right now (a database down or unreachable); the same
+    call may succeed later, which is what the buffering store waits for."""

@@ -185,10 +185,19 @@ def header_fields() -> frozenset[str]:
     return frozenset(Event.__dataclass_fields__)
 
 
+def payload_names(cls: type[Event]) -> tuple[str, ...]:
+    """The names of the event-specific fields of an event type, in declaration order."""
+    names = _PAYLOAD_FIELDS.get(cls)
+    if names is None:
+        names = _PAYLOAD_FIELDS[cls] = tuple(
+            n for n in cls.__dataclass_fields__ if n not in _HEADER)
+    return names
+
+
 def payload_of(event: Event) -> dict[str, Any]:
     """The event-specific fields, as plain values."""
-    return {name: getattr(event, name) for name in type(event).__dataclass_fields__
-            if name not in _HEADER}
+    return {name: getattr(event, name) for name in payload_names(type(event))}
 
 
 _HEADER = header_fields()
+_PAYLOAD_FIELDS: dict[type[Event], tuple[str, ...]] = {}

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
 
 from llm_init.callbacks import EventObserver, bind_hooks, callback_name
 from llm_init.config import LLMConfig
@@ -32,9 +32,10 @@ from llm_init.recorder import EventRecorder
 from llm_init.steps.base import DefaultSteps
 from llm_init.stores import EventStore, open_store
 from llm_init.summary import json_safe
-from llm_init.telemetry import names
-
-_tracer = trace.get_tracer(names.INSTRUMENTATION_NAME)
+from llm_init.telemetry import names, propagation, spans
+from llm_init.telemetry.logs import LogObserver
+from llm_init.telemetry.metrics import MetricsCallback
+from llm_init.telemetry.redaction import exception_message, redact_text
 
 
 def new_init_id() -> str:
@@ -49,42 +50,60 @@ async def initialize_node(
     observers: Sequence[EventObserver] = (),
     init_id: str | None = None,
     labels: Mapping[str, str] | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> NodeInitializationContext:
     """Run pre-initialization, download, placement group, engine init and post-initialization,
-    with every hook and default step recorded in ``event_store``; return the final context."""
+    with every hook and default step recorded in ``event_store``; return the final context.
+
+    Spans go to ``tracer_provider`` (default: the global one; none without an SDK). Metrics
+    (``llm_config.enable_metrics``) and log lines come from observers added here unless
+    ``observers`` or the callbacks already include a ``MetricsCallback``/``LogObserver``.
+    """
     store = event_store if event_store is not None else open_store()
     ctx = NodeInitializationContext.for_config(init_id or new_init_id(), llm_config)
     callbacks = llm_config.get_or_create_callbacks()
     watchers = [cb for cb in callbacks if callable(getattr(cb, "on_event", None))]
-    recorder = EventRecorder(ctx.init_id, store, [*watchers, *observers])  # type: ignore[list-item]
+    watchers += [*observers, *_builtin_observers(llm_config, [*watchers, *observers])]
+    recorder = EventRecorder(ctx.init_id, store, watchers,  # type: ignore[arg-type]
+                             flush_interval_s=_env_float(names.ENV_EVENT_FLUSH_INTERVAL,
+                                                         names.DEFAULT_EVENT_FLUSH_INTERVAL_S))
+    tracer = spans.tracer_for(tracer_provider)
     dispatcher = Dispatcher(ctx, recorder, bind_hooks(callbacks),
                             raise_errors=llm_config.raise_error_on_callback,
-                            hook_timeout_s=llm_config.hook_timeout_s)
+                            hook_timeout_s=llm_config.hook_timeout_s, tracer=tracer)
     run = _Run(ctx, recorder, dispatcher, steps or DefaultSteps())
-    attributes = {names.ATTR_INIT_ID: ctx.init_id, names.ATTR_MODEL: llm_config.model_id}
-    with _tracer.start_as_current_span(names.SPAN_INITIALIZE, attributes=attributes,
-                                       record_exception=False,
-                                       set_status_on_exception=False) as span:
-        recorder.record(
-            InitializationStarted, model_id=llm_config.model_id,
-            config=json_safe(_config_summary(llm_config)), context=ctx.snapshot(),
-            callbacks=tuple(callback_name(cb) for cb in callbacks),
-            host=socket.gethostname(), pid=os.getpid(), labels=dict(labels or {}),
-        )
-        started = time.perf_counter()
-        phase: str | None = None
-        try:
-            for spec in PHASES:
-                phase = spec.phase.value
-                await run.phase(spec)
-        except (Exception, asyncio.CancelledError) as exc:
-            recorder.record(InitializationFailed, duration_s=time.perf_counter() - started,
-                            phase=phase, error_type=type(exc).__name__, message=str(exc))
-            span.set_attribute(names.ATTR_OUTCOME, "failed")
-            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-            raise
-        recorder.record(InitializationCompleted, duration_s=time.perf_counter() - started)
-        span.set_attribute(names.ATTR_OUTCOME, "completed")
+    model_id = redact_text(llm_config.model_id)
+    root = spans.start(tracer, names.SPAN_INITIALIZE,
+                       {names.ATTR_INIT_ID: ctx.init_id, names.ATTR_MODEL: model_id},
+                       context=propagation.parent_context() if tracer else None)
+    try:
+        with root as span:
+            recorder.record(
+                InitializationStarted, model_id=model_id,
+                config=json_safe(_config_summary(llm_config)), context=ctx.snapshot(),
+                callbacks=tuple(callback_name(cb) for cb in callbacks),
+                host=socket.gethostname(), pid=os.getpid(), labels=json_safe(dict(labels or {})),
+            )
+            started = time.perf_counter()
+            phase: str | None = None
+            try:
+                for spec in PHASES:
+                    phase = spec.phase.value
+                    await run.phase(spec)
+            except (Exception, asyncio.CancelledError) as exc:
+                recorder.record(InitializationFailed, duration_s=time.perf_counter() - started,
+                                phase=phase, error_type=type(exc).__name__,
+                                message=redact_text(str(exc)))
+                span.set_attribute(names.ATTR_OUTCOME, names.OUTCOME_FAILED)
+                spans.record_error(span, exc)
+                raise
+            recorder.record(InitializationCompleted, duration_s=time.perf_counter() - started)
+            span.set_attribute(names.ATTR_OUTCOME, names.OUTCOME_COMPLETED)
+    finally:
+        recorder.close()
+        if tracer is not None:
+            await asyncio.to_thread(spans.flush, tracer_provider, _env_float(
+                names.ENV_TRACE_FLUSH_TIMEOUT, names.DEFAULT_TRACE_FLUSH_TIMEOUT_S))
     return ctx
 
 
@@ -125,10 +144,8 @@ class _Run:
     async def phase(self, spec: PhaseSpec) -> None:
         phase = spec.phase.value
         rec = self.recorder
-        with _tracer.start_as_current_span(names.SPAN_PHASE_PREFIX + phase,
-                                           attributes={names.ATTR_PHASE: phase},
-                                           record_exception=False,
-                                           set_status_on_exception=False) as span:
+        with spans.start(self.dispatcher.tracer, names.SPAN_PHASE_PREFIX + phase,
+                         {names.ATTR_PHASE: phase, names.ATTR_INIT_ID: self.ctx.init_id}) as span:
             rec.record(PhaseStarted, phase=phase)
             started = time.perf_counter()
             try:
@@ -150,10 +167,28 @@ class _Run:
                     await self.dispatcher.call_hook(phase, spec.post_hook)
             except (LLMInitError, asyncio.CancelledError) as exc:
                 rec.record(PhaseFailed, phase=phase, duration_s=time.perf_counter() - started,
-                           error_type=type(exc).__name__, message=str(exc))
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                           error_type=type(exc).__name__, message=redact_text(str(exc)))
+                spans.record_error(span, exc, message=exception_message(exc))
                 raise
             rec.record(PhaseCompleted, phase=phase, duration_s=time.perf_counter() - started)
+
+
+def _builtin_observers(config: LLMConfig, present: Sequence[object]) -> list[EventObserver]:
+    """The metrics callback (unless ``enable_metrics`` is off) and the log observer, each
+    unless one is already among the callbacks and observers."""
+    added: list[EventObserver] = []
+    if config.enable_metrics and not any(isinstance(o, MetricsCallback) for o in present):
+        added.append(MetricsCallback())
+    if not any(isinstance(o, LogObserver) for o in present):
+        added.append(LogObserver())
+    return added
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
 
 
 def _config_summary(config: LLMConfig) -> dict[str, Any]:

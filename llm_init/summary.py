@@ -13,18 +13,29 @@ from llm_init.telemetry.redaction import MASK, is_secret_key, redact_text
 JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
 
 
+_SCALARS = frozenset({bool, int, float, type(None)})
+
+
 def json_safe(value: Any, key: str | None = None) -> JsonValue:
     """A stable JSON-safe view of ``value``; values under credential-like keys are masked."""
     if key is not None and value is not None and is_secret_key(key):
         return MASK
-    if value is None or isinstance(value, bool | int | float):
+    kind = type(value)
+    # Exact-type checks first: this runs on every snapshot of every hook call.
+    if kind is str:
+        return redact_text(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {redact_text(str(k)): json_safe(v, str(k)) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return json_safe(value.value)
+    if isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
         return redact_text(value)
-    if isinstance(value, enum.Enum):
-        return json_safe(value.value)
     if isinstance(value, Mapping):
-        return {str(k): json_safe(v, str(k)) for k, v in value.items()}
+        return {redact_text(str(k)): json_safe(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
         return [json_safe(v) for v in items]

@@ -9,6 +9,8 @@ import pytest
 
 from llm_init import DefaultSteps, InMemoryEventStore, NodeInitializationContext
 
+pytest_plugins = ("tests.support.postgres",)
+
 
 @dataclass
 class SettingStep:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llm_init import labels
 from llm_init.config import LLMConfig, NodeModelDownloadable
 from llm_init.serve.ray_callbacks import adapter_class_for, download_mode, has_hooks
 from llm_init.serve.settings import SETTINGS_KEY, LLMInitSettings
@@ -50,14 +51,18 @@ def llm_init_config(ray_llm_config: Any, settings: LLMInitSettings,
 
 
 def replica_labels() -> dict[str, str]:
-    """Application, deployment and replica of the current Serve replica (empty outside one)."""
+    """The fleet labels of the current Serve replica: application, deployment, replica and
+    Ray node (empty outside a replica)."""
     try:
+        import ray
         from ray import serve
 
         context = serve.get_replica_context()
+        node_id = ray.get_runtime_context().get_node_id()
     except Exception:  # not in a replica: no labels
         return {}
-    labels = {"app": getattr(context, "app_name", None),
-              "deployment": getattr(context, "deployment", None),
-              "replica": getattr(context, "replica_tag", None)}
-    return {k: str(v) for k, v in labels.items() if v}
+    found = {labels.APPLICATION: getattr(context, "app_name", None),
+             labels.DEPLOYMENT: getattr(context, "deployment", None),
+             labels.REPLICA: getattr(context, "replica_tag", None),
+             labels.NODE_ID: node_id}
+    return {k: str(v) for k, v in found.items() if v}

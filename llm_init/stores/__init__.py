@@ -1,20 +1,45 @@
-"""Event stores: in-memory and SQLite, behind one protocol, opened from a URL or a path."""
+"""Event stores: in-memory, SQLite and PostgreSQL behind one protocol, opened from a URL."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from llm_init.stores.base import EventStore, StoredEvent, decode, encode
+from llm_init.stores.base import (
+    OUTCOMES,
+    ChangeFeed,
+    EventStore,
+    InitQuery,
+    Outcome,
+    QueryableStore,
+    StoredEvent,
+    WatchableStore,
+    decode,
+    encode,
+)
+from llm_init.stores.buffered import SPOOL_ENV_VAR, BufferedEventStore
 from llm_init.stores.memory import InMemoryEventStore
 from llm_init.stores.sqlite import SQLiteEventStore
 
+if TYPE_CHECKING:
+    from llm_init.stores.postgres import PostgresEventStore
+
 __all__ = [
     "DEFAULT_STORE_PATH",
+    "OUTCOMES",
+    "SPOOL_ENV_VAR",
     "STORE_ENV_VAR",
+    "BufferedEventStore",
+    "ChangeFeed",
     "EventStore",
     "InMemoryEventStore",
+    "InitQuery",
+    "Outcome",
+    "PostgresEventStore",
+    "QueryableStore",
     "SQLiteEventStore",
     "StoredEvent",
+    "WatchableStore",
     "decode",
     "encode",
     "open_store",
@@ -22,14 +47,36 @@ __all__ = [
 
 STORE_ENV_VAR = "LLM_INIT_EVENT_STORE"
 DEFAULT_STORE_PATH = os.path.join(".llm-init", "events.sqlite")
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(location: str | None = None, *, create: bool = True) -> EventStore:
-    """Open ``memory://``, ``sqlite:///path`` or a plain file path; ``None`` reads
-    ``LLM_INIT_EVENT_STORE`` and falls back to ``.llm-init/events.sqlite``."""
+def open_store(location: str | None = None, *, create: bool = True,
+               buffered: bool | None = None) -> EventStore:
+    """Open ``memory://``, ``sqlite:///path``, a plain file path or ``postgresql://...``;
+    ``None`` reads ``LLM_INIT_EVENT_STORE`` and falls back to ``.llm-init/events.sqlite``.
+
+    A PostgreSQL store opened to write (``create=True``) is buffered by default: it connects
+    on first use and keeps appends on local disk while the database is unreachable (see
+    ``BufferedEventStore``). Readers (``create=False``) connect at once and see errors.
+    """
     location = location or os.environ.get(STORE_ENV_VAR) or DEFAULT_STORE_PATH
     if location == "memory://":
         return InMemoryEventStore()
+    if location.startswith(_POSTGRES_SCHEMES):
+        from llm_init.stores.postgres import PostgresEventStore  # psycopg is optional
+
+        if buffered if buffered is not None else create:
+            inner = PostgresEventStore(location, create=create, connect=False)
+            return BufferedEventStore(inner, target=inner.target.display)
+        return PostgresEventStore(location, create=create)
     if location.startswith("sqlite://"):
         location = location.removeprefix("sqlite://")
     return SQLiteEventStore(location, create=create)
+
+
+def __getattr__(name: str) -> object:
+    if name == "PostgresEventStore":
+        from llm_init.stores.postgres import PostgresEventStore
+
+        return PostgresEventStore
+    raise AttributeError(name)

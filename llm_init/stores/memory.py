@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 
 from llm_init.errors import DuplicateEventError
-from llm_init.stores.base import StoredEvent
+from llm_init.stores.base import InitQuery, StoredEvent
+from llm_init.stores.index import (
+    DURATION_TOPICS,
+    TOTAL,
+    InitIndexRow,
+    index_rows,
+    matches,
+    merge,
+    ordered,
+)
 
 
 class InMemoryEventStore:
@@ -14,7 +24,9 @@ class InMemoryEventStore:
 
     def __init__(self) -> None:
         self._events: dict[str, dict[int, StoredEvent]] = {}
-        self._started: list[tuple[str, str]] = []
+        self._index: dict[str, InitIndexRow] = {}
+        self._changed = threading.Condition()
+        self._version = 0
         self._lock = threading.Lock()
 
     def append(self, records: Sequence[StoredEvent]) -> None:
@@ -28,10 +40,14 @@ class InMemoryEventStore:
                     )
                 seen.add(key)
             for r in records:
-                log = self._events.setdefault(r.init_id, {})
-                if not log:
-                    self._started.append((r.timestamp, r.init_id))
-                log[r.sequence] = r
+                self._events.setdefault(r.init_id, {})[r.sequence] = r
+            for row in index_rows(records):
+                old = self._index.get(row.init_id)
+                self._index[row.init_id] = row if old is None else merge(old, row)
+        if records:
+            with self._changed:
+                self._version += 1
+                self._changed.notify_all()
 
     def read(self, init_id: str, *, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
         with self._lock:
@@ -39,8 +55,46 @@ class InMemoryEventStore:
             return [log[s] for s in sorted(log) if s > after and (upto is None or s <= upto)]
 
     def list_init_ids(self, limit: int = 50) -> list[str]:
+        return self.query_initializations(InitQuery(limit=limit))
+
+    def query_initializations(self, query: InitQuery) -> list[str]:
         with self._lock:
-            return [i for _, i in sorted(self._started, reverse=True)[:limit]]
+            rows = [r for r in self._index.values() if matches(r, query)]
+        return ordered(rows, query)
+
+    def query_durations(self, query: InitQuery) -> list[tuple[str, float]]:
+        with self._lock:
+            logs = [self._events[r.init_id] for r in self._index.values() if matches(r, query)]
+            records = [e for log in logs for e in log.values() if e.topic in DURATION_TOPICS]
+        found = []
+        for e in records:
+            body = json.loads(e.state)
+            found.append((body["phase"] if e.topic == "PhaseCompleted" else TOTAL,
+                          float(body["duration_s"])))
+        return found
+
+    def watch(self) -> _MemoryFeed:
+        return _MemoryFeed(self)
+
+    def close(self) -> None:
+        pass
+
+
+class _MemoryFeed:
+    """Wakes on the store's condition variable: a push, no polling."""
+
+    def __init__(self, store: InMemoryEventStore) -> None:
+        self._store = store
+        with store._changed:
+            self._seen = store._version
+
+    def wait(self, timeout: float) -> bool:
+        store = self._store
+        with store._changed:
+            store._changed.wait_for(lambda: store._version != self._seen, timeout)
+            changed = store._version != self._seen
+            self._seen = store._version
+        return changed
 
     def close(self) -> None:
         pass

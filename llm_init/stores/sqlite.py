@@ -2,31 +2,80 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from llm_init.errors import DuplicateEventError, EventStoreError
-from llm_init.stores.base import StoredEvent
+from llm_init.stores.base import InitQuery, StoredEvent
+from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
+from llm_init.stores.sql import index_upsert, order_by, where
 
-# Migrations by schema version (PRAGMA user_version): entry N brings a version N-1 file to N.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE events (
-            init_id TEXT NOT NULL,
-            sequence INTEGER NOT NULL,
-            topic TEXT NOT NULL,
-            schema_version INTEGER NOT NULL,
-            timestamp TEXT NOT NULL,
-            state TEXT NOT NULL,
-            PRIMARY KEY (init_id, sequence)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX events_by_topic_time ON events (topic, timestamp)",
-    ),
+_EVENT_COLUMNS = "init_id, sequence, topic, schema_version, timestamp, state"
+_V1 = """
+CREATE TABLE events (
+    init_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    timestamp TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (init_id, sequence)
+) WITHOUT ROWID;
+CREATE INDEX events_by_topic_time ON events (topic, timestamp);
+"""
+_V2 = """
+CREATE TABLE initializations (
+    init_id TEXT PRIMARY KEY,
+    model_id TEXT,
+    started_at TEXT,
+    host TEXT,
+    node_id TEXT,
+    application TEXT,
+    deployment TEXT,
+    labels TEXT,
+    outcome TEXT NOT NULL,
+    duration_s REAL
+) WITHOUT ROWID;
+CREATE INDEX initializations_by_start ON initializations (started_at);
+CREATE INDEX initializations_by_model ON initializations (model_id, started_at);
+CREATE INDEX initializations_running ON initializations (started_at) WHERE outcome = 'running';
+DROP INDEX events_by_topic_time
+"""
+_UPSERT = index_upsert("initializations", lambda name: f":{name}")
+
+
+def _script(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits the open transaction first, and a migration is atomic.
+    for statement in filter(str.strip, script.split(";")):
+        conn.execute(statement)
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    _script(conn, _V1)
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    _script(conn, _V2)
+    rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY init_id, sequence")
+    for _, group in itertools.groupby((StoredEvent(*r) for r in rows.fetchall()),
+                                      lambda r: r.init_id):
+        conn.executemany(_UPSERT, [row.as_params() for row in index_rows(list(group))])
+
+
+# (version, what it does, how): applied in order, in the transaction that sets
+# ``PRAGMA user_version``. Append new steps; never edit a released one.
+MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
+    (1, "the events table", _v1),
+    (2, "the per-initialization index, filled from the events; fleet queries use it, so the "
+        "(topic, timestamp) index, costly to keep up on append, goes", _v2),
 )
-SCHEMA_VERSION = len(_MIGRATIONS)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 class SQLiteEventStore:
@@ -44,10 +93,9 @@ class SQLiteEventStore:
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._busy_timeout_s = busy_timeout_s
         try:
-            self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s,
-                                         isolation_level=None, check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._conn = _connect(self.path, busy_timeout_s)
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._migrate(create)
@@ -63,20 +111,19 @@ class SQLiteEventStore:
             )
         if version == SCHEMA_VERSION:
             return
-        if not create:
+        if version == 0 and not create:
             raise EventStoreError(f"{self.path} is not an llm-init event store")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            # Another process may have migrated while we waited for the write lock.
+            # Another process may have migrated while this one waited for the write lock.
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            for statements in _MIGRATIONS[version:]:
-                for statement in statements:
-                    self._conn.execute(statement)
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for step, _, apply in MIGRATIONS:
+                if step > version:
+                    apply(self._conn)
+                    self._conn.execute(f"PRAGMA user_version = {step}")
             self._conn.execute("COMMIT")
         except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK")
             raise
 
     def append(self, records: Sequence[StoredEvent]) -> None:
@@ -84,10 +131,12 @@ class SQLiteEventStore:
             return
         rows = [(r.init_id, r.sequence, r.topic, r.schema_version, r.timestamp, r.state)
                 for r in records]
+        index = [row.as_params() for row in index_rows(records)]
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._conn.executemany(_UPSERT, index)
                 self._conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 self._conn.execute("ROLLBACK")
@@ -102,24 +151,85 @@ class SQLiteEventStore:
                 raise EventStoreError(f"cannot append to {self.path}: {exc}") from exc
 
     def read(self, init_id: str, *, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
-        query = ("SELECT init_id, sequence, topic, schema_version, timestamp, state FROM events "
+        query = (f"SELECT {_EVENT_COLUMNS} FROM events "
                  "WHERE init_id = ? AND sequence > ? AND sequence <= ? ORDER BY sequence")
-        with self._lock:
-            try:
-                rows = self._conn.execute(query, (init_id, after, upto or 2**62)).fetchall()
-            except sqlite3.Error as exc:
-                raise EventStoreError(f"cannot read {self.path}: {exc}") from exc
+        rows = self._fetch(query, (init_id, after, 2**62 if upto is None else upto))
         return [StoredEvent(*row) for row in rows]
 
     def list_init_ids(self, limit: int = 50) -> list[str]:
-        query = ("SELECT init_id FROM events WHERE topic = 'InitializationStarted' "
-                 "ORDER BY timestamp DESC LIMIT ?")
+        return self.query_initializations(InitQuery(limit=limit))
+
+    def query_initializations(self, query: InitQuery) -> list[str]:
+        clause, params = where(query, lambda name: f":{name}", _label_match)
+        sql = f"SELECT i.init_id FROM initializations i WHERE {clause} {order_by(query)}"
+        if query.limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = query.limit
+        return [row[0] for row in self._fetch(sql, params)]
+
+    def query_durations(self, query: InitQuery) -> list[tuple[str, float]]:
+        clause, params = where(query, lambda name: f":{name}", _label_match)
+        sql = (f"SELECT CASE e.topic WHEN 'PhaseCompleted' THEN json_extract(e.state, '$.phase') "
+               f"ELSE '{TOTAL}' END, json_extract(e.state, '$.duration_s') "
+               "FROM initializations i JOIN events e ON e.init_id = i.init_id "
+               f"WHERE e.topic IN {DURATION_TOPICS!r} AND {clause}")
+        return [(phase, float(d)) for phase, d in self._fetch(sql, params)]
+
+    def watch(self) -> _DataVersionFeed:
+        try:
+            return _DataVersionFeed(_connect(self.path, self._busy_timeout_s))
+        except sqlite3.Error as exc:
+            raise EventStoreError(f"cannot watch {self.path}: {exc}") from exc
+
+    def _fetch(self, sql: str, params: Sequence[object] | dict[str, object]
+               ) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
-                return [row[0] for row in self._conn.execute(query, (limit,))]
+                return self._conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot read {self.path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+    return conn
+
+
+def _label_match(key: str, value: str) -> str:
+    return f"EXISTS (SELECT 1 FROM json_each(i.labels) WHERE key = {key} AND value = {value})"
+
+
+class _DataVersionFeed:
+    """SQLite has no push: poll ``PRAGMA data_version`` (one integer, no table read), which
+    changes whenever another connection commits, every ``interval`` seconds."""
+
+    interval = 0.25
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._seen = self._version()
+
+    def _version(self) -> int:
+        version: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        return version
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self._version()
+            if version != self._seen:
+                self._seen = version
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.interval, left))
+
+    def close(self) -> None:
+        self._conn.close()

@@ -32,6 +32,11 @@ ATTR_NEW = "llm_init.context.new"
 ATTR_TIMED_OUT = "llm_init.hook.timed_out"
 ATTR_OUTCOME = "llm_init.outcome"
 ATTR_NODE_ID = "llm_init.node_id"
+ATTR_ERROR_TYPE = "error.type"
+
+# Span status and outcome values.
+OUTCOME_COMPLETED = "completed"
+OUTCOME_FAILED = "failed"
 
 # Metric names, Prometheus conventions: base units as suffix, counters end in _total. Under Ray's
 # metrics pipeline each is exported with Ray's ``ray_`` prefix.
@@ -53,3 +58,64 @@ LABEL_CALLBACK = "callback"
 LABEL_GPU = "gpu"
 LABEL_BOUNDARY = "boundary"
 LABEL_SUBPHASE = "subphase"
+
+# Values of the ``boundary`` label of the GPU memory gauge: sampled when a phase starts and ends.
+BOUNDARY_START = "start"
+BOUNDARY_END = "end"
+
+# Histogram buckets, in seconds. Phases run from a cached no-op (0.1 s) to a large download (1 h);
+# hooks are usually milliseconds but may do real work (a download of their own).
+PHASE_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                          1200.0, 1800.0, 3600.0)
+HOOK_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                         5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+ENGINE_SUBPHASE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+                           600.0, 1200.0, 3600.0)
+
+# Keys of ``StepProgressed.details`` that the metrics callback reads. A step reports progress
+# with ``report(**details)``; these keys are the contract between the steps and the metrics.
+STEP_DOWNLOAD = "download"
+STEP_ENGINE = "engine"
+# Download step: bytes fetched since its previous report (an increment, never a running total).
+DETAIL_BYTES_DELTA = "bytes_delta"
+# Engine step: one finished GPU sub-phase of the engine start, and how long it took.
+DETAIL_SUBPHASE = "subphase"
+DETAIL_DURATION_S = "duration_s"
+# The engine sub-phases, as values of ``DETAIL_SUBPHASE`` and of the ``subphase`` label. Others
+# are ignored, which keeps the label's cardinality bounded.
+SUBPHASE_WEIGHT_LOADING = "weight_loading"
+SUBPHASE_KV_CACHE_PROFILING = "kv_cache_profiling"
+SUBPHASE_KV_CACHE_ALLOCATION = "kv_cache_allocation"
+SUBPHASE_TORCH_COMPILE = "torch_compile"
+SUBPHASE_CUDA_GRAPH_CAPTURE = "cuda_graph_capture"
+ENGINE_SUBPHASES = (SUBPHASE_WEIGHT_LOADING, SUBPHASE_KV_CACHE_PROFILING,
+                    SUBPHASE_KV_CACHE_ALLOCATION, SUBPHASE_TORCH_COMPILE,
+                    SUBPHASE_CUDA_GRAPH_CAPTURE)
+
+# Keys of structured log lines (besides structlog's own ``event``, ``level``, ``timestamp``).
+LOG_INIT_ID = "init_id"
+LOG_PHASE = "phase"
+LOG_HOOK = "hook"
+LOG_CALLBACK = "callback"
+LOG_STEP = "step"
+LOG_TRACE_ID = "trace_id"
+LOG_SPAN_ID = "span_id"
+LOGGER_EVENTS = "llm_init.events"
+LOGGER_TELEMETRY = "llm_init.telemetry"
+
+# Environment variables read by llm-init's telemetry (the OpenTelemetry SDK reads its own
+# ``OTEL_*`` variables).
+ENV_TRACEPARENT = "TRACEPARENT"
+ENV_TRACESTATE = "TRACESTATE"
+ENV_METRICS_BACKEND = "LLM_INIT_METRICS_BACKEND"  # auto | ray | prometheus | none
+ENV_METRICS_PORT = "LLM_INIT_METRICS_PORT"  # standalone /metrics port; "off" serves nothing
+ENV_METRICS_ADDR = "LLM_INIT_METRICS_ADDR"
+ENV_TRACE_FLUSH_TIMEOUT = "LLM_INIT_TRACE_FLUSH_TIMEOUT_S"
+ENV_EVENT_FLUSH_INTERVAL = "LLM_INIT_EVENT_FLUSH_INTERVAL_S"
+ENV_LOG_FORMAT = "LLM_INIT_LOG_FORMAT"  # auto | json | console
+ENV_LOG_LEVEL = "LLM_INIT_LOG_LEVEL"
+ENV_TRACE_URL = "LLM_INIT_TRACE_URL"  # e.g. http://jaeger:16686/trace/{trace_id}
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_METRICS_ADDR = "0.0.0.0"
+DEFAULT_TRACE_FLUSH_TIMEOUT_S = 2.0
+DEFAULT_EVENT_FLUSH_INTERVAL_S = 0.05

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import ray
 import yaml
 
 from llm_init import HOOK_NAMES, read_events, replay
@@ -160,8 +161,9 @@ def test_event_log_holds_all_eight_hooks_in_order(deployment):
     assert isinstance(events[-1], InitializationCompleted)
     r = replay(events)
     assert r.outcome == "completed"
-    assert r.labels["app"] == APP
+    assert r.labels["application"] == APP
     assert r.labels["deployment"] == "LLMServer:tiny"
+    assert r.labels["node_id"] == ray.get_runtime_context().get_node_id()
     assert set(r.phase_durations) == {"pre_initialization", "download", "placement_group",
                                       "engine_init", "post_initialization"}
 

@@ -1,0 +1,154 @@
+"""One download per node: the local node in this process, every other node in a Ray task
+pinned to it (hard node affinity, ``num_cpus=0``, the context's ``runtime_env``), each inside
+the initialization's trace.
+
+The trace crosses into Ray tasks as a W3C ``traceparent`` through the OpenTelemetry API's
+``propagate.inject``/``extract`` (kept here until ``llm_init.telemetry`` has a shared helper).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+
+from llm_init.steps.download.errors import DownloadError
+from llm_init.steps.download.node import NodePlan, download_on_node
+from llm_init.steps.download.progress import NodeProgress
+from llm_init.steps.download.result import NodeDownloadResult
+from llm_init.telemetry import names
+
+# Span of one node's download, a child of the download step's span (in-process or in a task).
+SPAN_DOWNLOAD_NODE = "llm_init.download.node"
+ATTR_RAN_IN = "llm_init.download.ran_in"
+ATTR_BYTES_FETCHED = "llm_init.download.bytes_fetched"
+
+_tracer = trace.get_tracer(names.INSTRUMENTATION_NAME)
+
+NodeSelection = Sequence[str] | Literal["all"] | None
+
+
+def trace_carrier() -> dict[str, str]:
+    """The current trace context as W3C headers (``traceparent``, ``tracestate``)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+@contextmanager
+def continued_trace(carrier: Mapping[str, str]) -> Iterator[None]:
+    """Make the trace context in ``carrier`` current for the block."""
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def current_trace_id() -> str | None:
+    span_context = trace.get_current_span().get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
+
+
+def download_here(plan: NodePlan, *, node_id: str, progress: NodeProgress,
+                  stop: threading.Event, ran_in: str = "process") -> NodeDownloadResult:
+    """This node's download inside a ``llm_init.download.node`` span."""
+    attributes = {names.ATTR_NODE_ID: node_id, ATTR_RAN_IN: ran_in,
+                  names.ATTR_STEP: "download"}
+    with _tracer.start_as_current_span(SPAN_DOWNLOAD_NODE, attributes=attributes) as span:
+        result = download_on_node(plan, node_id=node_id, progress=progress, stop=stop,
+                                  ran_in=ran_in, trace_id=current_trace_id())
+        span.set_attribute(ATTR_BYTES_FETCHED, result.bytes_fetched)
+        return result
+
+
+def download_task(plan: NodePlan, carrier: Mapping[str, str]) -> NodeDownloadResult:
+    """The body of the Ray task on one node: continue the caller's trace, then download."""
+    import ray
+
+    with continued_trace(carrier):
+        return download_here(plan, node_id=ray.get_runtime_context().get_node_id(),
+                             progress=NodeProgress(), stop=threading.Event(), ran_in="ray_task")
+
+
+def ray_initialized() -> bool:
+    """Whether Ray is initialized here (if ``ray`` was never imported, it cannot be)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
+def this_node_id() -> str:
+    """Ray's id of this node, or the host name when Ray is not initialized."""
+    if ray_initialized():
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    return socket.gethostname()
+
+
+def is_placement_group(value: Any) -> bool:
+    if "ray" not in sys.modules:
+        return False
+    from ray.util.placement_group import PlacementGroup
+
+    return isinstance(value, PlacementGroup)
+
+
+async def nodes_to_download(placement_group: Any, nodes: NodeSelection,
+                            timeout_s: float) -> tuple[str, tuple[str, ...]]:
+    """This node, and the other nodes to download on: those of the placement group, else those
+    named in ``nodes`` (``"all"``: every alive node), else none."""
+    local = this_node_id()
+    if not ray_initialized():
+        return local, ()
+    import ray
+
+    found: list[str] = []
+    if is_placement_group(placement_group):
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(placement_group.ready().future()),
+                                   timeout_s)
+        except TimeoutError as exc:
+            raise DownloadError(
+                f"placement group {placement_group.id.hex()} was not ready within {timeout_s} s"
+            ) from exc
+        table = ray.util.placement_group_table(placement_group)
+        found = list(table["bundles_to_node_id"].values())
+    elif nodes == "all":
+        alive = ray.nodes()  # type: ignore[no-untyped-call]  # ray.nodes is not annotated
+        found = [n["NodeID"] for n in alive if n["Alive"]]
+    elif nodes:
+        found = list(nodes)
+    others = tuple(dict.fromkeys(n for n in found if n != local))
+    return local, others
+
+
+def submit_download(plan: NodePlan, node_id: str, carrier: Mapping[str, str],
+                    runtime_env: dict[str, Any] | None) -> Any:
+    """Start ``download_task`` on ``node_id``, pinned there; return its ``ObjectRef``."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    options: dict[str, Any] = {
+        "num_cpus": 0,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        "name": "llm_init.download",
+    }
+    if runtime_env:
+        options["runtime_env"] = runtime_env
+    return _remote_task().options(**options).remote(plan, dict(carrier))
+
+
+@functools.cache
+def _remote_task() -> Any:
+    """``download_task`` as a Ray remote function, made once per process."""
+    import ray
+
+    return ray.remote(download_task)

@@ -1,0 +1,58 @@
+"""SQL shared by the SQLite and PostgreSQL stores: the index upsert and the fleet filters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llm_init.stores.base import InitQuery
+from llm_init.stores.index import utc_text
+
+INDEX_COLUMNS = ("init_id", "model_id", "started_at", "host", "node_id", "application",
+                 "deployment", "labels", "outcome", "duration_s")
+_KEPT = ("model_id", "started_at", "host", "node_id", "application", "deployment", "labels",
+         "duration_s")
+
+
+def index_upsert(table: str, ph: Callable[[str], str]) -> str:
+    """The upsert that applies ``index.merge`` in SQL: the fields the new row knows win.
+    ``ph`` renders a named placeholder."""
+    values = ", ".join(f"coalesce({ph('outcome')}, 'running')" if c == "outcome" else ph(c)
+                       for c in INDEX_COLUMNS)
+    kept = ",\n    ".join(f"{c} = coalesce(excluded.{c}, {table}.{c})" for c in _KEPT)
+    return (
+        f"INSERT INTO {table} ({', '.join(INDEX_COLUMNS)}) VALUES ({values})\n"
+        f"ON CONFLICT (init_id) DO UPDATE SET\n    {kept},\n"
+        f"    outcome = coalesce({ph('outcome')}, {table}.outcome)"
+    )
+
+
+def where(query: InitQuery, ph: Callable[[str], str], label_match: Callable[[str, str], str],
+          time_value: Callable[[Any], Any] = utc_text, alias: str = "i"
+          ) -> tuple[str, dict[str, Any]]:
+    """The ``WHERE`` clause (and its parameters) selecting the index rows ``query`` means."""
+    clauses = [f"{alias}.started_at IS NOT NULL"]
+    params: dict[str, Any] = {}
+    for name in ("model_id", "outcome", "host", "node_id", "application", "deployment"):
+        value = getattr(query, name)
+        if value is not None:
+            clauses.append(f"{alias}.{name} = {ph(name)}")
+            params[name] = value
+    if query.since is not None:
+        clauses.append(f"{alias}.started_at >= {ph('since')}")
+        params["since"] = time_value(query.since)
+    if query.until is not None:
+        clauses.append(f"{alias}.started_at < {ph('until')}")
+        params["until"] = time_value(query.until)
+    for n, (key, value) in enumerate(query.labels):
+        clauses.append(label_match(ph(f"label_key_{n}"), ph(f"label_value_{n}")))
+        params[f"label_key_{n}"], params[f"label_value_{n}"] = key, value
+    return " AND ".join(clauses), params
+
+
+def order_by(query: InitQuery, alias: str = "i") -> str:
+    """The order ``index.ordered`` sorts by, in SQL."""
+    if query.order == "slowest":
+        return (f"ORDER BY ({alias}.duration_s IS NULL), {alias}.duration_s DESC, "
+                f"{alias}.init_id")
+    return f"ORDER BY {alias}.started_at DESC, {alias}.init_id DESC"

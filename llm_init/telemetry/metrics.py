@@ -1,0 +1,206 @@
+"""``MetricsCallback``: the built-in callback that turns the event stream into Prometheus metrics.
+
+It is an event observer (``on_event``): every number comes from the events the dispatch seam
+records, except GPU memory, which it samples through NVML when a phase starts and ends. The
+runtime adds one to every initialization unless ``LLMConfig.enable_metrics`` is false.
+
+Metrics (names in ``telemetry.names``; under Ray each gets Ray's ``ray_`` prefix):
+
+- ``llm_init_phase_duration_seconds{phase,model,outcome}`` histogram, 0.1 s to 1 h;
+- ``llm_init_hook_duration_seconds{hook,callback}`` histogram;
+- ``llm_init_initializations_total{model,outcome}`` counter;
+- ``llm_init_in_progress{model,phase}`` gauge: initializations of this process in that phase;
+- ``llm_init_download_bytes_total{model}``: the ``bytes_delta`` of the download step's
+  ``StepProgressed`` events (``names.DETAIL_BYTES_DELTA``);
+- ``llm_init_engine_subphase_duration_seconds{model,subphase}``: the ``subphase``/``duration_s`` of
+  the engine step's ``StepProgressed`` events (``names.DETAIL_SUBPHASE``, ``DETAIL_DURATION_S``);
+- ``llm_init_gpu_memory_used_bytes{model,phase,boundary,gpu}``: NVML, at each phase's start and
+  end, for each visible GPU; absent without a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from llm_init.events import (
+    Event,
+    HookCompleted,
+    HookFailed,
+    InitializationCompleted,
+    InitializationFailed,
+    InitializationStarted,
+    PhaseCompleted,
+    PhaseFailed,
+    PhaseStarted,
+    StepProgressed,
+)
+from llm_init.telemetry import health, names
+from llm_init.telemetry.backends import (
+    Counter,
+    Gauge,
+    Histogram,
+    MetricsBackend,
+    select_backend,
+)
+from llm_init.telemetry.gpu import GpuMemorySampler, default_sampler
+from llm_init.telemetry.redaction import redact_text
+
+_log = logging.getLogger(__name__)
+_SUBPHASES = frozenset(names.ENGINE_SUBPHASES)
+
+
+class Instruments:
+    """The metrics of one backend in this process, shared by every ``MetricsCallback`` on it,
+    with the process-wide count of initializations in each phase behind the in-progress gauge."""
+
+    def __init__(self, backend: MetricsBackend) -> None:
+        n = names
+        self.backend = backend
+        self.phase_duration: Histogram = backend.histogram(
+            n.METRIC_PHASE_DURATION, "Duration of each initialization phase.",
+            (n.LABEL_PHASE, n.LABEL_MODEL, n.LABEL_OUTCOME), n.PHASE_DURATION_BUCKETS)
+        self.hook_duration: Histogram = backend.histogram(
+            n.METRIC_HOOK_DURATION, "Duration of each callback hook invocation.",
+            (n.LABEL_HOOK, n.LABEL_CALLBACK), n.HOOK_DURATION_BUCKETS)
+        self.initializations: Counter = backend.counter(
+            n.METRIC_INITIALIZATIONS, "Finished initializations, by outcome.",
+            (n.LABEL_MODEL, n.LABEL_OUTCOME))
+        self.in_progress: Gauge = backend.gauge(
+            n.METRIC_IN_PROGRESS, "Initializations of this process now in each phase.",
+            (n.LABEL_MODEL, n.LABEL_PHASE))
+        self.download_bytes: Counter = backend.counter(
+            n.METRIC_DOWNLOAD_BYTES, "Bytes fetched by the download step.", (n.LABEL_MODEL,))
+        self.engine_subphase: Histogram = backend.histogram(
+            n.METRIC_ENGINE_SUBPHASE_DURATION,
+            "Duration of the engine's GPU start-up sub-phases, as the engine step reports them.",
+            (n.LABEL_MODEL, n.LABEL_SUBPHASE), n.ENGINE_SUBPHASE_BUCKETS)
+        self.gpu_memory: Gauge = backend.gauge(
+            n.METRIC_GPU_MEMORY_USED, "GPU memory used at the start and end of each phase.",
+            (n.LABEL_MODEL, n.LABEL_PHASE, n.LABEL_BOUNDARY, n.LABEL_GPU))
+        self._counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def enter(self, model: str, phase: str, delta: int) -> None:
+        with self._lock:
+            count = self._counts[(model, phase)] = self._counts.get((model, phase), 0) + delta
+            self.in_progress.set(count, (model, phase))
+
+
+_instruments: dict[tuple[object, ...], Instruments] = {}
+_instruments_lock = threading.Lock()
+
+
+def instruments_for(backend: MetricsBackend) -> Instruments:
+    """The instruments of ``backend``, created (and the backend started) once per process."""
+    with _instruments_lock:
+        found = _instruments.get(backend.key)
+        if found is None:
+            found = _instruments[backend.key] = Instruments(backend)
+            backend.start()
+        return found
+
+
+class MetricsCallback:
+    """Built-in callback (an event observer) keeping llm-init's metrics; see the module docs.
+
+    ``backend``: a ``MetricsBackend``, a backend name, or ``None`` for the automatic choice
+    (Ray's pipeline when Ray is initialized, else ``prometheus_client``). ``gpu``: the NVML
+    sampler (default: the process's). One instance follows one initialization at a time.
+    """
+
+    def __init__(self, backend: MetricsBackend | str | None = None, *,
+                 gpu: GpuMemorySampler | None = None) -> None:
+        self._backend = backend
+        self._gpu = gpu
+        self._metrics: Instruments | None = None
+        self._off = False
+        self._model = "unknown"
+        self._phase: str | None = None
+        self._handlers: dict[type[Event], Callable[[Instruments, Any], None]] = {
+            InitializationStarted: self._started, InitializationCompleted: self._finished,
+            InitializationFailed: self._finished, PhaseStarted: self._phase_started,
+            PhaseCompleted: self._phase_ended, PhaseFailed: self._phase_ended,
+            HookCompleted: self._hook_ended, HookFailed: self._hook_ended,
+            StepProgressed: self._progressed,
+        }
+
+    @property
+    def instruments(self) -> Instruments | None:
+        """The instruments in use, once the first event has set them up."""
+        return self._metrics
+
+    def on_event(self, event: Event) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is None or self._off:
+            return
+        if self._metrics is None:
+            self._set_up()
+            if self._metrics is None:
+                return
+        try:
+            handler(self._metrics, event)
+        except Exception as exc:
+            health.failed("metrics", f"llm-init metrics failed on {event.TYPE}: {exc!r}")
+
+    def _set_up(self) -> None:
+        try:
+            backend = select_backend(self._backend)
+            self._metrics = instruments_for(backend) if backend is not None else None
+        except Exception as exc:
+            health.failed("metrics", f"llm-init metrics are off: cannot set them up ({exc!r})")
+            self._metrics = None
+        self._off = self._metrics is None
+        if self._gpu is None:
+            self._gpu = default_sampler()
+
+    def _started(self, m: Instruments, e: InitializationStarted) -> None:
+        self._model = redact_text(e.model_id)
+
+    def _finished(self, m: Instruments, e: InitializationCompleted | InitializationFailed) -> None:
+        if self._phase is not None:  # the phase never recorded its end (a crash in between)
+            m.enter(self._model, self._phase, -1)
+            self._phase = None
+        outcome = (names.OUTCOME_COMPLETED if isinstance(e, InitializationCompleted)
+                   else names.OUTCOME_FAILED)
+        m.initializations.inc(1, (self._model, outcome))
+
+    def _phase_started(self, m: Instruments, e: PhaseStarted) -> None:
+        self._phase = e.phase
+        m.enter(self._model, e.phase, +1)
+        self._sample_gpus(m, e.phase, names.BOUNDARY_START)
+
+    def _phase_ended(self, m: Instruments, e: PhaseCompleted | PhaseFailed) -> None:
+        outcome = (names.OUTCOME_COMPLETED if isinstance(e, PhaseCompleted)
+                   else names.OUTCOME_FAILED)
+        m.phase_duration.observe(e.duration_s, (e.phase, self._model, outcome))
+        if self._phase == e.phase:
+            m.enter(self._model, e.phase, -1)
+            self._phase = None
+        self._sample_gpus(m, e.phase, names.BOUNDARY_END)
+
+    def _hook_ended(self, m: Instruments, e: HookCompleted | HookFailed) -> None:
+        m.hook_duration.observe(e.duration_s, (e.hook, e.callback))
+
+    def _progressed(self, m: Instruments, e: StepProgressed) -> None:
+        details = e.details
+        if e.step == names.STEP_DOWNLOAD:
+            delta = details.get(names.DETAIL_BYTES_DELTA)
+            if isinstance(delta, int | float) and not isinstance(delta, bool) and delta > 0:
+                m.download_bytes.inc(delta, (self._model,))
+        elif e.step == names.STEP_ENGINE:
+            subphase = details.get(names.DETAIL_SUBPHASE)
+            duration = details.get(names.DETAIL_DURATION_S)
+            if subphase in _SUBPHASES and isinstance(duration, int | float) and duration >= 0:
+                m.engine_subphase.observe(duration, (self._model, str(subphase)))
+            elif subphase is not None:
+                _log.debug("ignored engine sub-phase %r (known: %s)", subphase,
+                           ", ".join(names.ENGINE_SUBPHASES))
+
+    def _sample_gpus(self, m: Instruments, phase: str, boundary: str) -> None:
+        if self._gpu is None:
+            return
+        for gpu, used in self._gpu.sample():
+            m.gpu_memory.set(used, (self._model, phase, boundary, gpu))

@@ -1,0 +1,91 @@
+"""Span helpers for the runtime: API only, so a process without the SDK pays nothing.
+
+``tracer_for`` returns ``None`` when no SDK is configured: the dispatcher then opens no spans at
+all (a no-op span costs more than a hook call). ``record_error`` is OpenTelemetry's error contract
+(exception event, status ERROR) with the message and stack trace redacted. ``flush`` pushes a
+finished initialization's spans out without letting a slow exporter hold the caller for long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from llm_init.telemetry import health, names
+from llm_init.telemetry.redaction import exception_message, exception_stacktrace
+
+NO_SPAN = contextlib.nullcontext(INVALID_SPAN)  # stateless, so one instance serves every call
+_flushes: dict[int, threading.Thread] = {}
+_flushes_lock = threading.Lock()
+
+
+def tracer_for(provider: TracerProvider | None = None) -> Tracer | None:
+    """llm-init's tracer from ``provider`` (default: the global one), or ``None`` when that
+    provider is the API's no-op or proxy provider, i.e. no SDK is set up."""
+    provider = provider if provider is not None else trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return None
+    return provider.get_tracer(names.INSTRUMENTATION_NAME)
+
+
+def start(tracer: Tracer | None, name: str, attributes: Mapping[str, AttributeValue],
+          context: Context | None = None) -> contextlib.AbstractContextManager[Span]:
+    """Open ``name`` as the current span, or do nothing without a tracer. Errors are recorded
+    by ``record_error`` (redacted), not by the SDK on the way out."""
+    if tracer is None:
+        return NO_SPAN
+    return tracer.start_as_current_span(name, context=context, attributes=attributes,
+                                        record_exception=False, set_status_on_exception=False)
+
+
+def record_error(span: Span, exc: BaseException, *, message: str | None = None) -> None:
+    """Record ``exc`` on ``span`` (redacted) and set the span's status to ERROR."""
+    if not span.is_recording():
+        return
+    text = message or exception_message(exc)
+    span.record_exception(exc, attributes={
+        "exception.message": text,
+        "exception.stacktrace": exception_stacktrace(exc),
+    })
+    span.set_attribute(names.ATTR_ERROR_TYPE, type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, text))
+
+
+def flush(provider: TracerProvider | None, timeout_s: float) -> bool:
+    """Ask ``provider`` (an SDK provider has ``force_flush``) to export what it holds, waiting at
+    most ``timeout_s``. The flush runs in a daemon thread, at most one per provider: a stuck
+    exporter delays one initialization by ``timeout_s`` and the next ones not at all."""
+    provider = provider if provider is not None else trace.get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    if not callable(force_flush):
+        return True
+    key = id(provider)
+    with _flushes_lock:
+        running = _flushes.get(key)
+        if running is not None and running.is_alive():
+            health.failed("traces", "the previous trace flush has not finished: the trace "
+                                    "exporter is slow or its endpoint unreachable; spans may "
+                                    "be lost")
+            return False
+        def run() -> None:
+            try:
+                force_flush()
+            except Exception as exc:  # an exporter must not throw, but one might
+                health.failed("traces", f"flushing spans failed: {exc!r}")
+
+        thread = threading.Thread(target=run, name="llm-init-trace-flush", daemon=True)
+        _flushes[key] = thread
+        thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        health.failed("traces", f"spans were not exported within {timeout_s:g} s of the end of "
+                                "an initialization: the trace exporter is slow or its endpoint "
+                                "unreachable; the initialization went on without waiting")
+        return False
+    return True

@@ -1,0 +1,225 @@
+"""The contract every event store passes; a subclass per store supplies ``location``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from llm_init import DuplicateEventError, LLMConfig, initialize_node_sync
+from llm_init.stores import (
+    EventStore,
+    InitQuery,
+    InMemoryEventStore,
+    QueryableStore,
+    StoredEvent,
+    WatchableStore,
+    decode,
+    encode,
+    open_store,
+)
+from tests.conftest import local_steps
+from tests.stores.workload import write_workload
+from tests.support.logs import PHASE_NAMES, T0, records, synthetic_log
+from tests.test_replay import Busy
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITERS = 8
+
+# The fleet the query tests filter: (id, model, outcome, minutes after T0, seconds per phase,
+# host, labels).
+FLEET = [
+    ("a", "llama", "completed", 0, 1.0, "h1",
+     {"application": "chat", "deployment": "d1", "node_id": "n1"}),
+    ("b", "llama", "failed", 10, 2.0, "h2",
+     {"application": "chat", "deployment": "d1", "node_id": "n2"}),
+    ("c", "mistral", "completed", 20, 3.0, "h1",
+     {"application": "code", "deployment": "d2", "node_id": "n1"}),
+    ("d", "llama", "running", 30, 1.0, "h2",
+     {"application": "chat", "deployment": "d1", "node_id": "n2"}),
+    ("e", "llama", "completed", 40, 0.5, "h1",
+     {"application": "chat", "deployment": "d1", "node_id": "n1", "zone": "eu"}),
+]
+
+
+def fleet_records() -> list[list[StoredEvent]]:
+    return [records(synthetic_log(i, model_id=m, outcome=o, started_at=T0 + timedelta(minutes=t),
+                                  seconds=s, host=h, labels=labels))
+            for i, m, o, t, s, h, labels in FLEET]
+
+
+class StoreContract:
+    """Append-only, unique (init_id, sequence), one transaction per append, no loss under
+    concurrent writers, typed events round-trip, fleet queries and change feeds."""
+
+    @pytest.fixture
+    def location(self) -> str:
+        raise NotImplementedError
+
+    def open(self, location: str) -> EventStore:
+        return open_store(location, buffered=False)
+
+    @pytest.fixture
+    def store(self, location: str) -> Iterator[EventStore]:
+        store = self.open(location)
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def fleet(self, store: EventStore) -> EventStore:
+        for log in fleet_records():
+            store.append(log)
+        return store
+
+    def writers(self, location: str, count: int) -> list[int]:
+        """Run ``count`` concurrent writers (processes) and return their shared wins."""
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.stores.contract_writer",
+                                   location, str(n)], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for n in range(count)]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * count, [err for _, err in outputs]
+        return [int(out.strip()) for out, _ in outputs]
+
+    def test_typed_events_round_trip_unchanged(self, store: EventStore) -> None:
+        """A real run's events, appended and read back, decode to equal events in order."""
+        memory = InMemoryEventStore()
+        ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Busy),
+                                   event_store=memory, steps=local_steps())
+        events = [decode(r) for r in memory.read(ctx.init_id)]
+        store.append([encode(e) for e in events])
+        assert [decode(r) for r in store.read(ctx.init_id)] == events
+
+    def test_read_slices_by_sequence(self, store: EventStore) -> None:
+        """``read(after=, upto=)`` returns exactly the records with after < sequence <= upto."""
+        log = records(synthetic_log("x"))
+        store.append(log)
+        assert store.read("x", after=3, upto=6) == log[3:6]
+
+    def test_unknown_init_reads_empty(self, store: EventStore) -> None:
+        """Reading an init that was never appended gives an empty list, not an error."""
+        assert store.read("nobody") == []
+
+    def test_taken_sequence_rejects_the_whole_batch(self, store: EventStore) -> None:
+        """A batch whose last record reuses a stored (init_id, sequence) raises and stores
+        none of its records: append is one transaction."""
+        log = records(synthetic_log("x"))
+        store.append(log[:3])
+        with pytest.raises(DuplicateEventError):
+            store.append([*log[3:6], log[0]])
+        assert store.read("x") == log[:3]
+
+    def test_duplicate_inside_one_batch_is_rejected(self, store: EventStore) -> None:
+        """The same (init_id, sequence) twice in one batch raises and stores nothing."""
+        log = records(synthetic_log("x"))
+        with pytest.raises(DuplicateEventError):
+            store.append([log[0], log[1], log[1]])
+        assert store.read("x") == []
+
+    def test_list_init_ids_is_newest_first(self, fleet: EventStore) -> None:
+        """``list_init_ids`` gives the latest-started inits first, cut at the limit."""
+        assert fleet.list_init_ids(limit=3) == ["e", "d", "c"]
+
+    @pytest.mark.parametrize(("query", "expected"), [
+        (InitQuery(), ["e", "d", "c", "b", "a"]),
+        (InitQuery(limit=2), ["e", "d"]),
+        (InitQuery(model_id="llama"), ["e", "d", "b", "a"]),
+        (InitQuery(outcome="failed"), ["b"]),
+        (InitQuery(outcome="running"), ["d"]),
+        (InitQuery(since=T0 + timedelta(minutes=15)), ["e", "d", "c"]),
+        (InitQuery(until=T0 + timedelta(minutes=15)), ["b", "a"]),
+        (InitQuery(host="h2"), ["d", "b"]),
+        (InitQuery(node_id="n1"), ["e", "c", "a"]),
+        (InitQuery(application="code"), ["c"]),
+        (InitQuery(deployment="d1", outcome="completed"), ["e", "a"]),
+        (InitQuery(labels=(("zone", "eu"),)), ["e"]),
+        (InitQuery(order="slowest"), ["c", "b", "a", "e", "d"]),
+        (InitQuery(order="slowest", outcome="completed", limit=2), ["c", "a"]),
+    ], ids=["all", "limit", "model", "failed", "running", "since", "until", "host", "node",
+            "application", "deployment+outcome", "label", "slowest", "slowest-completed"])
+    def test_query_initializations_filters_and_orders(
+            self, fleet: EventStore, query: InitQuery, expected: list[str]) -> None:
+        """Each filter of a fleet query keeps exactly the matching inits, in its order."""
+        assert isinstance(fleet, QueryableStore)
+        assert fleet.query_initializations(query) == expected
+
+    def test_query_durations_gives_phases_and_totals(self, fleet: EventStore) -> None:
+        """Durations of one model's inits: each phase's recorded seconds and the total."""
+        assert isinstance(fleet, QueryableStore)
+        found = sorted(fleet.query_durations(InitQuery(model_id="mistral")))
+        assert found == sorted([(p, 3.0) for p in PHASE_NAMES] + [("total", 15.0)])
+
+    def test_index_follows_an_init_appended_event_by_event(self, store: EventStore) -> None:
+        """An init appended one event per transaction is indexed like one appended at once."""
+        assert isinstance(store, QueryableStore)
+        for record in records(synthetic_log("x", outcome="failed", seconds=2.0)):
+            store.append([record])
+        assert store.query_initializations(InitQuery(outcome="failed")) == ["x"]
+        assert sorted(store.query_durations(InitQuery())) == [
+            ("download", 2.0), ("placement_group", 2.0), ("pre_initialization", 2.0)]
+
+    def test_watch_wakes_on_an_append_from_elsewhere(self, store: EventStore,
+                                                     location: str) -> None:
+        """A change feed returns True soon after another connection appends, and False when
+        nothing was appended before its timeout."""
+        assert isinstance(store, WatchableStore)
+        feed = store.watch()
+        other = self.open(location)
+        timer = threading.Timer(0.2, other.append, [records(synthetic_log("x"))[:2]])
+        started = time.monotonic()
+        timer.start()
+        try:
+            assert feed.wait(10.0) is True
+            woke_after = time.monotonic() - started
+            assert feed.wait(0.3) is False
+        finally:
+            timer.join()
+            feed.close()
+            other.close()
+        assert woke_after < 2.0
+
+    def test_concurrent_writers_lose_and_duplicate_nothing(self, location: str,
+                                                           store: EventStore) -> None:
+        """Eight concurrent writers: every init complete and in order, and each event of the
+        init they race for was won by exactly one writer."""
+        wins = self.writers(location, WRITERS)
+        shared = records(synthetic_log("shared"))
+        assert sum(wins) == len(shared)
+        assert store.read("shared") == shared
+        for writer in range(WRITERS):
+            for k in range(10):
+                assert store.read(f"w{writer}-{k}") == records(synthetic_log(f"w{writer}-{k}"))
+
+
+class MemoryContract(StoreContract):
+    """The in-memory store: one object shared by threads instead of processes."""
+
+    @pytest.fixture
+    def location(self) -> str:
+        return "memory://"
+
+    @pytest.fixture
+    def store(self, location: str) -> EventStore:
+        self._shared = InMemoryEventStore()
+        return self._shared
+
+    def open(self, location: str) -> EventStore:
+        return self._shared
+
+    def writers(self, location: str, count: int) -> list[int]:
+        wins = [0] * count
+
+        def run(n: int) -> None:
+            wins[n] = write_workload(self._shared, n)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return wins

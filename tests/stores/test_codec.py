@@ -1,0 +1,85 @@
+"""The one mapper between events and stored records: a tolerant reader (unknown fields ignored,
+left-out defaulted fields filled), exact, and the same with or without msgspec."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from llm_init import ContextChanged, EventStoreError, LLMConfig, initialize_node_sync
+from llm_init.stores import InMemoryEventStore, StoredEvent, base, decode, encode
+from tests.conftest import local_steps
+from tests.support.logs import T0
+from tests.test_replay import Busy
+
+
+def changed(**fields: object) -> ContextChanged:
+    base: dict[str, object] = {"init_id": "x", "sequence": 3, "timestamp": T0,
+                               "field": "custom_data", "key": "n", "old": None, "new": 1,
+                               "changed_by": "cb", "hook": "on_pre_download"}
+    return ContextChanged(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def with_body(record: StoredEvent, **changes: object) -> StoredEvent:
+    body = {**json.loads(record.state), **changes}
+    body = {k: v for k, v in body.items() if v is not _DROP}
+    return dataclasses.replace(record, state=json.dumps(body))
+
+
+_DROP = object()
+
+
+@pytest.fixture(params=["msgspec", "stdlib"])
+def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with msgspec's typed decoding and with the standard-library path."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(base, "_msgspec", None)
+    elif base._msgspec is None:
+        pytest.skip("msgspec is not installed")
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("codec")
+def test_an_unknown_field_is_ignored() -> None:
+    """A body with a field the event type lacks decodes to the event without it."""
+    assert decode(with_body(encode(changed()), colour="red")) == changed()
+
+
+@pytest.mark.usefixtures("codec")
+def test_a_real_log_decodes_the_same_on_both_paths() -> None:
+    """Every event of a real run decodes to the event that was encoded."""
+    memory = InMemoryEventStore()
+    ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Busy), event_store=memory,
+                               steps=local_steps())
+    records = memory.read(ctx.init_id)
+    assert [encode(decode(r)) for r in records] == records
+
+
+@pytest.mark.usefixtures("codec")
+def test_a_defaulted_field_an_older_writer_left_out_gets_its_default() -> None:
+    """A body without a field that has a default decodes with that default."""
+    record = with_body(encode(changed()), removed=_DROP, span_id=_DROP)
+    assert decode(record) == changed()
+
+
+@pytest.mark.usefixtures("codec")
+def test_a_missing_required_field_is_an_error() -> None:
+    """A body without a required field fails to decode."""
+    with pytest.raises(EventStoreError, match="x#3"):
+        decode(with_body(encode(changed()), changed_by=_DROP))
+
+
+@pytest.mark.usefixtures("codec")
+def test_integers_beyond_64_bits_round_trip() -> None:
+    """A context value too large for a 64-bit integer decodes exactly."""
+    event = changed(new=2**70 + 1)
+    assert decode(encode(event)) == event
+
+
+@pytest.mark.usefixtures("codec")
+def test_ids_and_times_that_need_escaping_round_trip() -> None:
+    """An init id with quotes, a backslash and a newline decodes exactly."""
+    event = changed(init_id='odd "id"\\\n')
+    assert decode(encode(event)) == event
