@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_init import labels
 from llm_init.config import LLMConfig, NodeModelDownloadable
 from llm_init.serve.ray_callbacks import adapter_class_for, download_mode, has_hooks
 from llm_init.serve.settings import SETTINGS_KEY, LLMInitSettings
+
+if TYPE_CHECKING:
+    from llm_init.context import NodeInitializationContext
 
 
 def settings_of(ray_llm_config: Any) -> LLMInitSettings:
@@ -16,10 +19,26 @@ def settings_of(ray_llm_config: Any) -> LLMInitSettings:
     return LLMInitSettings.from_mapping(experimental.get(SETTINGS_KEY))
 
 
+class ReplicaPlacementGroup:
+    """Puts the Serve replica's own placement group on the context before anything else runs,
+    so that the download reaches every node of the group (as Ray's node initialization does)
+    and every hook sees it."""
+
+    def __init__(self, placement_group: Any) -> None:
+        self.placement_group = placement_group
+
+    def on_pre_initialization(self, ctx: NodeInitializationContext) -> None:
+        """Fires first; sets ``placement_group`` to the replica's unless one is set."""
+        if ctx.placement_group is None:
+            ctx.placement_group = self.placement_group
+
+
 def llm_init_config(ray_llm_config: Any, settings: LLMInitSettings,
-                    ray_callback: Any = None) -> LLMConfig:
+                    ray_callback: Any = None, *,
+                    replica_placement_group: Any = None) -> LLMConfig:
     """llm-init's ``LLMConfig`` for one Ray Serve LLM model: its id, source, engine arguments
-    and placement, llm-init's callbacks, and the user's Ray callback (through an adapter)."""
+    and placement, llm-init's callbacks, and the user's Ray callback (through an adapter).
+    With ``replica_placement_group``, ``ReplicaPlacementGroup`` runs before them all."""
     engine_config = ray_llm_config.get_engine_config()
     source = ray_llm_config.model_loading_config.model_source
     if source is not None and not isinstance(source, str):
@@ -30,6 +49,9 @@ def llm_init_config(ray_llm_config: Any, settings: LLMInitSettings,
         specs = [adapter_class_for(type(ray_callback)), *specs]
         kwargs = [{"ray_callback": ray_callback}, *kwargs]
         mode = download_mode(ray_callback.ctx.worker_node_download_model)
+    if replica_placement_group is not None:
+        specs = [ReplicaPlacementGroup, *specs]
+        kwargs = [{"placement_group": replica_placement_group}, *kwargs]
     return LLMConfig(
         model_id=ray_llm_config.model_id,
         model_source=source,

@@ -58,7 +58,10 @@ class LLMInitVLLMEngine(VLLMEngine):
             return
         settings = settings_of(self.llm_config)
         ray_callback = self.llm_config.get_or_create_callback()
-        config = llm_init_config(self.llm_config, settings, ray_callback)
+        from ray.util.placement_group import get_current_placement_group
+
+        config = llm_init_config(self.llm_config, settings, ray_callback,
+                                 replica_placement_group=get_current_placement_group())
         observers: list[EventObserver] = []
         labels = {**replica_labels(), **settings.labels}
         if settings.status_port is not None:

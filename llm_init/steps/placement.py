@@ -94,9 +94,11 @@ class PlacementGroupStep:
         timeout = self.timeout_s if self.timeout_s is not None else config.placement_group_timeout_s
         started = time.perf_counter()
         created = False
+        current = get_current_placement_group() if self.use_current else None
         if isinstance(ctx.placement_group, PlacementGroup):
-            pg, source = ctx.placement_group, "context"
-        elif self.use_current and (current := get_current_placement_group()) is not None:
+            pg = ctx.placement_group
+            source = "current" if current is not None and current.id == pg.id else "context"
+        elif current is not None:
             pg, source = current, "current"
         else:
             if ctx.placement_group is not None:

@@ -22,6 +22,7 @@ import yaml
 
 from llm_init import HOOK_NAMES, read_events, replay
 from llm_init.events import (
+    ContextChanged,
     Event,
     HookCompleted,
     InitializationCompleted,
@@ -166,6 +167,22 @@ def test_event_log_holds_all_eight_hooks_in_order(deployment):
     assert r.labels["node_id"] == ray.get_runtime_context().get_node_id()
     assert set(r.phase_durations) == {"pre_initialization", "download", "placement_group",
                                       "engine_init", "post_initialization"}
+
+
+def test_the_replicas_placement_group_comes_first_and_is_used(deployment):
+    """The replica's placement group is on the context before any hook runs (so a download
+    would reach each of its nodes), and the placement step reports it as the replica's."""
+    events = deployment.events()
+    (first,) = [e for e in events if isinstance(e, ContextChanged)
+                and e.field == "placement_group"]
+    assert first.changed_by == "llm_init.serve.configs.ReplicaPlacementGroup"
+    assert first.hook == "on_pre_initialization"
+    (placed,) = [e.details["placement_group"] for e in events
+                 if isinstance(e, StepProgressed) and "placement_group" in e.details]
+    assert placed["id"] == first.new["id"]
+    assert placed["source"] == "current"
+    assert placed["bundles"] == [{"CPU": 2.0}]  # the replica's CPU merged into bundle 0
+    assert placed["bundles_to_node"]["0"]["node_id"] == ray.get_runtime_context().get_node_id()
 
 
 def test_event_log_replays_to_the_live_context(deployment):

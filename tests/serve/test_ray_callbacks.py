@@ -163,3 +163,27 @@ def test_hooks_do_not_run_again_inside_rays_start():
 def test_settings_errors_are_serve_config_errors():
     with pytest.raises(ServeConfigError):
         LLMInitSettings.from_mapping({"nope": 1})
+
+
+def test_the_replicas_placement_group_is_set_before_any_hook():
+    """In a replica, ReplicaPlacementGroup runs first: the Ray callback already sees it."""
+    from llm_init.serve.configs import ReplicaPlacementGroup
+
+    ray_config, callback = ray_setup()
+    group = object()
+    config = llm_init_config(ray_config, LLMInitSettings(), callback,
+                             replica_placement_group=group)
+    assert config.callback_classes[0] is ReplicaPlacementGroup
+    seen = []
+
+    class Looks:
+        def on_pre_initialization(self, ctx):
+            seen.append(ctx.placement_group)
+
+    store = InMemoryEventStore()
+    steps = local_steps()
+    config = llm_init_config(ray_config, LLMInitSettings(callback_class=Looks), callback,
+                             replica_placement_group=group)
+    ctx = asyncio.run(initialize_node(config, event_store=store, steps=steps))
+    assert seen == [group]
+    assert ctx.placement_group == {"bundles": [{"CPU": 1}]}  # the (test) step's own
