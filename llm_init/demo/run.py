@@ -215,7 +215,7 @@ def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port:
     from llm_init.serve import build_openai_app
 
     step("imported Ray Serve LLM and vLLM")
-    for name in ("ray.serve", "ray.llm", "httpx"):  # their INFO lines would bury the demo's
+    for name in ("ray.serve", "ray.llm", "httpx"):  # their INFO lines bury the demo's output
         logging.getLogger(name).setLevel(logging.WARNING)
     args = app_args(model_dir, event_store=f"sqlite:///{store_path}")
     if not has_download_step():

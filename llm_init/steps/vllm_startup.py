@@ -5,7 +5,8 @@ vLLM 0.32 exports no start-up metrics; it logs them. The records come from two p
 process (a handler on the ``vllm`` logger while the engine is built) and the EngineCore process
 ``AsyncLLM`` spawns, where the model loads. That process configures logging from
 ``vllm_config.logging_config``; ``capture_child_logs`` points it at a logging configuration that
-keeps vLLM's own handlers and adds a size-capped file, which a thread here follows.
+keeps vLLM's own handlers and adds ``StartupLogFile``, a file a thread here follows until the
+engine has started.
 """
 
 from __future__ import annotations
@@ -133,6 +134,28 @@ def root_cause(text: str) -> str:
     return lines[0] if lines else text
 
 
+class StartupLogFile(logging.FileHandler):
+    """EngineCore's side of the capture (named in the logging configuration handed to it):
+    appends vLLM's records to the file the engine step follows, and switches itself off for
+    good once the step has removed the file (start-up is over) or ``max_bytes`` are written,
+    so a long-running engine neither grows a file nor reports a missing one."""
+
+    def __init__(self, filename: str, max_bytes: int = _CAPTURE_MAX_BYTES) -> None:
+        super().__init__(filename, mode="a", encoding="utf-8")
+        self.max_bytes = max_bytes
+        self.finished = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.finished:
+            return
+        if not os.path.exists(self.baseFilename) or (
+                self.stream is not None and self.stream.tell() >= self.max_bytes):
+            self.finished = True
+            self.close()
+            return
+        super().emit(record)
+
+
 class _QueueHandler(logging.Handler):
     def __init__(self, sink: queue.SimpleQueue[LogLine]) -> None:
         super().__init__(logging.INFO)
@@ -180,7 +203,7 @@ class EngineStartWatch:
         self._read_file(final=True)
         self._flush()
         if self._dir is not None:
-            # EngineCore keeps its handle and goes on writing (capped) into the unlinked file.
+            # EngineCore's StartupLogFile sees the file gone and stops writing.
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def capture_child_logs(self, vllm_config: Any) -> bool:
@@ -297,9 +320,8 @@ def _child_logging_config(logging_config: Any, capture_file: str) -> dict[str, A
     config.setdefault("formatters", {})["llm_init_capture"] = {
         "format": _RECORD_START + "%(created).6f %(levelname)s %(processName)s %(message)s"}
     config.setdefault("handlers", {})["llm_init_capture"] = {
-        "class": "logging.handlers.RotatingFileHandler", "filename": capture_file,
-        "maxBytes": _CAPTURE_MAX_BYTES, "backupCount": 0, "encoding": "utf-8",
-        "formatter": "llm_init_capture", "level": "INFO"}
+        "()": f"{__name__}.StartupLogFile", "filename": capture_file,
+        "max_bytes": _CAPTURE_MAX_BYTES, "formatter": "llm_init_capture", "level": "INFO"}
     vllm_logger = config.setdefault("loggers", {}).setdefault("vllm", {"propagate": True})
     vllm_logger["handlers"] = [*vllm_logger.get("handlers", []), "llm_init_capture"]
     level = logging.getLevelName(str(vllm_logger.get("level", "INFO")).upper())

@@ -190,3 +190,29 @@ def test_watch_reports_in_process_records_and_measures_calls():
     assert [(r["subphase"], r["source"]) for r in reports] == [
         ("model_init", "vllm_log"), ("engine_core_start", "measured")]
     assert reports[0]["process"] == "MainProcess"
+
+
+def test_engine_core_side_stops_once_the_file_is_gone_or_full(tmp_path, capsys):
+    """The handler EngineCore logs through stops for good when the step removed its file, or
+    at its byte cap; a serving engine neither grows the file nor reports logging errors."""
+    from llm_init.steps.vllm_startup import StartupLogFile
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("vllm.x", logging.INFO, __file__, 1, message, None, None)
+
+    path = tmp_path / "vllm.log"
+    handler = StartupLogFile(str(path))
+    handler.emit(record("Loading weights took 0.01 seconds"))
+    assert "Loading weights" in path.read_text()
+    path.unlink()
+    handler.emit(record("serving"))
+    handler.emit(record("still serving"))
+    assert handler.finished
+    assert not path.exists()
+
+    capped = StartupLogFile(str(tmp_path / "capped.log"), max_bytes=100)
+    for i in range(50):
+        capped.emit(record(f"line {i} " + "x" * 20))
+    assert capped.finished
+    assert (tmp_path / "capped.log").stat().st_size < 200
+    assert capsys.readouterr().err == ""
