@@ -141,9 +141,11 @@ class StartupLogFile(logging.FileHandler):
     so a long-running engine neither grows a file nor reports a missing one."""
 
     def __init__(self, filename: str, max_bytes: int = _CAPTURE_MAX_BYTES) -> None:
-        super().__init__(filename, mode="a", encoding="utf-8")
+        super().__init__(filename, mode="a", encoding="utf-8", delay=True)
         self.max_bytes = max_bytes
-        self.finished = False
+        # The step creates the file before vLLM starts. A process on another node (or one
+        # started after the engine) finds none here, and logs as if this handler were absent.
+        self.finished = not os.path.isfile(filename)
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.finished:
@@ -208,13 +210,21 @@ class EngineStartWatch:
 
     def capture_child_logs(self, vllm_config: Any) -> bool:
         """Make vLLM's EngineCore (and its workers) also log into a file this watch follows.
-        Returns ``False`` when vLLM's logging configuration is switched off."""
+        Returns ``False`` (and changes nothing) when vLLM's logging configuration is switched
+        off, or when engine cores run as Ray actors (data parallel over Ray)."""
         logging_config = getattr(vllm_config, "logging_config", None)
         if logging_config is None or not logging_config.configure_logging:
+            return False
+        parallel = getattr(vllm_config, "parallel_config", None)
+        if (getattr(parallel, "data_parallel_size", 1) > 1
+                and getattr(parallel, "data_parallel_backend", "mp") == "ray"):
+            # Engine cores then run as Ray actors, maybe on other nodes, where the logging
+            # configuration file written here does not exist and vLLM would refuse to start.
             return False
         self.parser.started_at = time.time()  # EngineCore starts with the next call
         self._dir = tempfile.mkdtemp(prefix="llm-init-vllm-")
         self._file = os.path.join(self._dir, "vllm.log")
+        open(self._file, "w").close()  # StartupLogFile writes only to a file that exists
         config_path = os.path.join(self._dir, "logging.json")
         with open(config_path, "w", encoding="utf-8") as f:
             json.dump(_child_logging_config(logging_config, self._file), f)

@@ -194,13 +194,20 @@ def test_watch_reports_in_process_records_and_measures_calls():
 
 def test_engine_core_side_stops_once_the_file_is_gone_or_full(tmp_path, capsys):
     """The handler EngineCore logs through stops for good when the step removed its file, or
-    at its byte cap; a serving engine neither grows the file nor reports logging errors."""
+    at its byte cap, and does nothing where the file never was (another node); a serving
+    engine neither grows the file nor reports logging errors."""
     from llm_init.steps.vllm_startup import StartupLogFile
 
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord("vllm.x", logging.INFO, __file__, 1, message, None, None)
 
+    elsewhere = StartupLogFile(str(tmp_path / "on-another-node" / "vllm.log"))
+    elsewhere.emit(record("Loading weights took 0.01 seconds"))
+    assert elsewhere.finished
+    assert not (tmp_path / "on-another-node").exists()
+
     path = tmp_path / "vllm.log"
+    path.touch()
     handler = StartupLogFile(str(path))
     handler.emit(record("Loading weights took 0.01 seconds"))
     assert "Loading weights" in path.read_text()
@@ -210,9 +217,25 @@ def test_engine_core_side_stops_once_the_file_is_gone_or_full(tmp_path, capsys):
     assert handler.finished
     assert not path.exists()
 
+    (tmp_path / "capped.log").touch()
     capped = StartupLogFile(str(tmp_path / "capped.log"), max_bytes=100)
     for i in range(50):
         capped.emit(record(f"line {i} " + "x" * 20))
     assert capped.finished
     assert (tmp_path / "capped.log").stat().st_size < 200
     assert capsys.readouterr().err == ""
+
+
+def test_no_child_capture_when_engine_cores_are_ray_actors():
+    """Data parallel over Ray runs engine cores elsewhere: their logging is left alone."""
+    config = FakeLoggingConfig()
+    vllm_config = SimpleNamespace(
+        logging_config=config,
+        parallel_config=SimpleNamespace(data_parallel_size=2, data_parallel_backend="ray"))
+
+    async def start() -> bool:
+        async with EngineStartWatch(lambda **d: None) as watch:
+            return watch.capture_child_logs(vllm_config)
+
+    assert asyncio.run(start()) is False
+    assert vllm_config.logging_config is config
