@@ -27,10 +27,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
     """Ray with 8 logical CPUs (the LLM replica takes 2) and Serve on loopback, as the demo
-    starts them."""
+    starts them; shut down once this package's tests are done, before others start Ray."""
     pytest.importorskip("vllm")
     from llm_init.demo.run import local_cluster
 
