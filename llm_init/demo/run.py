@@ -175,14 +175,16 @@ def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
     """The initialization's timeline, its engine sub-phases, and where to look next."""
     from llm_init import cli
 
-    width = cli.console.width
-    if not cli.console.is_terminal:  # piped or logged: no wrapping at 80 columns
-        cli.console.width = max(width, 120)
+    from rich.console import Console
+
+    console = cli.console
+    if not console.is_terminal:  # piped or logged: no wrapping at 80 columns
+        cli.console = Console(width=max(console.width, 120))
     print()
     try:
         cli.timeline(init_id, store=store_path)
     finally:
-        cli.console.width = width
+        cli.console = console
     print("\nengine sub-phases (vLLM's start-up, from its log lines and llm-init's clock):")
     for name, seconds, source in engine_subphases(store_path, init_id):
         print(f"  {name:<32} {seconds:8.2f} s  {source}")
