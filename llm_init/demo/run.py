@@ -173,9 +173,9 @@ def engine_subphases(store_location: str, init_id: str) -> list[tuple[str, float
 def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
                  http_port: int, metrics_wait_s: float = 0.0) -> None:
     """The initialization's timeline, its engine sub-phases, and where to look next."""
-    from llm_init import cli
-
     from rich.console import Console
+
+    from llm_init import cli
 
     console = cli.console
     if not console.is_terminal:  # piped or logged: no wrapping at 80 columns
