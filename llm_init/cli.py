@@ -398,6 +398,18 @@ def import_cmd(source: Annotated[str, typer.Argument(help="A file from export, o
                   f"present unchanged", highlight=False)
 
 
+@app.command()
+def demo(workdir: Annotated[str | None, typer.Option(help="Model and event store go here")] = None,
+         port: Annotated[int, typer.Option(help="Serve's HTTP port (loopback)")] = 8000,
+         metrics_port: Annotated[int, typer.Option(help="Ray's Prometheus port")] = 8080,
+         keep: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = False) -> None:
+    """Deploy a tiny model on a local Ray cluster through llm-init and show its start-up."""
+    from llm_init.demo.run import run_demo
+
+    raise typer.Exit(run_demo(workdir=workdir, http_port=port, metrics_port=metrics_port,
+                              keep=keep))
+
+
 def _summary(r: ReplayedInitialization) -> dict[str, Any]:
     return {"init_id": r.init_id, "model_id": r.model_id, "outcome": r.outcome,
             "started_at": r.started_at.isoformat() if r.started_at else None,

@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from llm_init.steps.base import DefaultStep, DefaultSteps, NotConfiguredStep, ProgressReporter
+from llm_init.steps.ray_vllm import ray_vllm_steps
 
-__all__ = ["DefaultStep", "DefaultSteps", "NotConfiguredStep", "ProgressReporter"]
+__all__ = ["DefaultStep", "DefaultSteps", "NotConfiguredStep", "ProgressReporter",
+           "ray_vllm_steps"]

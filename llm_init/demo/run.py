@@ -1,0 +1,271 @@
+"""``llm-init demo``: a tiny model deployed on a local Ray cluster through llm-init, end to end.
+
+Builds the tiny random-weight model, starts Ray (with Prometheus metrics on
+``--metrics-port``), deploys it with ``llm_init.serve.build_openai_app`` recording to a SQLite
+event store, sends one chat completion with the ``openai`` client, and prints the
+initialization's timeline and where to look next. CPU only; about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import pathlib
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from llm_init.context import NodeInitializationContext
+
+MODEL_ID = "tiny"
+APP_NAME = "llm-init-demo"
+DOWNLOAD_MODULE = "llm_init.steps.download"
+
+# vLLM on the CPU in seconds rather than minutes: one OMP thread, no thread binding, a small KV
+# cache, no model hub.
+FAST_START_ENV = {
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "OMP_NUM_THREADS": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+FAST_ENGINE_KWARGS: dict[str, Any] = {
+    "dtype": "bfloat16",
+    "enforce_eager": True,
+    "max_model_len": 256,
+    "max_num_seqs": 4,
+    "max_num_batched_tokens": 256,
+}
+
+
+class UseLocalModel:
+    """Points the context at a model directory already on disk and skips the download."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_pre_download(self, ctx: NodeInitializationContext) -> bool:
+        """Fires before the download; the model is local, so nothing is fetched."""
+        ctx.download_result = self.path
+        return False
+
+
+def has_download_step() -> bool:
+    """Whether this installation has llm-init's download step."""
+    return importlib.util.find_spec(DOWNLOAD_MODULE) is not None
+
+
+def replica_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment of the replica: the fast CPU start, this process's ``PYTHONPATH`` (so a
+    checkout is importable there) and ``OTEL_*`` settings, and ``extra``."""
+    env = dict(FAST_START_ENV)
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_")})
+    env.update(extra or {})
+    return env
+
+
+def app_args(model_dir: str | os.PathLike[str], *, event_store: str,
+             status_port: int | None = None, settings: Mapping[str, Any] | None = None,
+             llm_config: Mapping[str, Any] | None = None,
+             env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The application args of the demo, as a Serve config file would hold them: one tiny model
+    on one CPU, llm-init's settings under ``"llm_init"``. ``settings`` and ``llm_config`` are
+    merged over the defaults."""
+    model_dir = os.fspath(model_dir)
+    llm_init: dict[str, Any] = {"event_store": event_store, "status_port": status_port,
+                                "labels": {"demo": APP_NAME}}
+    if not has_download_step():
+        llm_init["callback_class"] = [f"{__name__}:UseLocalModel"]
+        llm_init["callback_kwargs"] = [{"path": model_dir}]
+    llm_init.update(settings or {})
+    config: dict[str, Any] = {
+        "model_loading_config": {"model_id": MODEL_ID, "model_source": model_dir},
+        "engine_kwargs": dict(FAST_ENGINE_KWARGS),
+        # On the CPU, Ray Serve LLM asks for a GPU unless the bundles say otherwise.
+        "placement_group_config": {"bundles": [{"CPU": 1}]},
+        "runtime_env": {"env_vars": replica_env(env)},
+        "deployment_config": {"num_replicas": 1},
+        "log_engine_metrics": False,
+    }
+    config.update(llm_config or {})
+    return {
+        "llm_configs": [config],
+        # The LLM replica holds the logical CPUs; the ingress needs none.
+        "ingress_deployment_config": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
+        "llm_init": llm_init,
+    }
+
+
+@contextlib.contextmanager
+def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
+                  ) -> Iterator[None]:
+    """A local Ray cluster (logical CPUs are bookkeeping: more than the cores is fine) and Serve
+    on loopback; both shut down after."""
+    import ray
+    from ray import serve
+
+    # address="local": a new cluster of our own, even where another one runs on this machine.
+    options: dict[str, Any] = {"address": "local", "num_cpus": num_cpus,
+                               "include_dashboard": False, "log_to_driver": False}
+    if metrics_port is not None:
+        options["_metrics_export_port"] = metrics_port
+    ray.init(**options)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
+        ray.shutdown()
+
+
+def latest_init_id(store_location: str, model_id: str = MODEL_ID) -> str | None:
+    """The newest initialization of ``model_id`` in the store."""
+    from llm_init.replay import list_initializations
+    from llm_init.stores import open_store
+
+    store = open_store(store_location, create=False)
+    try:
+        for r in list_initializations(store, limit=20):
+            if r.model_id == model_id:
+                return r.init_id
+    finally:
+        store.close()
+    return None
+
+
+def llm_init_metrics(metrics_port: int, *, wait_s: float) -> list[str]:
+    """llm-init's metric names on Ray's Prometheus endpoint (Ray exports every few seconds)."""
+    deadline = time.monotonic() + wait_s
+    found: list[str] = []
+    while True:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                        timeout=5) as response:
+                text = response.read().decode()
+            found = sorted({line.split("{")[0].split(" ")[0] for line in text.splitlines()
+                            if line.startswith("ray_llm_init_")})
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1.0)
+
+
+def engine_subphases(store_location: str, init_id: str) -> list[tuple[str, float, str]]:
+    """The engine step's sub-phases in the log: name, seconds, and where the number came from."""
+    from llm_init.events import StepProgressed
+    from llm_init.replay import read_events
+    from llm_init.stores import open_store
+
+    store = open_store(store_location, create=False)
+    try:
+        return [(str(e.details["subphase"]), float(e.details.get("duration_s") or 0.0),
+                 str(e.details.get("source", ""))) for e in read_events(store, init_id)
+                if isinstance(e, StepProgressed) and "subphase" in e.details]
+    finally:
+        store.close()
+
+
+def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
+                 http_port: int, metrics_wait_s: float = 0.0) -> None:
+    """The initialization's timeline, its engine sub-phases, and where to look next."""
+    from rich.console import Console
+
+    from llm_init import cli
+
+    console = cli.console
+    if not console.is_terminal:  # piped or logged: no wrapping at 80 columns
+        cli.console = Console(width=max(console.width, 120))
+    print()
+    try:
+        cli.timeline(init_id, store=store_path)
+    finally:
+        cli.console = console
+    print("\nengine sub-phases (vLLM's start-up, from its log lines and llm-init's clock):")
+    for name, seconds, source in engine_subphases(store_path, init_id):
+        print(f"  {name:<32} {seconds:8.2f} s  {source}")
+    print("\nwhere to look next:")
+    print(f"  event store:  {store_path}")
+    print(f"  timeline:     llm-init timeline {init_id[:12]} --store {store_path}")
+    print(f"  events:       llm-init events {init_id[:12]} --store {store_path}")
+    if metrics_port is not None:
+        if importlib.util.find_spec("llm_init.telemetry.metrics") is None:
+            found = "this installation has no llm_init.telemetry.metrics"
+        else:
+            metrics = llm_init_metrics(metrics_port, wait_s=metrics_wait_s)
+            found = ", ".join(metrics) if metrics else "no llm-init metrics exported yet"
+        print(f"  metrics:      http://127.0.0.1:{metrics_port}/metrics ({found})")
+    print(f"  traces:       {_traces_note()}")
+    print(f"  OpenAI API:   http://127.0.0.1:{http_port}/v1 (model {MODEL_ID!r})")
+
+
+def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port: int = 8080,
+             keep: bool = False, metrics_wait_s: float = 20.0) -> int:
+    """The demo; returns the exit code."""
+    started = time.monotonic()
+    base = pathlib.Path(workdir or pathlib.Path.home() / ".cache" / "llm-init" / "demo")
+    base.mkdir(parents=True, exist_ok=True)
+    store_path = str(base / "events.sqlite")
+    step = _stepper(started)
+
+    from llm_init.demo.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(base / "tiny-llama")
+    step(f"tiny model ready in {model_dir}")
+    from openai import OpenAI
+
+    from llm_init.serve import build_openai_app
+
+    step("imported Ray Serve LLM and vLLM")
+    for name in ("ray.serve", "ray.llm", "httpx"):  # their INFO lines bury the demo's output
+        logging.getLogger(name).setLevel(logging.WARNING)
+    args = app_args(model_dir, event_store=f"sqlite:///{store_path}")
+    if not has_download_step():
+        step(f"{DOWNLOAD_MODULE} is not installed: the model is used in place "
+             "(the download phase shows as skipped)")
+    with local_cluster(metrics_port=metrics_port, http_port=http_port):
+        from ray import serve
+
+        step("Ray is up")
+        deploy_started = time.monotonic()
+        serve.run(build_openai_app(args), name=APP_NAME, route_prefix="/")
+        step(f"deployed through llm-init: serve.run took {time.monotonic() - deploy_started:.1f} s")
+        client = OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="not-needed")
+        reply = client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": "Hello, tiny model!"}],
+            max_tokens=12, temperature=0)
+        step(f"chat completion: {reply.choices[0].message.content!r} "
+             "(random weights: gibberish is the expected answer)")
+        init_id = latest_init_id(store_path)
+        if init_id is None:
+            print("error: the event store holds no initialization of the model")
+            return 1
+        print_report(store_path, init_id, metrics_port=metrics_port, http_port=http_port,
+                     metrics_wait_s=metrics_wait_s)
+        print(f"total: {time.monotonic() - started:.1f} s")
+        if keep:
+            print("serving until Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    return 0
+
+
+def _traces_note() -> str:
+    endpoint = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    if importlib.util.find_spec("llm_init.telemetry.tracing") is None:
+        return "off (this installation has no llm_init.telemetry.tracing)"
+    if not endpoint:
+        return "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export the spans)"
+    return f"exported over OTLP to {endpoint}"
+
+
+def _stepper(started: float) -> Any:
+    def step(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {message}", flush=True)
+    return step

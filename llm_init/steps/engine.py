@@ -1,0 +1,126 @@
+"""The engine step: vLLM's ``AsyncLLM`` from the downloaded model, the merged engine arguments and
+the placement group, with vLLM's start-up sub-phases reported as they happen.
+
+The engine arguments are ``LLMConfig.engine_kwargs`` with ``ctx.extra_init_kwargs`` over them
+(a callback's value wins); the merged result is reported as ``report(engine_kwargs=...)``. The
+model is the download's local path (``model_path_from(ctx.download_result)``), else
+``LLMConfig.source``. Construction blocks for seconds to minutes, so it runs in a thread: the
+event loop, and with it progress and status, stays live. vLLM's start-up sub-phases are reported
+as ``report(subphase=NAME, duration_s=SECONDS)`` (see ``llm_init.steps.vllm_startup``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llm_init.steps.base import ProgressReporter
+from llm_init.steps.vllm_startup import ENGINE_CONFIG, ENGINE_CORE_START, EngineStartWatch
+
+if TYPE_CHECKING:
+    from llm_init.context import NodeInitializationContext
+
+
+def model_path_from(download_result: Any) -> str | None:
+    """The local model directory in a download result: a path (``str``/``PathLike``), a mapping
+    with ``"local_path"`` or ``"path"``, or an object with a ``local_path`` or ``path``
+    attribute. ``None`` when there is no result (the download was skipped and nobody set one)."""
+    if download_result is None:
+        return None
+    if isinstance(download_result, str | os.PathLike):
+        return os.fspath(download_result)
+    if isinstance(download_result, Mapping):
+        for key in ("local_path", "path"):
+            value = download_result.get(key)
+            if value is not None:
+                return _path(value, f"download_result[{key!r}]")
+        raise TypeError(f"ctx.download_result is a mapping without a 'local_path' or 'path' key "
+                        f"(keys: {sorted(map(str, download_result))})")
+    for attr in ("local_path", "path"):
+        value = getattr(download_result, attr, None)
+        if value is not None:
+            return _path(value, f"download_result.{attr}")
+    raise TypeError(f"ctx.download_result is a {type(download_result).__name__} with no "
+                    "'local_path' or 'path'; set a path, a mapping or an object with one")
+
+
+def _path(value: Any, where: str) -> str:
+    if isinstance(value, str | os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"ctx.{where} must be a path, got {type(value).__name__}")
+
+
+def merged_engine_kwargs(ctx: NodeInitializationContext) -> dict[str, Any]:
+    """``LLMConfig.engine_kwargs`` with ``ctx.extra_init_kwargs`` over them: callbacks win."""
+    return {**ctx.llm_config.engine_kwargs, **ctx.extra_init_kwargs}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VLLMEngineStep:
+    """Starts vLLM's ``AsyncLLM`` and sets it as ``ctx.engine``; see the module docs.
+
+    ``cpu_in_process_worker``: on the CPU with a single worker and no
+    ``distributed_executor_backend`` given, run the worker inside vLLM's EngineCore process
+    ("uni") rather than in one more process (vLLM's CPU default, which it prefers for OMP
+    thread binding); saves a process start and a second import of vLLM.
+    ``capture_child_logs``: read start-up timings and errors of the EngineCore process too.
+    """
+
+    cpu_in_process_worker: bool = True
+    capture_child_logs: bool = True
+    poll_s: float = 0.25
+
+    async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
+        model = model_path_from(ctx.download_result) or ctx.llm_config.source
+        kwargs = merged_engine_kwargs(ctx)
+        config = ctx.llm_config
+        kwargs.setdefault("tensor_parallel_size", config.tensor_parallel_size)
+        kwargs.setdefault("pipeline_parallel_size", config.pipeline_parallel_size)
+        world = int(kwargs["tensor_parallel_size"]) * int(kwargs["pipeline_parallel_size"])
+        explicit_backend = "distributed_executor_backend" in kwargs
+        if world > 1 and ctx.placement_group is not None and not explicit_backend:
+            kwargs["distributed_executor_backend"] = "ray"  # workers go into the bundles
+        report(engine_kwargs=kwargs, model=model)
+        placement_group = ctx.placement_group
+        async with EngineStartWatch(report, poll_s=self.poll_s) as watch:
+            engine_args, vllm_config = await watch.call(lambda: _engine_config(model, kwargs),
+                                                        subphase=ENGINE_CONFIG)
+            if placement_group is not None:
+                vllm_config.parallel_config.placement_group = placement_group
+            if self.cpu_in_process_worker and world == 1 and not explicit_backend:
+                use_in_process_worker_on_cpu(vllm_config)
+            if self.capture_child_logs:
+                watch.capture_child_logs(vllm_config)
+            ctx.engine = await watch.call(lambda: _async_llm(engine_args, vllm_config),
+                                          subphase=ENGINE_CORE_START)
+
+
+def use_in_process_worker_on_cpu(vllm_config: Any) -> bool:
+    """On the CPU, run a single worker inside EngineCore ("uni"); ``True`` if it changed."""
+    from vllm.platforms import current_platform
+
+    parallel = vllm_config.parallel_config
+    if not current_platform.is_cpu() or parallel.world_size != 1:
+        return False
+    parallel.distributed_executor_backend = "uni"
+    return True
+
+
+def _engine_config(model: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    engine_args = AsyncEngineArgs(model=model, **kwargs)
+    return engine_args, engine_args.create_engine_config(
+        usage_context=UsageContext.OPENAI_API_SERVER)
+
+
+def _async_llm(engine_args: Any, vllm_config: Any) -> Any:
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.executor.abstract import Executor
+
+    return AsyncLLM(vllm_config=vllm_config, executor_class=Executor.get_class(vllm_config),
+                    log_stats=not engine_args.disable_log_stats,
+                    log_requests=engine_args.enable_log_requests)
