@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from opentelemetry import propagate
 
 from llm_init.steps.base import ProgressReporter
+from llm_init.telemetry import names
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -41,13 +42,15 @@ ENGINE_CONFIG = "engine_config"  # measured: engine arguments to vLLM's config (
 ENGINE_CORE_START = "engine_core_start"  # measured: the whole AsyncLLM construction
 ENGINE_PROCESS_START = "engine_process_start"  # derived: until EngineCore's first log line
 MODEL_INIT = "model_init"  # "Initializing model took X seconds"
-WEIGHT_LOADING = "weight_loading"  # "Loading weights took X seconds"
+WEIGHT_LOADING = names.SUBPHASE_WEIGHT_LOADING  # "Loading weights took X seconds"
 MODEL_LOADING = "model_loading"  # "Model loading took X GiB memory and Y seconds" (GPU runners)
-TORCH_COMPILE = "torch_compile"  # "torch.compile took X s in total"
-CUDA_GRAPH_CAPTURE = "cuda_graph_capture"  # "Graph capturing finished in X secs"
+TORCH_COMPILE = names.SUBPHASE_TORCH_COMPILE  # "torch.compile took X s in total"
+CUDA_GRAPH_CAPTURE = names.SUBPHASE_CUDA_GRAPH_CAPTURE  # "Graph capturing finished in X secs"
 INIT_ENGINE = "init_engine"  # "init engine (profile, create kv cache, warmup model) took X s"
-KV_CACHE_PROFILING = "kv_cache_profiling"  # derived: init engine start to "KV cache size"
-KV_CACHE_ALLOCATION_AND_WARMUP = "kv_cache_allocation_and_warmup"  # derived: from there to end
+# derived: init engine start to "KV cache size"
+KV_CACHE_PROFILING = names.SUBPHASE_KV_CACHE_PROFILING
+# derived: from there to the end of init engine
+KV_CACHE_ALLOCATION_AND_WARMUP = names.SUBPHASE_KV_CACHE_ALLOCATION_AND_WARMUP
 SERVING_INIT = "serving_init"  # measured: Ray Serve LLM's serving state after the engine
 
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (

@@ -88,9 +88,12 @@ SUBPHASE_KV_CACHE_PROFILING = "kv_cache_profiling"
 SUBPHASE_KV_CACHE_ALLOCATION = "kv_cache_allocation"
 SUBPHASE_TORCH_COMPILE = "torch_compile"
 SUBPHASE_CUDA_GRAPH_CAPTURE = "cuda_graph_capture"
+# vLLM logs nothing between allocating the KV cache and warming up, so the engine step can only
+# time the two together.
+SUBPHASE_KV_CACHE_ALLOCATION_AND_WARMUP = "kv_cache_allocation_and_warmup"
 ENGINE_SUBPHASES = (SUBPHASE_WEIGHT_LOADING, SUBPHASE_KV_CACHE_PROFILING,
-                    SUBPHASE_KV_CACHE_ALLOCATION, SUBPHASE_TORCH_COMPILE,
-                    SUBPHASE_CUDA_GRAPH_CAPTURE)
+                    SUBPHASE_KV_CACHE_ALLOCATION, SUBPHASE_KV_CACHE_ALLOCATION_AND_WARMUP,
+                    SUBPHASE_TORCH_COMPILE, SUBPHASE_CUDA_GRAPH_CAPTURE)
 
 # Keys of structured log lines (besides structlog's own ``event``, ``level``, ``timestamp``).
 LOG_INIT_ID = "init_id"
