@@ -18,8 +18,6 @@ from tests.support.prometheus import require_prometheus
 def fleet(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[fleets.Fleet]:
     binary = require_prometheus()
-    if request.param == "ray":
-        pytest.importorskip("ray")
     start = fleets.ray_fleet if request.param == "ray" else fleets.standalone_fleet
     with start(tmp_path_factory.mktemp(request.param), binary) as running:
         running.results = live.run_panel_queries(running.prom)

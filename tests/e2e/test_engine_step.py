@@ -33,7 +33,6 @@ FAST_KWARGS = {"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 256,
 
 @pytest.fixture(autouse=True)
 def fast_start(monkeypatch):
-    pytest.importorskip("vllm")
     for name, value in FAST_ENV.items():
         monkeypatch.setenv(name, value)
 

@@ -8,19 +8,17 @@ import asyncio
 from typing import Any
 
 import pytest
-
-from llm_init import CallbackError, InMemoryEventStore, initialize_node, read_events
-from llm_init.events import ContextChanged, Event, HookCompleted, HookFailed, PhaseSkipped
-from tests.conftest import local_steps
-
-pytest.importorskip("ray.serve.llm")
+import ray.serve.llm  # noqa: F401  # a missing install must fail, not skip
 from ray.llm._internal.common.callbacks.base import CallbackBase
 from ray.llm._internal.common.utils.download_utils import NodeModelDownloadable
 from ray.serve.llm import LLMConfig as RayLLMConfig
 
+from llm_init import CallbackError, InMemoryEventStore, initialize_node, read_events
+from llm_init.events import ContextChanged, Event, HookCompleted, HookFailed, PhaseSkipped
 from llm_init.serve.configs import llm_init_config
 from llm_init.serve.ray_callbacks import hooks_already_ran
 from llm_init.serve.settings import LLMInitSettings, ServeConfigError
+from tests.conftest import local_steps
 
 ADAPTER = f"llm_init.serve.ray_callbacks.RayCallback[{__name__}.UserRayCallback]"
 

@@ -75,7 +75,6 @@ def test_later_settings_layers_win_key_by_key():
 
 @pytest.fixture(scope="module")
 def ray_llm_config():
-    pytest.importorskip("ray.serve.llm")
     from ray.serve.llm import LLMConfig
 
     return LLMConfig(

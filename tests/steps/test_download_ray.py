@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 
 from llm_init import LLMConfig, NodeInitializationContext
 from llm_init.steps.download import DownloadResult, DownloadStep
 from tests.support.models import TOKENIZER_FILES, read_tree, write_model
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -57,7 +57,8 @@ def test_without_ray_the_step_says_what_to_do(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
+    import ray
+
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         yield ray

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.ray
 @pytest.fixture
 def ray_metrics_port() -> Iterator[int]:
     """A local Ray instance exporting its metrics on a free port, every half second."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     port = free_port()
     ray.init(num_cpus=1, include_dashboard=False, _metrics_export_port=port,
              _system_config={"metrics_report_interval_ms": 500}, log_to_driver=False)

@@ -16,9 +16,7 @@ import yaml
 from tests.telemetry_stack.tools import (
     COMPOSE,
     ROOT,
-    SHARED_SCHEMA,
     TELEMETRY,
-    VENDORED_SCHEMA,
     compose_schema_path,
 )
 
@@ -53,13 +51,6 @@ def test_the_file_follows_the_compose_specification(compose: dict[str, Any]) -> 
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
               for e in jsonschema.Draft7Validator(schema).iter_errors(compose)]
     assert errors == []
-
-
-def test_the_vendored_schema_is_the_shared_one() -> None:
-    """The copy in tests/fixtures (for clean clones) matches the shared schema, where present."""
-    if not SHARED_SCHEMA.exists():
-        pytest.skip("no shared schema beside the repository")
-    assert VENDORED_SCHEMA.read_bytes() == SHARED_SCHEMA.read_bytes()
 
 
 def test_every_mounted_file_and_build_context_exists(compose: dict[str, Any],
