@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
-from llm_init import DefaultSteps, InMemoryEventStore, NodeInitializationContext
+from llm_init import DefaultSteps, InMemoryEventStore
+from tests.support.steps import FailingStep, SettingStep
+
+__all__ = ["FailingStep", "SettingStep", "local_steps"]
 
 pytest_plugins = ("tests.support.postgres",)
-
-
-@dataclass
-class SettingStep:
-    """A default step that sets one context field, as the real steps do."""
-
-    field: str
-    value: Any
-    calls: int = 0
-
-    async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
-        self.calls += 1
-        setattr(ctx, self.field, self.value)
-
-
-@dataclass
-class FailingStep:
-    """A default step that fails the way a broken download or engine would."""
-
-    message: str
-
-    async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
-        raise RuntimeError(self.message)
 
 
 def local_steps() -> DefaultSteps:

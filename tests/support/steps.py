@@ -17,12 +17,14 @@ from llm_init.telemetry import names
 
 @dataclass
 class SettingStep:
-    """Sets one context field, as the real steps do."""
+    """Sets one context field, as the real steps do, and counts its runs."""
 
     field: str
     value: Any
+    calls: int = 0
 
     async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
+        self.calls += 1
         setattr(ctx, self.field, self.value)
 
 
