@@ -34,11 +34,14 @@ from llm_init.events import (
     PhaseFailed,
     PhaseSkipped,
     PhaseStarted,
+    ReplicaLaunched,
+    ReplicaReady,
     StepCompleted,
     StepFailed,
     StepProgressed,
     StepStarted,
 )
+from llm_init.launch import ReplicaLaunch
 from llm_init.phases import HOOK_NAMES, PHASES, Phase
 from llm_init.replay import ReplayedInitialization, TimelineEntry, read_events, replay
 from llm_init.runtime import initialize_node, initialize_node_sync
@@ -79,6 +82,9 @@ __all__ = [
     "PhaseSkipped",
     "PhaseStarted",
     "ReplayedInitialization",
+    "ReplicaLaunch",
+    "ReplicaLaunched",
+    "ReplicaReady",
     "SQLiteEventStore",
     "StepCompleted",
     "StepError",

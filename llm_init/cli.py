@@ -184,6 +184,10 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
         if template:
             head += f"  {template.replace('{trace_id}', r.trace_id)}"
     tree = Tree(head)
+    if r.scheduling_s is not None or r.boot_s is not None:
+        tree.add(f"[dim]before it: scheduling {_secs(r.scheduling_s)} (deploy request to "
+                 f"replica process), replica boot {_secs(r.boot_s)} (process start, imports, "
+                 f"constructor); start-up in all {_secs(r.startup_s)}[/]")
     branch = tree
     width = 30
     for e in r.timeline:
@@ -207,6 +211,9 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
             branch.add(line)
     if r.error:
         tree.add(f"[bold red]error:[/] {r.error}")
+    if r.ready_s is not None:
+        tree.add(f"[dim]after it: Serve readiness {_secs(r.ready_s)} (to the replica's first "
+                 f"passed health check)[/]")
     console.print(tree)
 
 
@@ -414,7 +421,9 @@ def _summary(r: ReplayedInitialization) -> dict[str, Any]:
     return {"init_id": r.init_id, "model_id": r.model_id, "outcome": r.outcome,
             "started_at": r.started_at.isoformat() if r.started_at else None,
             "duration_s": r.duration_s, "phases": r.phase_durations,
-            "current_phase": r.current_phase, "error": r.error, "labels": r.labels}
+            "current_phase": r.current_phase, "error": r.error, "labels": r.labels,
+            "launch": {"scheduling_s": r.scheduling_s, "boot_s": r.boot_s,
+                       "ready_s": r.ready_s, "startup_s": r.startup_s}}
 
 
 def main() -> None:

@@ -37,6 +37,32 @@ class InitializationStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaLaunched(Event):
+    """What came before the initialization in a Serve replica, so start-up time that llm-init
+    did not spend is still accounted for: ``scheduling_s`` from the application's build (the
+    deploy request) to the replica's process start, and ``boot_s`` from the process start
+    (worker start, imports, the replica's constructor) to the initialization. Times are Unix
+    seconds; a segment is None where its start is unknown."""
+
+    TYPE: ClassVar[str] = "ReplicaLaunched"
+    app_built_at: float | None
+    process_started_at: float | None
+    scheduling_s: float | None
+    boot_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaReady(Event):
+    """A Serve replica passed its first health check, ``since_initialization_s`` after its
+    initialization completed: the time Serve spent around the replica's constructor after the
+    engine was up (Ray Serve LLM's own bookkeeping, building the app it serves). Appended after
+    ``InitializationCompleted``, so it never changes the initialization's outcome."""
+
+    TYPE: ClassVar[str] = "ReplicaReady"
+    since_initialization_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InitializationCompleted(Event):
     TYPE: ClassVar[str] = "InitializationCompleted"
     duration_s: float
@@ -170,7 +196,8 @@ class ContextChanged(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
-        InitializationStarted, InitializationCompleted, InitializationFailed,
+        InitializationStarted, ReplicaLaunched, ReplicaReady, InitializationCompleted,
+        InitializationFailed,
         PhaseStarted, PhaseCompleted, PhaseSkipped, PhaseFailed,
         HookStarted, HookCompleted, HookFailed,
         StepStarted, StepProgressed, StepCompleted, StepFailed,

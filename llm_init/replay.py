@@ -22,6 +22,8 @@ from llm_init.events import (
     PhaseFailed,
     PhaseSkipped,
     PhaseStarted,
+    ReplicaLaunched,
+    ReplicaReady,
     StepCompleted,
     StepFailed,
     StepProgressed,
@@ -64,6 +66,18 @@ class ReplayedInitialization:
     trace_id: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     progress: dict[str, Any] = field(default_factory=dict)
+    scheduling_s: float | None = None  # Serve replicas: deploy request -> process start
+    boot_s: float | None = None  # process start -> initialization
+    ready_s: float | None = None  # initialization -> Serve's first health check passed
+
+    @property
+    def startup_s(self) -> float | None:
+        """The replica's whole start-up as recorded: launch segments, the initialization, and
+        the wait for Serve's readiness after it."""
+        if self.duration_s is None:
+            return None
+        return ((self.scheduling_s or 0.0) + (self.boot_s or 0.0) + self.duration_s
+                + (self.ready_s or 0.0))
 
     @property
     def phase_durations(self) -> dict[str, float]:
@@ -176,6 +190,10 @@ def _apply(r: ReplayedInitialization, open_items: _OpenItems, e: Event) -> None:
         case StepFailed(step=step, duration_s=d, message=m):
             r.current_activity = None
             _end(open_items, "step", step, None, "failed", d, m)
+        case ReplicaLaunched(scheduling_s=scheduling, boot_s=boot):
+            r.scheduling_s, r.boot_s = scheduling, boot
+        case ReplicaReady(since_initialization_s=ready):
+            r.ready_s = ready
         case InitializationCompleted(duration_s=d):
             r.outcome, r.duration_s, r.current_phase = "completed", d, None
         case InitializationFailed(duration_s=d, message=m):

@@ -26,7 +26,9 @@ from llm_init.events import (
     PhaseFailed,
     PhaseSkipped,
     PhaseStarted,
+    ReplicaLaunched,
 )
+from llm_init.launch import ReplicaLaunch
 from llm_init.phases import PHASES, PhaseSpec
 from llm_init.recorder import EventRecorder
 from llm_init.steps.base import DefaultSteps
@@ -51,6 +53,7 @@ async def initialize_node(
     init_id: str | None = None,
     labels: Mapping[str, str] | None = None,
     tracer_provider: TracerProvider | None = None,
+    launch: ReplicaLaunch | None = None,
 ) -> NodeInitializationContext:
     """Run pre-initialization, download, placement group, engine init and post-initialization,
     with every hook and default step recorded in ``event_store``; return the final context.
@@ -58,6 +61,8 @@ async def initialize_node(
     Spans go to ``tracer_provider`` (default: the global one; none without an SDK). Metrics
     (``llm_config.enable_metrics``) and log lines come from observers added here unless
     ``observers`` or the callbacks already include a ``MetricsCallback``/``LogObserver``.
+    ``launch`` (a Serve replica's build and process start times) is recorded as a
+    ``ReplicaLaunched`` event right after ``InitializationStarted``.
     """
     store = event_store if event_store is not None else open_store()
     ctx = NodeInitializationContext.for_config(init_id or new_init_id(), llm_config)
@@ -84,6 +89,11 @@ async def initialize_node(
                 callbacks=tuple(callback_name(cb) for cb in callbacks),
                 host=socket.gethostname(), pid=os.getpid(), labels=json_safe(dict(labels or {})),
             )
+            if launch is not None:
+                scheduling_s, boot_s = launch.segments(time.time())
+                recorder.record(ReplicaLaunched, app_built_at=launch.app_built_at,
+                                process_started_at=launch.process_started_at,
+                                scheduling_s=scheduling_s, boot_s=boot_s)
             started = time.perf_counter()
             phase: str | None = None
             try:

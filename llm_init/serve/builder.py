@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,9 @@ _log = logging.getLogger(__name__)
 def with_llm_init(llm_config: Any, settings: Mapping[str, Any] | LLMInitSettings | None = None
                   ) -> Any:
     """A copy of a Ray Serve ``LLMConfig`` (or its dict, or a YAML file path) whose replicas
-    start through llm-init, with ``settings`` under its own ``experimental_configs`` ones."""
+    start through llm-init, with ``settings`` under its own ``experimental_configs`` ones, and
+    the time of this call as ``app_built_at`` (with ``serve run``/``serve deploy`` the builder
+    runs as the deploy starts, so replicas measure their scheduling from it)."""
     from ray.serve.llm import LLMConfig
 
     if isinstance(llm_config, str):
@@ -40,7 +43,7 @@ def with_llm_init(llm_config: Any, settings: Mapping[str, Any] | LLMInitSettings
     if isinstance(settings, LLMInitSettings):
         settings = settings.to_dict()
     experimental = dict(config.experimental_configs or {})
-    layered = merged(settings, experimental.get(SETTINGS_KEY))
+    layered = merged(settings, experimental.get(SETTINGS_KEY), {"app_built_at": time.time()})
     LLMInitSettings.from_mapping(layered)  # fail in the driver, not in every replica
     experimental[SETTINGS_KEY] = layered
     runtime_env = copy.deepcopy(dict(config.runtime_env or {}))

@@ -11,6 +11,7 @@ merged engine arguments, builds vLLM's engine in a thread and then lets Ray's ow
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import time
@@ -21,9 +22,11 @@ from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from llm_init.callbacks import EventObserver
 from llm_init.context import NodeInitializationContext
 from llm_init.errors import LLMInitError
+from llm_init.launch import ReplicaLaunch, process_started_at
 from llm_init.runtime import initialize_node
 from llm_init.serve.configs import llm_init_config, replica_labels, settings_of
 from llm_init.serve.ray_callbacks import hooks_already_ran, point_engine_at
+from llm_init.serve.readiness import ReadinessMark
 from llm_init.serve.settings import LLMInitSettings
 from llm_init.serve.status import StatusServer
 from llm_init.steps.base import DefaultSteps, ProgressReporter
@@ -52,11 +55,13 @@ class LLMInitVLLMEngine(VLLMEngine):
         self._prestarted: tuple[Any, Any] | None = None
         self.status_server: StatusServer | None = None
         self.init_context: NodeInitializationContext | None = None
+        self.readiness: ReadinessMark | None = None
 
     async def start(self) -> None:
         if self._running:
             return
         settings = settings_of(self.llm_config)
+        launch = ReplicaLaunch(settings.app_built_at, process_started_at())
         ray_callback = self.llm_config.get_or_create_callback()
         from ray.util.placement_group import get_current_placement_group
 
@@ -81,14 +86,21 @@ class LLMInitVLLMEngine(VLLMEngine):
         store = open_store(settings.event_store)
         try:
             self.init_context = await initialize_node(config, event_store=store, steps=steps,
-                                                      observers=observers, labels=labels)
+                                                      observers=observers, labels=labels,
+                                                      launch=launch)
         finally:
             store.close()
+        self.readiness = ReadinessMark(settings.event_store, self.init_context.init_id)
         if not self._running:
             raise LLMInitError(
                 f"the engine of {config.model_id} did not start: its engine step was skipped "
                 "(on_pre_engine_init returned False), but under Ray Serve the engine step is "
                 "what starts the engine Serve answers with")
+
+    async def check_health(self) -> None:
+        await super().check_health()
+        if self.readiness is not None and self.readiness.recorded is None:
+            await asyncio.to_thread(self.readiness.record)
 
     async def shutdown(self) -> None:
         if self.status_server is not None:

@@ -37,6 +37,8 @@ class LLMInitSettings:
     port; ``None``, the default, serves nothing). ``tracing``: set up the OpenTelemetry SDK from
     the replica's ``OTEL_*`` variables. ``metrics``: keep llm-init's metrics.
     ``cpu_in_process_worker``: on the CPU, run a single vLLM worker inside EngineCore.
+    ``app_built_at``: Unix time the application was built, which the builders set, so that the
+    replica can record how long it waited to be scheduled (``ReplicaLaunched``).
     """
 
     event_store: str | None = None
@@ -53,6 +55,7 @@ class LLMInitSettings:
     metrics: bool = True
     cpu_in_process_worker: bool = True
     labels: dict[str, str] = field(default_factory=dict)
+    app_built_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.status_port is not None and not 0 <= int(self.status_port) < 65536:

@@ -169,6 +169,18 @@ def test_event_log_holds_all_eight_hooks_in_order(deployment):
                                       "engine_init", "post_initialization"}
 
 
+def test_the_log_accounts_for_the_whole_serve_run(deployment):
+    """Scheduling, the replica's boot, the initialization and Serve's readiness check, as the
+    log records them, add up to what ``serve.run`` took: no start-up time goes unexplained."""
+    r = replay(deployment.events())
+    assert r.scheduling_s is not None
+    assert r.boot_s is not None
+    assert r.boot_s > 0
+    assert r.ready_s is not None
+    assert r.startup_s is not None
+    assert abs(r.startup_s - deployment.serve_run_s) <= 0.1 * deployment.serve_run_s
+
+
 def test_the_replicas_placement_group_comes_first_and_is_used(deployment):
     """The replica's placement group is on the context before any hook runs (so a download
     would reach each of its nodes), and the placement step reports it as the replica's."""

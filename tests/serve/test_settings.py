@@ -83,6 +83,25 @@ def ray_llm_config():
         experimental_configs={"llm_init": {"status_port": 9000}, "other": True})
 
 
+def without_build_time(experimental: dict) -> dict:
+    """``experimental_configs`` less the build time the builders stamp."""
+    settings = dict(experimental["llm_init"])
+    settings.pop("app_built_at")
+    return {**experimental, "llm_init": settings}
+
+
+def test_with_llm_init_stamps_the_build_time_for_the_replicas_launch_record(ray_llm_config):
+    """Replicas measure how long they waited to be scheduled from the build (the deploy
+    request), so the builder records when it ran."""
+    import time
+
+    from llm_init.serve import with_llm_init
+
+    before = time.time()
+    config = with_llm_init(ray_llm_config)
+    assert before <= config.experimental_configs["llm_init"]["app_built_at"] <= time.time()
+
+
 def test_with_llm_init_names_the_engine_class_and_layers_settings(ray_llm_config):
     """The copy's replicas start through llm-init: the engine class is in their environment,
     app-wide settings sit under the model's own, and the original is left alone."""
@@ -90,7 +109,7 @@ def test_with_llm_init_names_the_engine_class_and_layers_settings(ray_llm_config
 
     config = with_llm_init(ray_llm_config, {"status_port": 1, "event_store": "memory://"})
     assert config.runtime_env["env_vars"] == {"KEEP": "1", ENGINE_CLS_ENV: ENGINE_CLS_PATH}
-    assert config.experimental_configs == {
+    assert without_build_time(config.experimental_configs) == {
         "llm_init": {"status_port": 9000, "event_store": "memory://"}, "other": True}
     assert ray_llm_config.runtime_env == {"env_vars": {"KEEP": "1"}}
     assert ray_llm_config.experimental_configs["llm_init"] == {"status_port": 9000}
@@ -101,7 +120,7 @@ def test_with_llm_init_accepts_dicts_and_rejects_bad_settings(ray_llm_config):
     from llm_init.serve import with_llm_init
 
     as_dict = {"model_loading_config": {"model_id": "m"}}
-    assert with_llm_init(as_dict).experimental_configs == {"llm_init": {}}
+    assert without_build_time(with_llm_init(as_dict).experimental_configs) == {"llm_init": {}}
     with pytest.raises(ServeConfigError, match="unknown llm_init setting 'evnt_store'"):
         with_llm_init(as_dict, {"evnt_store": "x"})
 
@@ -121,5 +140,5 @@ def test_build_openai_app_takes_ray_args_plus_llm_init(ray_llm_config, monkeypat
     assert app == "app"
     assert seen.keys() == {"llm_configs", "ingress_deployment_config"}
     (config,) = seen["llm_configs"]
-    assert config.experimental_configs["llm_init"] == {"status_port": 9000,
-                                                       "event_store": "memory://"}
+    assert without_build_time(config.experimental_configs)["llm_init"] == {
+        "status_port": 9000, "event_store": "memory://"}
