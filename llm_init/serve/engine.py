@@ -90,7 +90,8 @@ class LLMInitVLLMEngine(VLLMEngine):
                                                       launch=launch)
         finally:
             store.close()
-        self.readiness = ReadinessMark(settings.event_store, self.init_context.init_id)
+        self.readiness = ReadinessMark(settings.event_store, self.init_context.init_id,
+                                       observers)
         if not self._running:
             raise LLMInitError(
                 f"the engine of {config.model_id} did not start: its engine step was skipped "

@@ -10,8 +10,10 @@ on record too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from llm_init.callbacks import EventObserver
 from llm_init.events import TERMINAL_TYPES, ReplicaReady
 from llm_init.stores import decode, encode, open_store
 
@@ -22,12 +24,15 @@ class ReadinessMark:
     """Appends ``ReplicaReady`` to ``init_id``'s log once, the first time ``record`` runs.
 
     Its time counts from the log's last event (``InitializationCompleted``); a store in memory
-    (gone with the initialization) gets nothing. A store error is logged, never raised: a
+    (gone with the initialization) gets nothing. The event then goes to ``observers`` (the
+    metrics callback) as the recorder's events do. A store error is logged, never raised: a
     health check must not fail over bookkeeping."""
 
-    def __init__(self, store_location: str | None, init_id: str) -> None:
+    def __init__(self, store_location: str | None, init_id: str,
+                 observers: Sequence[EventObserver] = ()) -> None:
         self.store_location = store_location
         self.init_id = init_id
+        self.observers = tuple(observers)
         self.recorded: ReplicaReady | None = None
         self._done = False
 
@@ -56,4 +61,10 @@ class ReadinessMark:
             _log.warning("llm-init: could not record the replica's readiness: %r", exc)
             return None
         self.recorded = event
+        for observer in self.observers:
+            try:
+                observer.on_event(event)
+            except Exception:
+                _log.warning("event observer %r failed on %s", observer, event.TYPE,
+                             exc_info=True)
         return event

@@ -35,6 +35,8 @@ from llm_init.events import (
     PhaseCompleted,
     PhaseFailed,
     PhaseStarted,
+    ReplicaLaunched,
+    ReplicaReady,
     StepProgressed,
 )
 from llm_init.telemetry import health, names
@@ -77,6 +79,11 @@ class Instruments:
             n.METRIC_ENGINE_SUBPHASE_DURATION,
             "Duration of the engine's GPU start-up sub-phases, as the engine step reports them.",
             (n.LABEL_MODEL, n.LABEL_SUBPHASE), n.ENGINE_SUBPHASE_BUCKETS)
+        self.replica_startup: Histogram = backend.histogram(
+            n.METRIC_REPLICA_STARTUP,
+            "A Serve replica's start-up outside the initialization: waiting to be scheduled, "
+            "booting (process start, imports, constructor), waiting for the first health check.",
+            (n.LABEL_MODEL, n.LABEL_SEGMENT), n.PHASE_DURATION_BUCKETS)
         self.gpu_memory: Gauge = backend.gauge(
             n.METRIC_GPU_MEMORY_USED, "GPU memory used at the start and end of each phase.",
             (n.LABEL_MODEL, n.LABEL_PHASE, n.LABEL_BOUNDARY, n.LABEL_GPU))
@@ -124,7 +131,8 @@ class MetricsCallback:
             InitializationFailed: self._finished, PhaseStarted: self._phase_started,
             PhaseCompleted: self._phase_ended, PhaseFailed: self._phase_ended,
             HookCompleted: self._hook_ended, HookFailed: self._hook_ended,
-            StepProgressed: self._progressed,
+            StepProgressed: self._progressed, ReplicaLaunched: self._launched,
+            ReplicaReady: self._ready,
         }
 
     @property
@@ -166,6 +174,15 @@ class MetricsCallback:
         outcome = (names.OUTCOME_COMPLETED if isinstance(e, InitializationCompleted)
                    else names.OUTCOME_FAILED)
         m.initializations.inc(1, (self._model, outcome))
+
+    def _launched(self, m: Instruments, e: ReplicaLaunched) -> None:
+        for segment, seconds in ((names.SEGMENT_SCHEDULING, e.scheduling_s),
+                                 (names.SEGMENT_BOOT, e.boot_s)):
+            if seconds is not None:
+                m.replica_startup.observe(seconds, (self._model, segment))
+
+    def _ready(self, m: Instruments, e: ReplicaReady) -> None:
+        m.replica_startup.observe(e.since_initialization_s, (self._model, names.SEGMENT_READY))
 
     def _phase_started(self, m: Instruments, e: PhaseStarted) -> None:
         self._phase = e.phase

@@ -47,6 +47,7 @@ METRIC_IN_PROGRESS = "llm_init_in_progress"
 METRIC_DOWNLOAD_BYTES = "llm_init_download_bytes_total"
 METRIC_GPU_MEMORY_USED = "llm_init_gpu_memory_used_bytes"
 METRIC_ENGINE_SUBPHASE_DURATION = "llm_init_engine_subphase_duration_seconds"
+METRIC_REPLICA_STARTUP = "llm_init_replica_startup_seconds"
 RAY_METRIC_PREFIX = "ray_"
 
 # Metric label names: low cardinality only (never an init id).
@@ -58,6 +59,13 @@ LABEL_CALLBACK = "callback"
 LABEL_GPU = "gpu"
 LABEL_BOUNDARY = "boundary"
 LABEL_SUBPHASE = "subphase"
+LABEL_SEGMENT = "segment"
+
+# Values of the ``segment`` label of the replica start-up histogram: the parts of a Serve
+# replica's start-up that are not the initialization's phases.
+SEGMENT_SCHEDULING = "scheduling"
+SEGMENT_BOOT = "boot"
+SEGMENT_READY = "ready"
 
 # Values of the ``boundary`` label of the GPU memory gauge: sampled when a phase starts and ends.
 BOUNDARY_START = "start"

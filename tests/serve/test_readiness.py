@@ -58,6 +58,20 @@ def test_only_the_first_health_check_is_recorded(tmp_path: Path) -> None:
     assert sum(isinstance(e, ReplicaReady) for e in events_of(path, init_id)) == 1
 
 
+def test_the_recorded_readiness_goes_to_the_observers(tmp_path: Path) -> None:
+    """The metrics callback watches the replica after its initialization too."""
+    path = tmp_path / "events.sqlite"
+    init_id = finished_log(path)
+    seen: list[object] = []
+
+    class Watcher:
+        def on_event(self, event: object) -> None:
+            seen.append(event)
+
+    event = ReadinessMark(str(path), init_id, [Watcher()]).record()
+    assert seen == [event]
+
+
 def test_a_store_in_memory_gets_nothing() -> None:
     assert ReadinessMark("memory://", "any").record() is None
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import urllib.request
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +19,8 @@ from llm_init import (
     InMemoryEventStore,
     LLMConfig,
     NodeInitializationContext,
+    ReplicaLaunch,
+    ReplicaReady,
     StepError,
     initialize_node_sync,
 )
@@ -128,6 +132,35 @@ def test_engine_subphases_reported_by_the_engine_step_are_timed(
             if m.name == names.METRIC_ENGINE_SUBPHASE_DURATION for s in m.samples
             if s.name.endswith("_sum")}
     assert sums == {names.SUBPHASE_WEIGHT_LOADING: 1.5, names.SUBPHASE_CUDA_GRAPH_CAPTURE: 0.25}
+
+
+def startup_sums(registry: CollectorRegistry) -> dict[str, float]:
+    return {s.labels["segment"]: s.value for m in registry.collect()
+            if m.name == names.METRIC_REPLICA_STARTUP for s in m.samples
+            if s.name.endswith("_sum") and s.labels["model"] == MODEL}
+
+
+def test_a_serve_replicas_launch_and_readiness_are_timed_by_segment(
+        metrics: MetricsCallback, registry: CollectorRegistry) -> None:
+    """Scheduling and boot (from ``ReplicaLaunched``) and the wait for the first health check
+    (``ReplicaReady``) are observed per model."""
+    now = time.time()
+    initialize_node_sync(LLMConfig(model_id=MODEL), event_store=InMemoryEventStore(),
+                         steps=local_steps(), observers=[metrics],
+                         launch=ReplicaLaunch(app_built_at=now - 9.0, process_started_at=now - 6.0))
+    metrics.on_event(ReplicaReady(init_id="i", sequence=99, timestamp=datetime.now(UTC),
+                                  since_initialization_s=2.5))
+    sums = startup_sums(registry)
+    assert sums.keys() == {"scheduling", "boot", "ready"}
+    assert abs(sums["scheduling"] - 3.0) < 0.01
+    assert 6.0 <= sums["boot"] < 7.0
+    assert sums["ready"] == 2.5
+
+
+def test_without_a_launch_there_are_no_startup_series(
+        metrics: MetricsCallback, registry: CollectorRegistry) -> None:
+    initialize(metrics)
+    assert startup_sums(registry) == {}
 
 
 def test_without_a_gpu_there_are_no_gpu_series(
