@@ -7,11 +7,15 @@ through the runtime. Levels, each adding to the one before:
 1. bare call: calling the 128 bound hook methods in a loop;
 2. runtime, telemetry off: events in memory, no SDK, no metrics, logging not configured;
 3. + events in SQLite (a file in a temporary directory, WAL, group commit);
-4. + SDK spans: an SDK TracerProvider, batch processor, OTLP/HTTP to a receiver in another
-   process on loopback that only counts what it gets, as a collector elsewhere would cost this
-   process (flushed at the end of each initialization, as the runtime does);
+4. + SDK spans: ``configure_tracing``'s provider (batch processor, OTLP/HTTP exporter), sending to
+   a receiver in another process on loopback that only counts what it gets, as a collector
+   elsewhere would cost this process (flushed at the end of each initialization, as the
+   runtime does);
 5. + metrics: ``MetricsCallback`` on a ``prometheus_client`` registry;
 6. + logs: ``configure_logging`` JSON lines at INFO, written to /dev/null.
+
+Reference rows, without llm-init code, split what one span costs: the SDK creating and ending it,
+the exporter encoding it, and one OTLP/HTTP request (once per initialization, not per hook).
 
 Usage: ``python benchmarks/hook_overhead.py [--runs 41] [--callbacks 16]``. Prints a table of
 medians, in wall-clock time and in CPU time of the whole process (every thread: the event
@@ -29,15 +33,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import (  # noqa: E402
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from llm_init import (  # noqa: E402
@@ -52,6 +62,7 @@ from llm_init import (  # noqa: E402
 from llm_init.telemetry.backends import PrometheusBackend  # noqa: E402
 from llm_init.telemetry.logs import configure_logging, unconfigure_logging  # noqa: E402
 from llm_init.telemetry.metrics import MetricsCallback  # noqa: E402
+from llm_init.telemetry.tracing import configure_tracing, shutdown  # noqa: E402
 
 
 class SettingStep:
@@ -126,24 +137,53 @@ def bare_call(classes: list[type], runs: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def bare_sdk_span(provider: TracerProvider, runs: int) -> tuple[float, float]:
-    """Reference: one SDK span with a hook span's attributes, same processor and exporter,
-    no llm-init code (what the SDK alone costs)."""
+class _Keep(SpanExporter):
+    """Keeps the spans it is given, so that their encoding can be timed alone."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def sdk_span_parts(endpoint: str, runs: int) -> list[tuple[str, tuple[float, float]]]:
+    """Reference rows, no llm-init code: what the SDK and the OTLP exporter alone cost for a
+    span with a no-op hook's attributes. Creating and ending it (batch processor, exporter kept
+    out); encoding it as OTLP protobuf (the batch thread's work); and one OTLP/HTTP request
+    (made once per batch, so once per initialization, not per hook)."""
+    keep = _Keep()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(keep))
     tracer = provider.get_tracer("bench")
     attrs = {"llm_init.hook": "on_pre_download", "llm_init.callback": "bench.NoOp1"}
-    end = {"llm_init.context.changed_fields": (), "llm_init.hook.returned": "null",
-           "llm_init.hook.skipped_default": False}
-    walls, cpus = [], []
-    for _ in range(runs):
-        wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(128):
-            with tracer.start_as_current_span("llm_init.hook.on_pre_download",
-                                              attributes=attrs) as span:
-                span.set_attributes(end)
-        provider.force_flush()
-        walls.append((time.perf_counter() - wall) / 128)
-        cpus.append((time.process_time() - cpu) / 128)
-    return statistics.median(walls), statistics.median(cpus)
+
+    def create(n: int) -> None:
+        for _ in range(n):
+            with tracer.start_as_current_span("llm_init.hook.on_pre_download", attributes=attrs):
+                pass
+
+    def per_call(fn: Callable[[int], Any], n: int) -> tuple[float, float]:
+        walls, cpus = [], []
+        for _ in range(runs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn(n)
+            walls.append((time.perf_counter() - wall) / n)
+            cpus.append((time.process_time() - cpu) / n)
+        return statistics.median(walls), statistics.median(cpus)
+
+    created = per_call(create, 128)
+    provider.force_flush()
+    spans = keep.spans[:128]
+    encoded = per_call(lambda n: encode_spans(spans[:n]).SerializeToString(), 128)
+    exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
+    posted = per_call(lambda n: exporter.export(spans[:n]), 1)
+    exporter.shutdown()  # type: ignore[no-untyped-call]
+    provider.shutdown()
+    return [("ref: SDK span, create + end", created),
+            ("ref: SDK span, OTLP encoding", encoded),
+            ("ref: one OTLP/HTTP request", posted)]
 
 
 def start_receiver() -> tuple[subprocess.Popen[str], str]:
@@ -164,11 +204,10 @@ def main() -> None:
     sqlite = SQLiteEventStore(os.path.join(tmp.name, "events.sqlite"))
     receiver, endpoint = start_receiver()
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
+        # What users get: configure_tracing's provider, batch processor and OTLP/HTTP exporter.
+        os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{endpoint}/v1/traces"
+        provider = configure_tracing(set_global=False)
+        assert provider is not None
         rows = [("bare call", bare_call(classes, args.runs))]
         levels = [
             Level("runtime, telemetry off", store=InMemoryEventStore),
@@ -184,8 +223,8 @@ def main() -> None:
             rows.append(("+ logs (structlog JSON, INFO)", per_hook(levels[-1], classes,
                                                                      args.runs)))
             unconfigure_logging()
-        rows.append(("ref: one bare SDK span, same export", bare_sdk_span(provider, args.runs)))
-        provider.shutdown()
+        rows += sdk_span_parts(endpoint, args.runs)
+        shutdown(provider)
     finally:
         receiver.terminate()
         receiver.wait()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import Span, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from llm_init.callbacks import BoundHook
 from llm_init.context import DICT_FIELDS, RECORDED_FIELDS, NodeInitializationContext
@@ -196,13 +197,11 @@ class Dispatcher:
                          duration_s=duration, returned=safe_returned,
                          skipped_default=skipped, changed_fields=changed)
                 if span.is_recording():
-                    span.set_attributes({names.ATTR_CHANGED_FIELDS: changed,
-                                         names.ATTR_RETURNED: json.dumps(safe_returned),
-                                         names.ATTR_SKIPPED_DEFAULT: skipped})
+                    _set_outcome(span, changed, safe_returned, skipped)
             else:
                 rec.emit(StepCompleted, phase=phase, step=name, duration_s=duration,
                          changed_fields=changed)
-                if span.is_recording():
+                if changed and span.is_recording():
                     span.set_attribute(names.ATTR_CHANGED_FIELDS, changed)
             rec.checkpoint()
             return returned
@@ -288,6 +287,21 @@ class Dispatcher:
                                details=json_safe(details))
             self.recorder.checkpoint()
         return report
+
+
+def _set_outcome(span: Span, changed: tuple[str, ...], returned: Any, skipped: bool) -> None:
+    """A hook span's outcome attributes, each only when it differs from the common case (no
+    change, ``None`` returned, default step not skipped): every attribute costs the span and
+    its export more than a no-op hook call, and most hook calls are that common case."""
+    attributes: dict[str, AttributeValue] = {}
+    if changed:
+        attributes[names.ATTR_CHANGED_FIELDS] = changed
+    if returned is not None:
+        attributes[names.ATTR_RETURNED] = json.dumps(returned)
+    if skipped:
+        attributes[names.ATTR_SKIPPED_DEFAULT] = True
+    if attributes:
+        span.set_attributes(attributes)
 
 
 def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:

@@ -1,9 +1,11 @@
 """Span helpers for the runtime: API only, so a process without the SDK pays nothing.
 
 ``tracer_for`` returns ``None`` when no SDK is configured: the dispatcher then opens no spans at
-all (a no-op span costs more than a hook call). ``record_error`` is OpenTelemetry's error contract
-(exception event, status ERROR) with the message and stack trace redacted. ``flush`` pushes a
-finished initialization's spans out without letting a slow exporter hold the caller for long.
+all (a no-op span costs more than a hook call). ``start`` opens a span as the current one without
+the SDK's generator-based context managers, which cost more than a hook call too.
+``record_error`` is OpenTelemetry's error contract (exception event, status ERROR) with the
+message and stack trace redacted. ``flush`` pushes a finished initialization's spans out without
+letting a slow exporter hold the caller for long.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping
+from contextvars import Token
+from types import TracebackType
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode, Tracer, TracerProvider
@@ -40,8 +45,42 @@ def start(tracer: Tracer | None, name: str, attributes: Mapping[str, AttributeVa
     by ``record_error`` (redacted), not by the SDK on the way out."""
     if tracer is None:
         return NO_SPAN
-    return tracer.start_as_current_span(name, context=context, attributes=attributes,
-                                        record_exception=False, set_status_on_exception=False)
+    return CurrentSpan(tracer, name, attributes, context)
+
+
+class CurrentSpan:
+    """Starts a span on entering a ``with`` block, makes it the current span inside, ends it on
+    the way out.
+
+    This is what ``Tracer.start_as_current_span`` does, minus its two generator-based context
+    managers: they cost a hook call more than anything else in the span's life but its
+    attributes. Nothing is recorded on the way out of an exception; ``record_error`` does that.
+    """
+
+    __slots__ = ("_attributes", "_context", "_name", "_span", "_token", "_tracer")
+
+    def __init__(self, tracer: Tracer, name: str, attributes: Mapping[str, AttributeValue],
+                 context: Context | None = None) -> None:
+        self._tracer, self._name, self._attributes = tracer, name, attributes
+        self._context = context
+        self._span: Span = INVALID_SPAN
+        self._token: Token[Context] | None = None
+
+    def __enter__(self) -> Span:
+        span = self._span = self._tracer.start_span(
+            self._name, context=self._context, attributes=self._attributes,
+            record_exception=False, set_status_on_exception=False)
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if self._token is not None:
+                otel_context.detach(self._token)
+                self._token = None
+        finally:
+            self._span.end()
 
 
 def record_error(span: Span, exc: BaseException, *, message: str | None = None) -> None:

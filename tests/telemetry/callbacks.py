@@ -21,6 +21,13 @@ class Tracing:
         return {"ok": True}
 
 
+class Quiet:
+    """Does nothing in ``on_pre_download``: the common case of a hook call."""
+
+    def on_pre_download(self, ctx: NodeInitializationContext) -> None:
+        return None
+
+
 class Failing:
     """Raises in ``on_pre_download``, naming a URL with credentials in its message."""
 

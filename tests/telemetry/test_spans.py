@@ -12,22 +12,24 @@ from opentelemetry.trace import StatusCode
 
 from llm_init import (
     CallbackError,
+    DefaultSteps,
     InMemoryEventStore,
     LLMConfig,
     initialize_node_sync,
     read_events,
 )
 from llm_init.telemetry import names, propagation
-from tests.support.steps import local_steps
-from tests.telemetry.callbacks import Failing, Tracing
+from tests.support.steps import CallingStep, local_steps
+from tests.telemetry.callbacks import Failing, Quiet, Tracing
 
 MODEL = "tiny-llama"
 
 
-def run(provider: TracerProvider, store: InMemoryEventStore, **config: object) -> str:
+def run(provider: TracerProvider, store: InMemoryEventStore,
+        steps: DefaultSteps | None = None, **config: object) -> str:
     settings: dict[str, object] = {"model_id": MODEL, "enable_metrics": False, **config}
     ctx = initialize_node_sync(LLMConfig(**settings),  # type: ignore[arg-type]
-                               event_store=store, steps=local_steps(),
+                               event_store=store, steps=steps or local_steps(),
                                tracer_provider=provider)
     return ctx.init_id
 
@@ -95,11 +97,32 @@ def test_hook_span_carries_callback_hook_return_skip_and_changes(
     callback = f"{Tracing.__module__}.Tracing"
     assert dict(named(spans, "llm_init.hook.on_post_engine_init").attributes or {}) == {
         names.ATTR_HOOK: "on_post_engine_init", names.ATTR_CALLBACK: callback,
-        names.ATTR_RETURNED: '{"ok": true}', names.ATTR_SKIPPED_DEFAULT: False,
-        names.ATTR_CHANGED_FIELDS: ("custom_data",),
+        names.ATTR_RETURNED: '{"ok": true}', names.ATTR_CHANGED_FIELDS: ("custom_data",),
     }
     skipping = named(spans, "llm_init.hook.on_pre_placement_group").attributes or {}
     assert (skipping[names.ATTR_RETURNED], skipping[names.ATTR_SKIPPED_DEFAULT]) == ("false", True)
+
+
+def test_hook_span_of_the_common_case_names_only_callback_and_hook(
+        provider: TracerProvider, exporter: InMemorySpanExporter,
+        store: InMemoryEventStore) -> None:
+    """A hook that returned ``None``, changed nothing and skipped nothing has no outcome
+    attributes: absent ``returned`` is null, absent ``changed_fields`` none, absent
+    ``skipped_default`` false."""
+    run(provider, store, callback_class=Quiet)
+    span = named(list(exporter.get_finished_spans()), "llm_init.hook.on_pre_download")
+    assert dict(span.attributes or {}) == {
+        names.ATTR_HOOK: "on_pre_download", names.ATTR_CALLBACK: f"{Quiet.__module__}.Quiet",
+    }
+
+
+def test_step_span_that_changed_nothing_names_only_the_step(
+        provider: TracerProvider, exporter: InMemorySpanExporter,
+        store: InMemoryEventStore) -> None:
+    """A default step that set no context field has no ``changed_fields`` attribute."""
+    run(provider, store, steps=local_steps(engine=CallingStep(lambda ctx: None)))
+    span = named(list(exporter.get_finished_spans()), "llm_init.step.engine")
+    assert dict(span.attributes or {}) == {names.ATTR_STEP: "engine"}
 
 
 def test_each_context_change_is_a_span_event_with_old_and_new(

@@ -86,7 +86,6 @@ def test_spans_arrive_over_otlp_http_parented_and_attributed(
         names.ATTR_HOOK: "on_pre_placement_group",
         names.ATTR_CALLBACK: f"{Tracing.__module__}.Tracing",
         names.ATTR_RETURNED: "false", names.ATTR_SKIPPED_DEFAULT: True,
-        names.ATTR_CHANGED_FIELDS: [],
     }
 
 
