@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 import zlib
+
+import pytest
 
 from llm_init.steps.download.checksums import (
     MIB,
     Checksum,
+    Crc32,
     Digest,
     PartsDigest,
+    fastest_crc32,
     part_size_candidates,
 )
 
@@ -73,3 +78,20 @@ def test_corruption_is_reported_when_the_part_size_is_known() -> None:
     problem = feed(verifier, b"x" + DATA[1:])
     assert problem is not None
     assert etag in problem
+
+
+def test_crc32_in_pieces_is_zlibs_crc32_of_the_whole() -> None:
+    crc = Crc32()
+    for i in range(0, len(DATA), 100_000):
+        crc.update(memoryview(DATA)[i:i + 100_000])
+    assert crc.digest() == zlib.crc32(DATA).to_bytes(4, "big")
+
+
+def test_crc32_is_isals_where_it_is_installed() -> None:
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    assert fastest_crc32() is isal_zlib.crc32
+
+
+def test_crc32_is_zlibs_without_isal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "isal.isal_zlib", None)  # makes the import fail
+    assert fastest_crc32() is zlib.crc32

@@ -11,11 +11,16 @@ Digests by source, the cheapest reliable one first:
   size only, unless the store has a CRC. CRC32 and SHA-256 cost a fraction of MD5's CPU time.
 - Hugging Face: SHA-256 for LFS files, the git blob SHA-1 for the others.
 - A local directory: size only.
+
+CRC32 is computed with ISA-L's (``isal``, the ``fast`` extra) where it is installed: about three
+times zlib's speed on x86-64, and on a machine with few cores the time it saves goes to the
+network and the disk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,14 +52,30 @@ class Hash(Protocol):
     def hexdigest(self) -> str: ...
 
 
+Crc32Function = Callable[[bytes | memoryview, int], int]
+
+
+def fastest_crc32() -> Crc32Function:
+    """ISA-L's ``crc32`` if ``isal`` is installed, else zlib's (the same values)."""
+    try:
+        module = importlib.import_module("isal.isal_zlib")
+    except ImportError:
+        return zlib.crc32
+    function: Crc32Function = module.crc32
+    return function
+
+
+crc32: Crc32Function = fastest_crc32()
+
+
 class Crc32:
-    """``zlib.crc32`` with a ``hashlib``-like face (big-endian digest, as S3 encodes it)."""
+    """A CRC32 with a ``hashlib``-like face (big-endian digest, as S3 encodes it)."""
 
     def __init__(self) -> None:
         self._value = 0
 
     def update(self, data: bytes | memoryview, /) -> None:
-        self._value = zlib.crc32(data, self._value)
+        self._value = crc32(data, self._value)
 
     def digest(self) -> bytes:
         return self._value.to_bytes(4, "big")
