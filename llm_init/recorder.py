@@ -18,6 +18,16 @@ E = TypeVar("E", bound=Event)
 _log = logging.getLogger(__name__)
 
 
+def notify(observers: Sequence[EventObserver], event: Event) -> None:
+    """Hand ``event`` to each observer; a failing observer is logged and skipped."""
+    for observer in observers:
+        try:
+            observer.on_event(event)
+        except Exception:
+            # Observers watch; they never get to break the initialization they watch.
+            _log.warning("event observer %r failed on %s", observer, event.TYPE, exc_info=True)
+
+
 class EventRecorder:
     """Gives each event the next sequence number and the current span, appends pending events
     to the store in one transaction per ``commit``, then hands them to every observer.
@@ -81,13 +91,7 @@ class EventRecorder:
                 raise
             self.events.extend(batch)
             for event in batch:
-                for observer in self._observers:
-                    try:
-                        observer.on_event(event)
-                    except Exception:
-                        # Observers watch; they never get to break the initialization they watch.
-                        _log.warning("event observer %r failed on %s", observer, event.TYPE,
-                                     exc_info=True)
+                notify(self._observers, event)
 
     def checkpoint(self) -> None:
         """Pending events should reach the store: now, or within the flush interval."""

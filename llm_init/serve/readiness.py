@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from llm_init.callbacks import EventObserver
 from llm_init.events import TERMINAL_TYPES, ReplicaReady
+from llm_init.recorder import notify
 from llm_init.stores import decode, encode, open_store
 
 _log = logging.getLogger(__name__)
@@ -61,10 +62,5 @@ class ReadinessMark:
             _log.warning("llm-init: could not record the replica's readiness: %r", exc)
             return None
         self.recorded = event
-        for observer in self.observers:
-            try:
-                observer.on_event(event)
-            except Exception:
-                _log.warning("event observer %r failed on %s", observer, event.TYPE,
-                             exc_info=True)
+        notify(self.observers, event)
         return event
