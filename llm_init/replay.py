@@ -6,7 +6,7 @@ import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from llm_init.errors import UnknownInitializationError
 from llm_init.events import (
@@ -27,7 +27,7 @@ from llm_init.events import (
     StepProgressed,
     StepStarted,
 )
-from llm_init.stores.base import EventStore, decode
+from llm_init.stores.base import DecodingStore, EventStore, decode
 
 
 @dataclass(slots=True)
@@ -73,10 +73,25 @@ class ReplayedInitialization:
 
 def read_events(store: EventStore, init_id: str) -> list[Event]:
     """The decoded log of one initialization; raises if there is none."""
-    records = store.read(init_id)
-    if not records:
+    if _decodes(store):
+        events = store.read_decoded(init_id)
+    else:
+        events = [decode(r) for r in store.read(init_id)]
+    if not events:
         raise UnknownInitializationError(f"no initialization {init_id!r} in the event store")
-    return [decode(r) for r in records]
+    return events
+
+
+def _decodes(store: EventStore) -> TypeGuard[DecodingStore]:
+    """Whether the store decodes its own rows; asked once per store class, since a protocol
+    ``isinstance`` costs more than decoding an event."""
+    found = _DECODING.get(type(store))
+    if found is None:
+        found = _DECODING[type(store)] = isinstance(store, DecodingStore)
+    return found
+
+
+_DECODING: dict[type, bool] = {}
 
 
 def replay(events: Iterable[Event], upto: int | None = None) -> ReplayedInitialization:
