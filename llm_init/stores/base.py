@@ -196,8 +196,7 @@ def decode_rows(init_id: str, rows: Iterable[Sequence[Any]]) -> list[Event]:
             if (found is not None and version <= found[0] and state[:2] == '{"'
                     and timestamp.isprintable() and '"' not in timestamp
                     and "\\" not in timestamp):
-                append(found[1].decode(
-                    f'{head}{sequence:d},"timestamp":"{timestamp}",{state[1:]}'))
+                append(found[1](f'{head}{sequence:d},"timestamp":"{timestamp}",{state[1:]}'))
                 continue
         except (_msgspec.MsgspecError, ValueError, TypeError, AttributeError):
             pass  # a row of another shape or type: decode gives the same event or the error
@@ -205,14 +204,14 @@ def decode_rows(init_id: str, rows: Iterable[Sequence[Any]]) -> list[Event]:
     return events
 
 
-def _row_decoders() -> dict[str, tuple[int, Any]]:
-    """Per topic: the newest schema version understood, and the typed decoder."""
+def _row_decoders() -> dict[str, tuple[int, Callable[[str], Event]]]:
+    """Per topic: the newest schema version understood, and the typed decoder's ``decode``."""
     for topic, cls in EVENT_TYPES.items():
-        _ROW_DECODERS[topic] = (cls.SCHEMA_VERSION, _TYPED.get(cls) or _typed(cls))
+        _ROW_DECODERS[topic] = (cls.SCHEMA_VERSION, (_TYPED.get(cls) or _typed(cls)).decode)
     return _ROW_DECODERS
 
 
-_ROW_DECODERS: dict[str, tuple[int, Any]] = {}
+_ROW_DECODERS: dict[str, tuple[int, Callable[[str], Event]]] = {}
 
 
 def _typed(cls: type[Event]) -> Any:
