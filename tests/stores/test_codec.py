@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -111,21 +112,36 @@ def test_decode_rows_escapes_an_odd_init_id() -> None:
     assert decode_rows(event.init_id, rows([encode(event)])) == [event]
 
 
+def outcome(decoding: Callable[[], object]) -> object:
+    """What a decoding gives: its events, or its error's message."""
+    try:
+        return decoding()
+    except EventStoreError as exc:
+        return str(exc)
+
+
+ODD_BODIES = ['{}', ' { "field": "custom_data" }', '{ "field": "custom_data" }',
+              '{"new": 1, "x": [}', '{,"new": 1}']
+
+
 @pytest.mark.usefixtures("codec")
-@pytest.mark.parametrize("state", ['{}', ' { "field": "custom_data" }', '{"new": 1, "x": [}'])
+@pytest.mark.parametrize("state", ODD_BODIES)
 def test_decode_rows_treats_rows_of_another_shape_as_decode_does(state: str) -> None:
     """A body the encoder would not write (empty, spaced, broken) decodes, or fails, exactly
     as ``decode`` does with it."""
     record = dataclasses.replace(encode(changed()), state=state)
-    try:
-        expected: object = [decode(record)]
-    except EventStoreError as exc:
-        expected = str(exc)
-    try:
-        got: object = decode_rows(record.init_id, rows([record]))
-    except EventStoreError as exc:
-        got = str(exc)
-    assert got == expected
+    assert outcome(lambda: decode_rows(record.init_id, rows([record]))) == \
+        outcome(lambda: [decode(record)])
+
+
+@pytest.mark.usefixtures("codec")
+@pytest.mark.parametrize("timestamp", ["2025-01-01T12:00:00\n+00:00", "2025-01-01T12:00:00\\"])
+def test_decode_rows_treats_a_time_with_a_control_character_or_backslash_as_decode_does(
+        timestamp: str) -> None:
+    """A stored time with a newline or a backslash decodes, or fails, as ``decode`` has it."""
+    record = dataclasses.replace(encode(changed()), timestamp=timestamp)
+    assert outcome(lambda: decode_rows(record.init_id, rows([record]))) == \
+        outcome(lambda: [decode(record)])
 
 
 @pytest.mark.usefixtures("codec")
