@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -390,13 +391,16 @@ def main() -> None:
     print(f"template init: {len(base)} events", file=sys.stderr)
     results: dict[str, dict[str, float]] = {}
     durability: dict[str, str] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="llm-init-bench-"))
     counter = iter(range(10**6))
     if args.only != "postgres":
-        results["SQLite"] = bench(
-            "SQLite", lambda: f"sqlite://{tmp / f'{next(counter)}.sqlite'}", _sqlite_durable,
-            args.writers, args.inits, args.repeat, base)
-        durability["SQLite"] = "WAL, synchronous=FULL (fsync at every commit)"
+        tmp = Path(tempfile.mkdtemp(prefix="llm-init-bench-"))
+        try:
+            results["SQLite"] = bench(
+                "SQLite", lambda: f"sqlite://{tmp / f'{next(counter)}.sqlite'}", _sqlite_durable,
+                args.writers, args.inits, args.repeat, base)
+            durability["SQLite"] = "WAL, synchronous=FULL (fsync at every commit)"
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # about 250 MB at 10,000 inits
     if args.only != "sqlite":
         with postgres(args.postgres) as admin:
             import psycopg
