@@ -2,11 +2,20 @@
 
     python benchmarks/event_store.py [--inits 10000] [--postgres URL] [--repeat 3]
 
-Without ``--postgres`` a throwaway PostgreSQL is started on loopback (Debian's binaries, as
-the tests do) with its default durability (fsync and synchronous_commit on). SQLite runs with
-the store's defaults (WAL, synchronous=NORMAL). Each figure is the median of ``--repeat``
-runs (latencies: of 7). The logs are clones of one real initialization with two callbacks
-(about 60 events), varied in model, node, application and durations.
+Both stores run durable: an append returns once its transaction is on disk. For SQLite that
+is WAL with ``synchronous=FULL`` (the store's ``durable=True``: the WAL is fsynced at every
+commit); its default, ``synchronous=NORMAL``, which survives a killed process but can lose
+the last commits on power loss, is measured too. For PostgreSQL it is ``fsync=on`` and
+``synchronous_commit=on`` (checked and printed). Without ``--postgres`` a throwaway
+PostgreSQL is started on loopback (Debian's binaries, as the tests do) with those defaults.
+
+Appends are measured with one writer and with ``--writers`` concurrent writer processes
+(default 4), each appending whole initializations. Each figure is the median of
+``--repeat`` runs (replay: of at least 5, latencies: of 7). Replay, CPU-bound, is also given
+in this process's CPU time, which other work on a shared machine moves much less than the
+wall clock; its parts are given in CPU time only. The logs are clones of one real
+initialization with two callbacks (about 60 events), varied in model, node, application and
+durations.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import argparse
 import dataclasses
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,7 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm_init import DefaultSteps, LLMConfig, NodeInitializationContext, initialize_node_sync
 from llm_init.fleet import InitQuery, find_initializations, phase_stats
 from llm_init.replay import read_events, replay
-from llm_init.stores import EventStore, InMemoryEventStore, StoredEvent, decode, encode, open_store
+from llm_init.stores import (
+    EventStore,
+    InMemoryEventStore,
+    SQLiteEventStore,
+    StoredEvent,
+    decode,
+    decode_rows,
+    encode,
+    open_store,
+)
 
 MODELS = ["llama-3-8b", "llama-3-70b", "mistral-7b", "qwen-2-7b", "phi-3"]
 
@@ -126,17 +145,26 @@ def median_of(repeat: int, run: Callable[[], float]) -> float:
     return statistics.median(run() for _ in range(repeat))
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    t = time.perf_counter()
+def timed(fn: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> float:
+    t = clock()
     fn()
-    return time.perf_counter() - t
+    return clock() - t
+
+
+def cpu_timed(fn: Callable[[], Any]) -> float:
+    """Seconds of this process's CPU time: on a shared machine, the figure that other work's
+    share of the cores does not move (for the CPU-bound reads; appends wait on disk)."""
+    return timed(fn, time.process_time)
 
 
 # -- appends ---------------------------------------------------------------------------------
 
-def append_rate(location: Callable[[], str], logs: Sequence[list[StoredEvent]],
+Opener = Callable[[str], EventStore]
+
+
+def append_rate(location: Callable[[], str], opener: Opener, logs: Sequence[list[StoredEvent]],
                 per_event: bool) -> float:
-    store = open_store(location(), buffered=False)
+    store = opener(location())
     events = sum(map(len, logs))
     t = time.perf_counter()
     for log in logs:
@@ -150,8 +178,9 @@ def append_rate(location: Callable[[], str], logs: Sequence[list[StoredEvent]],
     return events / dt
 
 
-def _writer(location: str, logs: list[list[StoredEvent]], ready: Any, go: Any) -> None:
-    store = open_store(location, buffered=False)
+def _writer(location: str, opener: Opener, logs: list[list[StoredEvent]], ready: Any,
+            go: Any) -> None:
+    store = opener(location)
     ready.release()
     go.wait()
     for log in logs:
@@ -159,13 +188,14 @@ def _writer(location: str, logs: list[list[StoredEvent]], ready: Any, go: Any) -
     store.close()
 
 
-def concurrent_rate(location: Callable[[], str], logs: Sequence[list[StoredEvent]],
-                    writers: int) -> float:
+def concurrent_rate(location: Callable[[], str], opener: Opener,
+                    logs: Sequence[list[StoredEvent]], writers: int) -> float:
     where = location()
-    open_store(where, buffered=False).close()  # schema in place before the clock starts
+    opener(where).close()  # schema in place before the clock starts
     ctx = mp.get_context("fork")
     ready, go = ctx.Semaphore(0), ctx.Event()
-    procs = [ctx.Process(target=_writer, args=(where, list(logs[w::writers]), ready, go))
+    procs = [ctx.Process(target=_writer,
+                         args=(where, opener, list(logs[w::writers]), ready, go))
              for w in range(writers)]
     for p in procs:
         p.start()
@@ -182,15 +212,74 @@ def concurrent_rate(location: Callable[[], str], logs: Sequence[list[StoredEvent
 
 # -- reads -----------------------------------------------------------------------------------
 
-def replay_rates(store: EventStore, ids: Sequence[str], repeat: int) -> tuple[float, float]:
-    """(read+decode+replay, decode+replay) events per second over ``ids``."""
+def replay_rates(store: EventStore, ids: Sequence[str], repeat: int) -> dict[str, float]:
+    """Events per second over ``ids``: read+decode+replay (wall clock and CPU time) and
+    decode+replay of records already read."""
     records = [store.read(i) for i in ids]
     events = sum(map(len, records))
-    full = median_of(repeat, lambda: timed(lambda: [replay(read_events(store, i))
-                                                    for i in ids]))
-    local = median_of(repeat, lambda: timed(lambda: [replay([decode(r) for r in log])
-                                                     for log in records]))
-    return events / full, events / local
+
+    def full() -> None:
+        for i in ids:
+            replay(read_events(store, i))
+
+    def local() -> None:
+        for log in records:
+            replay([decode(r) for r in log])
+
+    return {
+        "replay: read+decode+replay (ev/s)": events / median_of(repeat, lambda: timed(full)),
+        "replay: read+decode+replay, CPU time (ev/s)":
+            events / median_of(repeat, lambda: cpu_timed(full)),
+        "replay: decode+replay (ev/s)": events / median_of(repeat, lambda: timed(local)),
+    }
+
+
+def replay_parts(path: str, ids: Sequence[str], repeat: int) -> dict[str, float]:
+    """Where replay's time goes, part by part, in events per second: the rows as sqlite3 alone
+    fetches them, JSON parsing alone (msgspec, to plain dicts), decoding the rows into typed
+    events, and applying the events. The first two bound what any decoder can reach."""
+    import sqlite3
+
+    import msgspec
+
+    conn = sqlite3.connect(path.removeprefix("sqlite://"))
+    sql = ("SELECT sequence, topic, schema_version, timestamp, state FROM events "
+           "WHERE init_id = ? ORDER BY sequence")
+    rows = [conn.execute(sql, (i,)).fetchall() for i in ids]
+    bodies = [[r[4] for r in log] for log in rows]
+    parse = msgspec.json.Decoder().decode
+    events = [decode_rows(i, log) for i, log in zip(ids, rows, strict=True)]
+    n = sum(map(len, rows))
+
+    # Each part keeps one initialization's results at a time, as replay does: keeping all
+    # of them alive would time the garbage collector walking them too.
+    def fetch() -> None:
+        for i in ids:
+            conn.execute(sql, (i,)).fetchall()
+
+    def parse_all() -> None:
+        for log in bodies:
+            [parse(b) for b in log]
+
+    def decode_all() -> None:
+        for i, log in zip(ids, rows, strict=True):
+            decode_rows(i, log)
+
+    def apply_all() -> None:
+        for log in events:
+            replay(log)
+
+    parts = {
+        "fetch rows, sqlite3 alone": fetch,
+        "parse bodies to dicts, msgspec alone": parse_all,
+        "decode rows to typed events": decode_all,
+        "apply events (replay)": apply_all,
+    }
+    out = {f"  replay part: {name}, CPU time (ev/s)":
+           n / median_of(repeat, lambda fn=fn: cpu_timed(fn))  # type: ignore[misc]
+           for name, fn in parts.items()}
+    conn.close()
+    return out
 
 
 def latencies(store: EventStore, some_id: str) -> dict[str, float]:
@@ -210,19 +299,33 @@ def latencies(store: EventStore, some_id: str) -> dict[str, float]:
 
 # -- the run ---------------------------------------------------------------------------------
 
-def bench(name: str, fresh: Callable[[], str], writers: int, n_inits: int, repeat: int,
-          base: list[StoredEvent]) -> dict[str, float]:
-    print(f"[{name}] cloning and appending ...", file=sys.stderr)
-    small = [clone(base, k) for k in range(200)]
+def appends(name: str, fresh: Callable[[], str], opener: Opener, writers: int, repeat: int,
+            small: list[list[StoredEvent]], many: list[list[StoredEvent]]) -> dict[str, float]:
     out: dict[str, float] = {}
+    print(f"[{name}] appending ...", file=sys.stderr)
     out["append, 1 writer, one tx per init (ev/s)"] = median_of(
-        repeat, lambda: append_rate(fresh, small, per_event=False))
+        repeat, lambda: append_rate(fresh, opener, small, per_event=False))
     out["append, 1 writer, one tx per event (ev/s)"] = median_of(
-        repeat, lambda: append_rate(fresh, small[:40], per_event=True))
-    out["append, 4 (SQLite) / 8 (PostgreSQL) writer processes (ev/s)"] = median_of(
-        repeat, lambda: concurrent_rate(fresh, [clone(base, k) for k in range(400)], writers))
+        repeat, lambda: append_rate(fresh, opener, small[:40], per_event=True))
+    out[f"append, {writers} writer processes, one tx per init (ev/s)"] = median_of(
+        repeat, lambda: concurrent_rate(fresh, opener, many, writers))
+    return out
+
+
+def bench(name: str, fresh: Callable[[], str], opener: Opener, writers: int, n_inits: int,
+          repeat: int, base: list[StoredEvent]) -> dict[str, float]:
+    print(f"[{name}] cloning ...", file=sys.stderr)
+    small = [clone(base, k) for k in range(200)]
+    many = [clone(base, k) for k in range(400)]
+    out = appends(name, fresh, opener, writers, repeat, small, many)
+    if name == "SQLite":
+        # The store's default: same rows, the figures that hold up to a killed process.
+        normal = appends(f"{name}, synchronous=NORMAL", fresh, _sqlite_normal, writers, repeat,
+                         small, many)
+        out.update({f"{row[:row.rindex(' (')]}, synchronous=NORMAL (ev/s)": value
+                    for row, value in normal.items()})
     big = fresh()
-    store = open_store(big, buffered=False)
+    store = opener(big)
     spent = 0.0
     for start in range(0, n_inits, 500):
         chunk = [clone(base, k) for k in range(start, min(n_inits, start + 500))]
@@ -233,12 +336,33 @@ def bench(name: str, fresh: Callable[[], str], writers: int, n_inits: int, repea
     out[f"append, filling {n_inits} inits (s)"] = spent
     print(f"[{name}] filled in {spent:.1f} s", file=sys.stderr)
     ids = store.list_init_ids(1000)[:500]
-    full, local = replay_rates(store, ids, repeat)
-    out["replay: read+decode+replay (ev/s)"] = full
-    out["replay: decode+replay (ev/s)"] = local
+    out.update(replay_rates(store, ids, max(repeat, 5)))
+    if big.startswith("sqlite://"):
+        out.update(replay_parts(big, ids, max(repeat, 5)))
     out.update(latencies(store, ids[len(ids) // 2]))
     store.close()
     return out
+
+
+def _sqlite_durable(location: str) -> EventStore:
+    return SQLiteEventStore(location.removeprefix("sqlite://"), durable=True)
+
+
+def _sqlite_normal(location: str) -> EventStore:
+    return SQLiteEventStore(location.removeprefix("sqlite://"), durable=False)
+
+
+def _postgres(location: str) -> EventStore:
+    return open_store(location, buffered=False)
+
+
+def postgres_durability(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        found = {name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                 for name in ("fsync", "synchronous_commit")}
+    return ", ".join(f"{k}={v}" for k, v in found.items())
 
 
 @contextmanager
@@ -257,6 +381,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inits", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--writers", type=int, default=4,
+                        help="concurrent writer processes (default 4)")
     parser.add_argument("--postgres", help="postgresql:// URL of a database to use (it gets "
                         "one schema per run, dropped afterwards); default: start one")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
@@ -264,12 +390,17 @@ def main() -> None:
     base = template()
     print(f"template init: {len(base)} events", file=sys.stderr)
     results: dict[str, dict[str, float]] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="llm-init-bench-"))
+    durability: dict[str, str] = {}
     counter = iter(range(10**6))
     if args.only != "postgres":
-        results["SQLite"] = bench(
-            "SQLite", lambda: f"sqlite://{tmp / f'{next(counter)}.sqlite'}", 4, args.inits,
-            args.repeat, base)
+        tmp = Path(tempfile.mkdtemp(prefix="llm-init-bench-"))
+        try:
+            results["SQLite"] = bench(
+                "SQLite", lambda: f"sqlite://{tmp / f'{next(counter)}.sqlite'}", _sqlite_durable,
+                args.writers, args.inits, args.repeat, base)
+            durability["SQLite"] = "WAL, synchronous=FULL (fsync at every commit)"
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # about 250 MB at 10,000 inits
     if args.only != "sqlite":
         with postgres(args.postgres) as admin:
             import psycopg
@@ -281,8 +412,11 @@ def main() -> None:
                 sep = "&" if "?" in admin else "?"
                 return f"{admin}{sep}options=-csearch_path%3D{name}"
 
-            results["PostgreSQL"] = bench("PostgreSQL", fresh, 8, args.inits, args.repeat,
-                                          base)
+            durability["PostgreSQL"] = postgres_durability(admin)
+            results["PostgreSQL"] = bench("PostgreSQL", fresh, _postgres, args.writers,
+                                          args.inits, args.repeat, base)
+    for store, durable in durability.items():
+        print(f"{store}: {durable}")
     print_table(results, len(base))
 
 
@@ -301,7 +435,7 @@ def print_table(results: dict[str, dict[str, float]], per_init: int) -> None:
         rows += [k for k in r if k not in rows]
     width = max(map(len, rows)) + 2
     head = f"{'(' + str(per_init) + ' events per init)':<{width}}" + "".join(
-        f"{s:>14}" for s in stores) + f"{'SQLite target':>16}"
+        f"{s:>14}" for s in stores) + f"{'target':>16}"
     print(head)
     print("-" * len(head))
     for row in rows:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from llm_init.errors import UnknownInitializationError
 from llm_init.events import (
@@ -29,7 +29,7 @@ from llm_init.events import (
     StepProgressed,
     StepStarted,
 )
-from llm_init.stores.base import EventStore, decode
+from llm_init.stores.base import DecodingStore, EventStore, decode
 
 
 @dataclass(slots=True)
@@ -87,10 +87,25 @@ class ReplayedInitialization:
 
 def read_events(store: EventStore, init_id: str) -> list[Event]:
     """The decoded log of one initialization; raises if there is none."""
-    records = store.read(init_id)
-    if not records:
+    if _decodes(store):
+        events = store.read_decoded(init_id)
+    else:
+        events = [decode(r) for r in store.read(init_id)]
+    if not events:
         raise UnknownInitializationError(f"no initialization {init_id!r} in the event store")
-    return [decode(r) for r in records]
+    return events
+
+
+def _decodes(store: EventStore) -> TypeGuard[DecodingStore]:
+    """Whether the store decodes its own rows; asked once per store class, since a protocol
+    ``isinstance`` costs more than decoding an event."""
+    found = _DECODING.get(type(store))
+    if found is None:
+        found = _DECODING[type(store)] = isinstance(store, DecodingStore)
+    return found
+
+
+_DECODING: dict[type, bool] = {}
 
 
 def replay(events: Iterable[Event], upto: int | None = None) -> ReplayedInitialization:
@@ -112,7 +127,7 @@ def replay(events: Iterable[Event], upto: int | None = None) -> ReplayedInitiali
                 f"the log of {event.init_id!r} does not start with InitializationStarted"
             )
         else:
-            _apply(result, open_items, event)
+            (_HANDLERS.get(type(event)) or _handler(type(event)))(result, open_items, event)
         if result is not None:
             result.last_sequence = event.sequence
     if result is None:
@@ -148,58 +163,123 @@ def _copy(value: Any) -> Any:
     return copy.deepcopy(value) if isinstance(value, dict | list) else value
 
 
-def _apply(r: ReplayedInitialization, open_items: _OpenItems, e: Event) -> None:
-    match e:
-        case ContextChanged(field=name, key=None, new=new):
-            r.state[name] = _copy(new)
-        case ContextChanged(field=name, key=key, new=new, removed=removed):
-            target = r.state.get(name)
-            if not isinstance(target, dict):
-                target = r.state[name] = {}
-            if removed:
-                target.pop(key, None)
-            else:
-                target[key] = _copy(new)
-        case PhaseStarted(phase=phase):
-            r.current_phase, r.current_activity = phase, None
-            _begin(r, open_items, e, "phase", phase, phase, None)
-        case PhaseCompleted(phase=phase, duration_s=d):
-            _end(open_items, "phase", phase, None, "completed", d)
-        case PhaseFailed(phase=phase, duration_s=d, message=m):
-            _end(open_items, "phase", phase, None, "failed", d, m)
-        case PhaseSkipped(phase=phase, step=step, skipped_by=who, hook=hook):
-            r.timeline.append(TimelineEntry("step", phase, step, None, e.timestamp, 0.0,
-                                            "skipped", f"skipped by {who}.{hook}"))
-        case HookStarted(phase=phase, hook=hook, callback=cb):
-            r.current_activity = f"{cb}.{hook}"
-            _begin(r, open_items, e, "hook", phase, hook, cb)
-        case HookCompleted(hook=hook, callback=cb, duration_s=d, skipped_default=skipped):
-            r.current_activity = None
-            _end(open_items, "hook", hook, cb, "completed", d, "returned False" if skipped else "")
-        case HookFailed(hook=hook, callback=cb, duration_s=d, message=m):
-            r.current_activity = None
-            _end(open_items, "hook", hook, cb, "failed", d, m)
-        case StepStarted(phase=phase, step=step):
-            r.current_activity = f"{step} step"
-            _begin(r, open_items, e, "step", phase, step, None)
-        case StepProgressed(details=details):
-            r.progress.update(details)
-        case StepCompleted(step=step, duration_s=d):
-            r.current_activity = None
-            _end(open_items, "step", step, None, "completed", d)
-        case StepFailed(step=step, duration_s=d, message=m):
-            r.current_activity = None
-            _end(open_items, "step", step, None, "failed", d, m)
-        case ReplicaLaunched(scheduling_s=scheduling, boot_s=boot):
-            r.scheduling_s, r.boot_s = scheduling, boot
-        case ReplicaReady(since_initialization_s=ready):
-            r.ready_s = ready
-        case InitializationCompleted(duration_s=d):
-            r.outcome, r.duration_s, r.current_phase = "completed", d, None
-        case InitializationFailed(duration_s=d, message=m):
-            r.outcome, r.duration_s, r.error = "failed", d, m
-        case _:
-            pass
+def _context_changed(r: ReplayedInitialization, _: _OpenItems, e: ContextChanged) -> None:
+    if e.key is None:
+        r.state[e.field] = _copy(e.new)
+        return
+    target = r.state.get(e.field)
+    if not isinstance(target, dict):
+        target = r.state[e.field] = {}
+    if e.removed:
+        target.pop(e.key, None)
+    else:
+        target[e.key] = _copy(e.new)
+
+
+def _phase_started(r: ReplayedInitialization, open_items: _OpenItems, e: PhaseStarted) -> None:
+    r.current_phase, r.current_activity = e.phase, None
+    _begin(r, open_items, e, "phase", e.phase, e.phase, None)
+
+
+def _phase_completed(_: ReplayedInitialization, open_items: _OpenItems,
+                     e: PhaseCompleted) -> None:
+    _end(open_items, "phase", e.phase, None, "completed", e.duration_s)
+
+
+def _phase_failed(_: ReplayedInitialization, open_items: _OpenItems, e: PhaseFailed) -> None:
+    _end(open_items, "phase", e.phase, None, "failed", e.duration_s, e.message)
+
+
+def _phase_skipped(r: ReplayedInitialization, _: _OpenItems, e: PhaseSkipped) -> None:
+    r.timeline.append(TimelineEntry("step", e.phase, e.step, None, e.timestamp, 0.0,
+                                    "skipped", f"skipped by {e.skipped_by}.{e.hook}"))
+
+
+def _hook_started(r: ReplayedInitialization, open_items: _OpenItems, e: HookStarted) -> None:
+    r.current_activity = f"{e.callback}.{e.hook}"
+    _begin(r, open_items, e, "hook", e.phase, e.hook, e.callback)
+
+
+def _hook_completed(r: ReplayedInitialization, open_items: _OpenItems,
+                    e: HookCompleted) -> None:
+    r.current_activity = None
+    _end(open_items, "hook", e.hook, e.callback, "completed", e.duration_s,
+         "returned False" if e.skipped_default else "")
+
+
+def _hook_failed(r: ReplayedInitialization, open_items: _OpenItems, e: HookFailed) -> None:
+    r.current_activity = None
+    _end(open_items, "hook", e.hook, e.callback, "failed", e.duration_s, e.message)
+
+
+def _step_started(r: ReplayedInitialization, open_items: _OpenItems, e: StepStarted) -> None:
+    r.current_activity = f"{e.step} step"
+    _begin(r, open_items, e, "step", e.phase, e.step, None)
+
+
+def _step_progressed(r: ReplayedInitialization, _: _OpenItems, e: StepProgressed) -> None:
+    r.progress.update(e.details)
+
+
+def _step_completed(r: ReplayedInitialization, open_items: _OpenItems,
+                    e: StepCompleted) -> None:
+    r.current_activity = None
+    _end(open_items, "step", e.step, None, "completed", e.duration_s)
+
+
+def _step_failed(r: ReplayedInitialization, open_items: _OpenItems, e: StepFailed) -> None:
+    r.current_activity = None
+    _end(open_items, "step", e.step, None, "failed", e.duration_s, e.message)
+
+
+def _launched(r: ReplayedInitialization, _: _OpenItems, e: ReplicaLaunched) -> None:
+    r.scheduling_s, r.boot_s = e.scheduling_s, e.boot_s
+
+
+def _ready(r: ReplayedInitialization, _: _OpenItems, e: ReplicaReady) -> None:
+    r.ready_s = e.since_initialization_s
+
+
+def _init_completed(r: ReplayedInitialization, _: _OpenItems,
+                    e: InitializationCompleted) -> None:
+    r.outcome, r.duration_s, r.current_phase = "completed", e.duration_s, None
+
+
+def _init_failed(r: ReplayedInitialization, _: _OpenItems, e: InitializationFailed) -> None:
+    r.outcome, r.duration_s, r.error = "failed", e.duration_s, e.message
+
+
+def _ignore(r: ReplayedInitialization, open_items: _OpenItems, e: Event) -> None:
+    pass
+
+
+_Apply = Callable[[ReplayedInitialization, _OpenItems, Any], None]
+# One lookup by exact type instead of a chain of isinstance tests; a subclass of an event
+# type gets its base's handler (found once through its MRO), as a class pattern would.
+_HANDLERS: dict[type, _Apply] = {
+    ContextChanged: _context_changed,
+    PhaseStarted: _phase_started,
+    PhaseCompleted: _phase_completed,
+    PhaseFailed: _phase_failed,
+    PhaseSkipped: _phase_skipped,
+    HookStarted: _hook_started,
+    HookCompleted: _hook_completed,
+    HookFailed: _hook_failed,
+    StepStarted: _step_started,
+    StepProgressed: _step_progressed,
+    StepCompleted: _step_completed,
+    StepFailed: _step_failed,
+    ReplicaLaunched: _launched,
+    ReplicaReady: _ready,
+    InitializationCompleted: _init_completed,
+    InitializationFailed: _init_failed,
+}
+
+
+def _handler(cls: type) -> _Apply:
+    found = next((_HANDLERS[c] for c in cls.__mro__ if c in _HANDLERS), _ignore)
+    _HANDLERS[cls] = found
+    return found
 
 
 def list_initializations(store: EventStore, limit: int = 50) -> Sequence[ReplayedInitialization]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 from llm_init import (
     InMemoryEventStore,
     LLMConfig,
+    PhaseStarted,
     SQLiteEventStore,
     initialize_node_sync,
     read_events,
@@ -84,3 +86,17 @@ def test_timeline_lists_phases_steps_and_hooks_with_status() -> None:
     ]
     assert {e.status for e in timeline} == {"completed"}
     assert all(e.duration_s is not None and e.duration_s >= 0 for e in timeline)
+
+
+def test_a_subclass_of_an_event_type_replays_as_that_type() -> None:
+    """An event of a subclass of ``PhaseStarted`` opens the phase as ``PhaseStarted`` does."""
+
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class TimedPhaseStarted(PhaseStarted):
+        clock: str = "monotonic"
+
+    store = InMemoryEventStore()
+    ctx = initialize_node_sync(LLMConfig(model_id="m"), event_store=store, steps=local_steps())
+    events = [TimedPhaseStarted(**{f.name: getattr(e, f.name) for f in fields(e)})
+              if type(e) is PhaseStarted else e for e in read_events(store, ctx.init_id)]
+    assert replay(events).timeline == replay(read_events(store, ctx.init_id)).timeline

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from llm_init.stores.base import (
     OUTCOMES,
     ChangeFeed,
+    DecodingStore,
     EventStore,
     InitQuery,
     Outcome,
@@ -15,6 +16,7 @@ from llm_init.stores.base import (
     StoredEvent,
     WatchableStore,
     decode,
+    decode_rows,
     encode,
 )
 from llm_init.stores.buffered import SPOOL_ENV_VAR, BufferedEventStore
@@ -31,6 +33,7 @@ __all__ = [
     "STORE_ENV_VAR",
     "BufferedEventStore",
     "ChangeFeed",
+    "DecodingStore",
     "EventStore",
     "InMemoryEventStore",
     "InitQuery",
@@ -41,6 +44,7 @@ __all__ = [
     "StoredEvent",
     "WatchableStore",
     "decode",
+    "decode_rows",
     "encode",
     "open_store",
 ]

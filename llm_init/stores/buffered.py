@@ -29,13 +29,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_init.errors import DuplicateEventError, EventStoreError
+from llm_init.events import Event
 from llm_init.stores.base import (
     ChangeFeed,
+    DecodingStore,
     EventStore,
     InitQuery,
     QueryableStore,
     StoredEvent,
     WatchableStore,
+    decode,
 )
 
 SPOOL_ENV_VAR = "LLM_INIT_SPOOL_DIR"
@@ -213,6 +216,11 @@ class BufferedEventStore:
 
     def read(self, init_id: str, *, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
         return self.inner.read(init_id, after=after, upto=upto)
+
+    def read_decoded(self, init_id: str) -> list[Event]:
+        if isinstance(self.inner, DecodingStore):
+            return self.inner.read_decoded(init_id)
+        return [decode(r) for r in self.inner.read(init_id)]
 
     def list_init_ids(self, limit: int = 50) -> list[str]:
         return self.inner.list_init_ids(limit)

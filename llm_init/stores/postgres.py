@@ -22,7 +22,8 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from llm_init.errors import DuplicateEventError, EventStoreError, EventStoreUnavailableError
-from llm_init.stores.base import InitQuery, StoredEvent
+from llm_init.events import Event
+from llm_init.stores.base import InitQuery, StoredEvent, decode_rows
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
 from llm_init.stores.sql import index_upsert, order_by, where
 
@@ -194,6 +195,11 @@ class PostgresEventStore:
                "WHERE init_id = %s AND sequence > %s AND sequence <= %s ORDER BY sequence")
         rows = self._fetch(sql, (init_id, after, 2**31 - 1 if upto is None else upto))
         return [StoredEvent(*row) for row in rows]
+
+    def read_decoded(self, init_id: str) -> list[Event]:
+        sql = (f"SELECT sequence, topic, schema_version, timestamp, state FROM {EVENTS} "
+               "WHERE init_id = %s ORDER BY sequence")
+        return decode_rows(init_id, self._fetch(sql, (init_id,)))
 
     def list_init_ids(self, limit: int = 50) -> list[str]:
         return self.query_initializations(InitQuery(limit=limit))

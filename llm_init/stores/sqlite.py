@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from llm_init.errors import DuplicateEventError, EventStoreError
-from llm_init.stores.base import InitQuery, StoredEvent
+from llm_init.events import Event
+from llm_init.stores.base import InitQuery, StoredEvent, decode_rows
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
 from llm_init.stores.sql import index_upsert, order_by, where
 
 _EVENT_COLUMNS = "init_id, sequence, topic, schema_version, timestamp, state"
+# Without the init id, which the caller has: one text value less to build per row.
+_READ_ROWS = ("SELECT sequence, topic, schema_version, timestamp, state FROM events "
+              "WHERE init_id = ? ORDER BY sequence")
 _V1 = """
 CREATE TABLE events (
     init_id TEXT NOT NULL,
@@ -155,6 +159,9 @@ class SQLiteEventStore:
                  "WHERE init_id = ? AND sequence > ? AND sequence <= ? ORDER BY sequence")
         rows = self._fetch(query, (init_id, after, 2**62 if upto is None else upto))
         return [StoredEvent(*row) for row in rows]
+
+    def read_decoded(self, init_id: str) -> list[Event]:
+        return decode_rows(init_id, self._fetch(_READ_ROWS, (init_id,)))
 
     def list_init_ids(self, limit: int = 50) -> list[str]:
         return self.query_initializations(InitQuery(limit=limit))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from llm_init import DuplicateEventError, LLMConfig, initialize_node_sync
+from llm_init.replay import read_events
 from llm_init.stores import (
     EventStore,
     InitQuery,
@@ -94,6 +95,15 @@ class StoreContract:
         events = [decode(r) for r in memory.read(ctx.init_id)]
         store.append([encode(e) for e in events])
         assert [decode(r) for r in store.read(ctx.init_id)] == events
+
+    def test_read_events_gives_the_decoded_records(self, store: EventStore) -> None:
+        """``read_events`` (through ``read_decoded`` where the store has it) gives the
+        events of the records ``read`` returns, in order."""
+        memory = InMemoryEventStore()
+        ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Busy),
+                                   event_store=memory, steps=local_steps())
+        store.append(memory.read(ctx.init_id))
+        assert read_events(store, ctx.init_id) == [decode(r) for r in store.read(ctx.init_id)]
 
     def test_read_slices_by_sequence(self, store: EventStore) -> None:
         """``read(after=, upto=)`` returns exactly the records with after < sequence <= upto."""

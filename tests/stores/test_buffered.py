@@ -212,3 +212,17 @@ def test_the_password_never_reaches_an_event_or_a_log_line(
     assert not [s for s in states if password in s]
     assert not [r for r in caplog.records if password in r.getMessage()]
     assert os.environ.get("PGPASSWORD") == password
+
+
+@pytest.mark.parametrize("inner", ["postgres", "memory"])
+def test_reads_decode_through_the_inner_store(postgres_url: str, inner: str) -> None:
+    """``read_decoded`` gives the inner store's events, decoded by it where it can."""
+    store = BufferedEventStore(open_store(postgres_url if inner == "postgres" else "memory://",
+                                          buffered=False), target=inner)
+    log = records(synthetic_log("x"))
+    try:
+        store.append(log)
+        wait_flushed(store)
+        assert store.read_decoded("x") == [decode(r) for r in log]
+    finally:
+        store.close()

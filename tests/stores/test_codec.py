@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 
 import pytest
 
 from llm_init import ContextChanged, EventStoreError, LLMConfig, initialize_node_sync
-from llm_init.stores import InMemoryEventStore, StoredEvent, base, decode, encode
+from llm_init.stores import InMemoryEventStore, StoredEvent, base, decode, decode_rows, encode
 from tests.conftest import local_steps
 from tests.support.logs import T0
 from tests.test_replay import Busy
@@ -83,3 +84,78 @@ def test_ids_and_times_that_need_escaping_round_trip() -> None:
     """An init id with quotes, a backslash and a newline decodes exactly."""
     event = changed(init_id='odd "id"\\\n')
     assert decode(encode(event)) == event
+
+
+def rows(records: list[StoredEvent]) -> list[tuple[object, ...]]:
+    """The columns a store reads for ``decode_rows``: a record without its init id."""
+    return [(r.sequence, r.topic, r.schema_version, r.timestamp, r.state) for r in records]
+
+
+def real_log() -> list[StoredEvent]:
+    memory = InMemoryEventStore()
+    ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Busy), event_store=memory,
+                               steps=local_steps())
+    return memory.read(ctx.init_id)
+
+
+@pytest.mark.usefixtures("codec")
+def test_decode_rows_gives_what_decode_gives() -> None:
+    """The rows of a real log decode to the events ``decode`` makes of its records."""
+    log = real_log()
+    assert decode_rows(log[0].init_id, rows(log)) == [decode(r) for r in log]
+
+
+@pytest.mark.usefixtures("codec")
+def test_decode_rows_escapes_an_odd_init_id() -> None:
+    """An init id with quotes, a backslash and a newline decodes exactly from rows."""
+    event = changed(init_id='odd "id"\\\n')
+    assert decode_rows(event.init_id, rows([encode(event)])) == [event]
+
+
+def outcome(decoding: Callable[[], object]) -> object:
+    """What a decoding gives: its events, or its error's message."""
+    try:
+        return decoding()
+    except EventStoreError as exc:
+        return str(exc)
+
+
+ODD_BODIES = ['{}', ' { "field": "custom_data" }', '{ "field": "custom_data" }',
+              '{"new": 1, "x": [}', '{,"new": 1}']
+
+
+@pytest.mark.usefixtures("codec")
+@pytest.mark.parametrize("state", ODD_BODIES)
+def test_decode_rows_treats_rows_of_another_shape_as_decode_does(state: str) -> None:
+    """A body the encoder would not write (empty, spaced, broken) decodes, or fails, exactly
+    as ``decode`` does with it."""
+    record = dataclasses.replace(encode(changed()), state=state)
+    assert outcome(lambda: decode_rows(record.init_id, rows([record]))) == \
+        outcome(lambda: [decode(record)])
+
+
+@pytest.mark.usefixtures("codec")
+@pytest.mark.parametrize("timestamp", ["2025-01-01T12:00:00\n+00:00", "2025-01-01T12:00:00\\"])
+def test_decode_rows_treats_a_time_with_a_control_character_or_backslash_as_decode_does(
+        timestamp: str) -> None:
+    """A stored time with a newline or a backslash decodes, or fails, as ``decode`` has it."""
+    record = dataclasses.replace(encode(changed()), timestamp=timestamp)
+    assert outcome(lambda: decode_rows(record.init_id, rows([record]))) == \
+        outcome(lambda: [decode(record)])
+
+
+@pytest.mark.usefixtures("codec")
+def test_decode_rows_keeps_a_time_with_a_quote_inside_its_string() -> None:
+    """A stored time with a quote is one (invalid) time, not a valid time and another field."""
+    record = dataclasses.replace(encode(changed()),
+                                 timestamp='2025-01-01T12:00:00+00:00","colour":"red')
+    with pytest.raises(EventStoreError, match="x#3"):
+        decode_rows(record.init_id, rows([record]))
+
+
+@pytest.mark.usefixtures("codec")
+def test_decode_rows_rejects_a_newer_schema_version() -> None:
+    """A row newer than its event type is an error, worded as ``decode`` words it."""
+    record = dataclasses.replace(encode(changed()), schema_version=99)
+    with pytest.raises(EventStoreError, match="newer than this llm-init"):
+        decode_rows(record.init_id, rows([record]))
