@@ -133,7 +133,7 @@ def clone(base: Sequence[StoredEvent], k: int) -> list[StoredEvent]:
         e = decode(r)
         changes: dict[str, Any] = {"init_id": init_id, "timestamp": e.timestamp + shift}
         if hasattr(e, "duration_s"):
-            changes["duration_s"] = e.duration_s * scale  # type: ignore[attr-defined]
+            changes["duration_s"] = e.duration_s * scale
         if hasattr(e, "model_id"):
             changes["model_id"] = MODELS[k % len(MODELS)]
             changes["labels"] = {"application": f"app-{k % 3}", "node_id": f"node-{k % 16}"}

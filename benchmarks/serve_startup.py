@@ -13,7 +13,9 @@ arguments, same placement, same environment) once per arm, in turn, and deletes 
 - ``llm-init-ray-layout`` (opt-in): fully instrumented, with vLLM's worker in a process of its
   own as Ray's default layout has it, rather than llm-init's in-process worker on the CPU.
 
-Wall time runs from the builder call (the deploy request) to the first successful completion.
+Wall time runs from the builder call (the deploy request) to the first successful completion,
+polled every 0.1 s while ``serve.run`` runs (``serve.run`` itself looks at the application's
+status only once a second, so its return lags by up to a second).
 For the llm-init arms the event log's own account of the start-up is set against it: scheduling
 and the replica's boot (``ReplicaLaunched``), the initialization's phases, and the wait for
 Serve's first health check (``ReplicaReady``); what it leaves unexplained is the controller
@@ -34,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -55,15 +58,17 @@ from llm_init.demo.tiny_model import build_tiny_model  # noqa: E402
 from llm_init.replay import ReplayedInitialization, list_initializations  # noqa: E402
 from llm_init.stores import open_store  # noqa: E402
 
-ARMS = ("ray", "llm-init", "llm-init-off", "llm-init-ray-layout")
+ARMS = ("ray", "llm-init", "llm-init-off", "llm-init-ray-layout", "llm-init-events",
+        "llm-init-events+traces")
 
 
 @dataclass
 class Run:
     arm: str
     wall_s: float
-    serve_run_s: float
-    first_completion_s: float
+    serve_run_s: float  # until serve.run returned
+    first_completion_s: float  # until the first completion succeeded (the wall time)
+    cpu_s: float  # CPU time the whole machine spent meanwhile (all processes, all cores)
     scheduling_s: float | None = None
     boot_s: float | None = None
     init_s: float | None = None
@@ -76,6 +81,22 @@ class Run:
             return None
         return ((self.scheduling_s or 0.0) + (self.boot_s or 0.0) + self.init_s
                 + (self.ready_s or 0.0))
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (``/proc/stat``): a deploy's CPU cost
+    varies much less than its wall time on a machine shared with other work."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -109,18 +130,27 @@ def ray_args(model_dir: Path) -> dict[str, Any]:
 
 
 def llm_init_args(arm: str, model_dir: Path, store: str, otlp: str) -> dict[str, Any]:
+    """``llm-init-events`` and ``llm-init-events+traces`` (opt-in) are the levels between off
+    and fully instrumented: events in SQLite only, then with spans exported too."""
     if arm == "llm-init-off":
         return app_args(model_dir, event_store="memory://",
                         settings={"tracing": False, "metrics": False})
+    if arm == "llm-init-events":
+        return app_args(model_dir, event_store=store,
+                        settings={"tracing": False, "metrics": False})
+    exporter = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_SERVICE_NAME": "llm-init-bench"}
+    if arm == "llm-init-events+traces":
+        return app_args(model_dir, event_store=store, settings={"metrics": False}, env=exporter)
     return app_args(model_dir, event_store=store,
                     settings={"cpu_in_process_worker": arm != "llm-init-ray-layout"},
-                    env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
-                         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                         "OTEL_SERVICE_NAME": "llm-init-bench"})
+                    env=exporter)
 
 
-def complete(port: int, deadline_s: float = 120.0) -> None:
-    """One completion, retried until it succeeds (routes may lag the deploy by a moment)."""
+def complete(port: int, deadline_s: float = 600.0, poll_s: float = 0.1) -> None:
+    """One completion, retried every ``poll_s`` until one succeeds: it fails while the route
+    does not exist yet, and waits in Serve's queue while the model's replica starts."""
     body = json.dumps({"model": MODEL_ID, "prompt": "Hello", "max_tokens": 4,
                        "temperature": 0}).encode()
     deadline = time.monotonic() + deadline_s
@@ -128,13 +158,13 @@ def complete(port: int, deadline_s: float = 120.0) -> None:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=deadline_s) as response:
                 if json.loads(response.read())["choices"]:
                     return
         except OSError:
             if time.monotonic() > deadline:
                 raise
-        time.sleep(0.05)
+        time.sleep(poll_s)
 
 
 def deploy_once(arm: str, round_no: int, model_dir: Path, store: str, otlp: str,
@@ -145,16 +175,27 @@ def deploy_once(arm: str, round_no: int, model_dir: Path, store: str, otlp: str,
     from llm_init.serve import build_openai_app as llm_init_build
 
     name = f"bench-{arm}-{round_no}"
+    cpu_started = machine_cpu_s()
     started = time.time()
     if arm == "ray":
         app = ray_build(ray_args(model_dir))
     else:
         app = llm_init_build(llm_init_args(arm, model_dir, store, otlp))
-    serve.run(app, name=name, route_prefix="/")
-    served = time.time()
+    # serve.run polls the application's status once a second: the first completion, polled
+    # meanwhile, tells when the model really serves.
+    served: list[float] = []
+
+    def deploy() -> None:
+        serve.run(app, name=name, route_prefix="/")
+        served.append(time.time())
+
+    runner = threading.Thread(target=deploy, daemon=True)
+    runner.start()
     complete(http_port)
     done = time.time()
-    run = Run(arm, done - started, served - started, done - served)
+    cpu = machine_cpu_s() - cpu_started
+    runner.join()
+    run = Run(arm, done - started, served[0] - started, done - started, cpu)
     if arm not in ("ray", "llm-init-off"):
         r = latest(store)
         run.scheduling_s, run.boot_s, run.init_s = r.scheduling_s, r.boot_s, r.duration_s
@@ -187,15 +228,16 @@ def fmt(value: float | None, unit: str = "s") -> str:
 
 def report(runs: list[Run], arms: list[str], rounds: int) -> None:
     print(f"\nServe start-up, tiny Llama on the CPU, median of {rounds} alternating rounds, "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+          f"{os.cpu_count()} CPUs ({cpu_model()}), Python {sys.version.split()[0]}")
     by_arm = {arm: [r for r in runs if r.arm == arm] for arm in arms}
-    cols = ("wall", "serve.run", "1st completion", "scheduling", "boot", "initialization",
+    cols = ("wall", "CPU", "serve.run", "scheduling", "boot", "initialization",
             "readiness", "recorded", "recorded/wall")
     print(f"{'arm':<20}" + "".join(f"{c:>15}" for c in cols))
     for arm, rs in by_arm.items():
         shares = [r.recorded_s / r.wall_s for r in rs if r.recorded_s is not None]
-        row = [med([r.wall_s for r in rs]), med([r.serve_run_s for r in rs]),
-               med([r.first_completion_s for r in rs]), med([r.scheduling_s for r in rs]),
+        row = [med([r.wall_s for r in rs]), med([r.cpu_s for r in rs]),
+               med([r.serve_run_s for r in rs]),
+               med([r.scheduling_s for r in rs]),
                med([r.boot_s for r in rs]), med([r.init_s for r in rs]),
                med([r.ready_s for r in rs]), med([r.recorded_s for r in rs])]
         share = min(shares) if shares else None
@@ -203,18 +245,20 @@ def report(runs: list[Run], arms: list[str], rounds: int) -> None:
               + f"{fmt(share, ''):>15}")
     print("(recorded/wall: the lowest over the rounds; the target is at least 0.95)")
     walls = {arm: med([r.wall_s for r in rs]) for arm, rs in by_arm.items()}
+    cpus = {arm: med([r.cpu_s for r in rs]) for arm, rs in by_arm.items()}
     pairs = [("llm-init", "ray", "llm-init / Ray Serve LLM (target <= 1.0)"),
              ("llm-init-ray-layout", "ray", "llm-init, Ray's process layout / Ray Serve LLM"),
              ("llm-init", "llm-init-off", "telemetry on / off (target <= 1.02)")]
     for a, b, label in pairs:
-        wa, wb = walls.get(a), walls.get(b)
-        if wa and wb:
-            print(f"{label:<52} {wa / wb:6.3f}")
+        wa, wb, ca, cb = walls.get(a), walls.get(b), cpus.get(a), cpus.get(b)
+        if wa and wb and ca and cb:
+            print(f"{label:<52} wall {wa / wb:6.3f}   CPU {ca / cb:6.3f}")
     phases = [r.phases for r in by_arm.get("llm-init", []) if r.phases]
     if phases:
         print("llm-init phases (median s): " + ", ".join(
             f"{p} {statistics.median(x[p] for x in phases):.2f}" for p in phases[0]))
-    print("per run (s): " + "; ".join(f"{r.arm} {r.wall_s:.1f}" for r in runs))
+    print("per run (wall s / CPU s): " + "; ".join(
+        f"{r.arm} {r.wall_s:.1f}/{r.cpu_s:.1f}" for r in runs))
 
 
 def main() -> None:
@@ -233,7 +277,14 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for key in [k for k in os.environ if k.startswith("OTEL_")]:
         del os.environ[key]  # only the instrumented arms get an exporter
-    work = Path(tempfile.mkdtemp(prefix="llm-init-bench-"))
+    with tempfile.TemporaryDirectory(prefix="llm-init-bench-") as tmp:
+        runs = measure(args, arms, Path(tmp))
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=1))
+    report(runs, arms, args.rounds)
+
+
+def measure(args: argparse.Namespace, arms: list[str], work: Path) -> list[Run]:
     model_dir = build_tiny_model(work / "tiny-llama")
     store = f"sqlite:///{work / 'events.sqlite'}"
     http_port = free_port()
@@ -252,9 +303,7 @@ def main() -> None:
                 print(f"round {round_no + 1}: {arm:<21} wall {run.wall_s:6.1f} s"
                       + (f", recorded {run.recorded_s:6.1f} s" if run.recorded_s else ""),
                       flush=True)
-    if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=1))
-    report(runs, arms, args.rounds)
+    return runs
 
 
 if __name__ == "__main__":
