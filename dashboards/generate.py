@@ -278,6 +278,15 @@ def download_engine_row(d: db.Dashboard) -> None:
         "Engine sub-phase p95", "95th percentile of each engine sub-phase's duration over the "
         "interval, from the sub-phase histogram.", "s",
         [Query(quantile(0.95, sub, n.LABEL_SUBPHASE), "{{subphase}}")], width=8))
+    d.with_panel(graph(
+        "Replica start-up around the initialization (mean, stacked)", "What a Serve replica "
+        "spends outside llm-init's phases, per start: scheduling (deploy request to the "
+        "replica's process start), boot (process start, imports of Ray Serve LLM and vLLM, the "
+        "replica's constructor) and readiness (the initialization's end to Serve's first passed "
+        "health check). With the phases above it accounts for the whole start-up. Present only "
+        "for Serve replicas.", "s",
+        [Query(mean(n.METRIC_REPLICA_STARTUP, n.LABEL_SEGMENT), "{{segment}}")], width=24,
+        stacked=True, bars=True))
     gpu = n.METRIC_GPU_MEMORY_USED
     end = sel(gpu, f'{n.LABEL_BOUNDARY}="{n.BOUNDARY_END}"')
     start = sel(gpu, f'{n.LABEL_BOUNDARY}="{n.BOUNDARY_START}"')

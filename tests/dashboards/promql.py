@@ -18,7 +18,7 @@ DASHBOARD = ROOT / "dashboards" / "llm-init-initialization.json"
 RULES = ROOT / "telemetry" / "alerts.yml"
 
 HISTOGRAMS = (names.METRIC_PHASE_DURATION, names.METRIC_HOOK_DURATION,
-              names.METRIC_ENGINE_SUBPHASE_DURATION)
+              names.METRIC_ENGINE_SUBPHASE_DURATION, names.METRIC_REPLICA_STARTUP)
 SERIES = (names.METRIC_INITIALIZATIONS, names.METRIC_IN_PROGRESS, names.METRIC_DOWNLOAD_BYTES,
           names.METRIC_GPU_MEMORY_USED)
 # Every sample name the exporter can produce, from the constants.

@@ -17,6 +17,7 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from llm_init import (
     InMemoryEventStore,
     LLMConfig,
     NodeInitializationContext,
+    ReplicaLaunch,
+    ReplicaReady,
     initialize_node_sync,
 )
 from llm_init.telemetry import names
@@ -92,11 +95,17 @@ def run_replica(mode: str, go: Path, release: Path, metrics: MetricsCallback, *,
     # By import path, so that the callback label names this module even when it runs as
     # __main__.
     config = LLMConfig(model_id=model, callback_class="tests.dashboards.replica:Warmup")
+    # As a Serve replica does: it was scheduled and booted before the initialization, and
+    # passes its first health check after it.
+    now = time.time()
+    launch = ReplicaLaunch(app_built_at=now - 3.0, process_started_at=now - 2.0)
     try:
-        initialize_node_sync(config, event_store=InMemoryEventStore(),
-                             steps=steps_for(mode, go, release), observers=[metrics])
+        ctx = initialize_node_sync(config, event_store=InMemoryEventStore(), launch=launch,
+                                   steps=steps_for(mode, go, release), observers=[metrics])
     except Exception:
         return names.OUTCOME_FAILED
+    metrics.on_event(ReplicaReady(init_id=ctx.init_id, sequence=10_000,
+                                  timestamp=datetime.now(UTC), since_initialization_s=0.4))
     return names.OUTCOME_COMPLETED
 
 
