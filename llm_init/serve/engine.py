@@ -100,8 +100,9 @@ class LLMInitVLLMEngine(VLLMEngine):
 
     async def check_health(self) -> None:
         await super().check_health()
-        if self.readiness is not None and self.readiness.recorded is None:
-            await asyncio.to_thread(self.readiness.record)
+        mark, self.readiness = self.readiness, None  # only the first passed check counts
+        if mark is not None:
+            await asyncio.to_thread(mark.record)
 
     async def shutdown(self) -> None:
         if self.status_server is not None:

@@ -34,7 +34,6 @@ class ReadinessMark:
         self.store_location = store_location
         self.init_id = init_id
         self.observers = tuple(observers)
-        self.recorded: ReplicaReady | None = None
         self._done = False
 
     def record(self) -> ReplicaReady | None:
@@ -61,6 +60,5 @@ class ReadinessMark:
         except Exception as exc:
             _log.warning("llm-init: could not record the replica's readiness: %r", exc)
             return None
-        self.recorded = event
         notify(self.observers, event)
         return event
