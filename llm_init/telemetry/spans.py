@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import TracebackType
 
@@ -28,6 +28,15 @@ from llm_init.telemetry.redaction import exception_message, exception_stacktrace
 NO_SPAN = contextlib.nullcontext(INVALID_SPAN)  # stateless, so one instance serves every call
 _flushes: dict[int, threading.Thread] = {}
 _flushes_lock = threading.Lock()
+# Told about a provider whose flush timed out (``tracing`` marks its exporters failing, so that
+# neither the next flush nor the exit waits on the stalled endpoint again).
+_timeout_listeners: list[Callable[[TracerProvider], None]] = []
+
+
+def on_flush_timeout(listener: Callable[[TracerProvider], None]) -> None:
+    """Call ``listener(provider)`` whenever a ``flush`` of ``provider`` times out."""
+    if listener not in _timeout_listeners:
+        _timeout_listeners.append(listener)
 
 
 def tracer_for(provider: TracerProvider | None = None) -> Tracer | None:
@@ -126,5 +135,7 @@ def flush(provider: TracerProvider | None, timeout_s: float) -> bool:
         health.failed("traces", f"spans were not exported within {timeout_s:g} s of the end of "
                                 "an initialization: the trace exporter is slow or its endpoint "
                                 "unreachable; the initialization went on without waiting")
+        for listener in list(_timeout_listeners):
+            listener(provider)
         return False
     return True

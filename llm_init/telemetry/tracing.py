@@ -13,7 +13,9 @@ call ``configure_tracing()`` once per process. It honours:
 Every exporter sits behind a batch processor and a ``ResilientSpanExporter``: an endpoint that
 refuses or stalls costs one warning and bounded time (the runtime waits at most
 ``LLM_INIT_TRACE_FLUSH_TIMEOUT_S`` for the flush at the end of an initialization; the processor's
-queue bounds memory), never a failed initialization.
+queue bounds memory), never a failed initialization. A flush that timed out marks the provider's
+exporters failing, and the exit hook waits at most the same timeout for the remaining spans, and
+not at all when every exporter is failing: a stalled collector never holds the process at exit.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from llm_init.telemetry import health
+from llm_init.telemetry import health, names, spans
 from llm_init.telemetry.redaction import redact_text
 
 DEFAULT_SERVICE_NAME = "llm-init"
@@ -90,6 +92,10 @@ class ResilientSpanExporter(SpanExporter):
             self.dropped += len(spans)
         return result
 
+    def stalled(self, timeout_s: float) -> None:
+        """A flush waited ``timeout_s`` in vain: treat the endpoint as failing from now on."""
+        self.trip(f"no answer within {timeout_s:g} s")
+
     def trip(self, reason: str) -> None:
         """Open the circuit and report (once per outage) why."""
         self._open_until = time.monotonic() + self.cooldown_s
@@ -102,6 +108,10 @@ class ResilientSpanExporter(SpanExporter):
         if not self._shut_down:
             self._shut_down = True
             self.inner.shutdown()
+
+    @property
+    def aborted(self) -> bool:
+        return self._shut_down
 
     def shutdown(self) -> None:
         if not self._shut_down:
@@ -135,6 +145,27 @@ class _ExporterLogFilter(logging.Filter):
 
 _filter = _ExporterLogFilter()
 _wrapped: weakref.WeakSet[ResilientSpanExporter] = weakref.WeakSet()
+_owned: weakref.WeakKeyDictionary[TracerProvider, list[ResilientSpanExporter]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _flush_timed_out(provider: object) -> None:
+    for exporter in _owned.get(provider, ()) if isinstance(provider, TracerProvider) else ():
+        exporter.stalled(flush_timeout_s())
+
+
+spans.on_flush_timeout(_flush_timed_out)
+
+
+def flush_timeout_s() -> float:
+    """``LLM_INIT_TRACE_FLUSH_TIMEOUT_S``: the longest wait for spans, at the end of an
+    initialization and at exit."""
+    raw = os.environ.get(names.ENV_TRACE_FLUSH_TIMEOUT, "").strip()
+    try:
+        value = float(raw) if raw else names.DEFAULT_TRACE_FLUSH_TIMEOUT_S
+    except ValueError:
+        return names.DEFAULT_TRACE_FLUSH_TIMEOUT_S
+    return value if value >= 0 else names.DEFAULT_TRACE_FLUSH_TIMEOUT_S
 
 
 def configure_tracing(*, set_global: bool = True,
@@ -155,11 +186,11 @@ def configure_tracing(*, set_global: bool = True,
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))
-    provider = TracerProvider(resource=resource)
-    # The provider registered its own exit hook (a shutdown that waits for the exporters);
-    # exit hooks run last-in first-out, so this one first stops exporters that are failing.
-    atexit.unregister(_abort_failing_at_exit)
-    atexit.register(_abort_failing_at_exit)
+    # The SDK's own exit hook joins the batch worker without a bound, and a worker stuck in an
+    # export to a stalled collector holds it until the exporter's timeout; ours is bounded.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    _owned[provider] = exporters
+    atexit.register(_shutdown_at_exit, weakref.ref(provider))
     for exporter in exporters:
         provider.add_span_processor(_batch_processor(exporter))
     if set_global:
@@ -167,13 +198,30 @@ def configure_tracing(*, set_global: bool = True,
     return provider
 
 
-def shutdown(provider: TracerProvider) -> None:
-    """Flush and stop ``provider``; exporters whose endpoint is failing give up at once
-    instead of retrying until their timeout."""
+def shutdown(provider: TracerProvider, timeout_s: float | None = None) -> bool:
+    """Flush and stop ``provider``, waiting at most ``timeout_s`` (default
+    ``LLM_INIT_TRACE_FLUSH_TIMEOUT_S``); exporters whose endpoint is failing give up at once
+    instead of retrying until their timeout, and when all of the provider's are failing it is
+    not waited for at all. Returns whether the shutdown finished in time."""
+    wait_s = flush_timeout_s() if timeout_s is None else timeout_s
+    owned = _owned.get(provider)
     for exporter in list(_wrapped):
         if exporter.failing:
             exporter.abort()
-    provider.shutdown()
+    if owned and all(e.failing or e.aborted for e in owned):
+        wait_s = 0.0
+    # A worker stuck in an export is joined without a bound by the SDK: shut down on a daemon
+    # thread and stop waiting after ``wait_s``.
+    thread = threading.Thread(target=provider.shutdown, name="llm-init-trace-shutdown",
+                              daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no new threads this late in the interpreter's exit
+        for exporter in owned or ():
+            exporter.abort()
+        return False
+    thread.join(wait_s)
+    return not thread.is_alive()
 
 
 def _batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
@@ -248,7 +296,7 @@ def _install_log_filter() -> None:
             logger.addFilter(_filter)
 
 
-def _abort_failing_at_exit() -> None:
-    for exporter in list(_wrapped):
-        if exporter.failing:
-            exporter.abort()
+def _shutdown_at_exit(ref: weakref.ref[TracerProvider]) -> None:
+    provider = ref()
+    if provider is not None:
+        shutdown(provider)
