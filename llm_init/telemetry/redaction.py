@@ -1,22 +1,48 @@
-"""Masking of secrets before any value reaches an event, span, log line or metric."""
+"""Masking of secrets before any value reaches an event, span, log line or metric.
+
+A key names a credential when one of its whole name segments does (see ``is_secret_key``);
+users add names to mask or to keep with ``LLM_INIT_REDACT_KEYS`` / ``LLM_INIT_KEEP_KEYS`` or
+``redact_keys`` / ``keep_keys``. Free text is searched for credentials in URLs, ``key=value``
+pairs under such keys, known token shapes, and the values of the process's credential-like
+environment variables.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
+from collections.abc import Iterable
 from functools import lru_cache
 
 MASK = "***"
+ENV_REDACT_KEYS = "LLM_INIT_REDACT_KEYS"
+ENV_KEEP_KEYS = "LLM_INIT_KEEP_KEYS"
+# Values of credential-like environment variables shorter than this are not searched for in
+# text: masking every "1" or "ab" would destroy the text and hide nothing worth hiding.
+MIN_ENV_SECRET_LEN = 4
+# Setting-like values that credential-like variables sometimes hold (``HF_HUB_..._TOKEN=false``).
+_NOT_SECRET_VALUES = frozenset({"true", "false", "none", "null", "auto", "default", "off", "on",
+                                "yes", "no"})
 
-# Whole words of a key that mark it as a credential. Word-based, so that engine settings such
-# as ``max_num_batched_tokens`` or ``tokenizer_mode`` stay readable.
+# Name segments that make a key a credential wherever they stand. Whole segments, so that engine
+# settings such as ``max_num_batched_tokens`` or ``tokenizer_mode`` stay readable.
 _SECRET_WORDS = frozenset({
-    "token", "secret", "secrets", "password", "passwd", "pwd", "passphrase", "key", "apikey",
-    "credential", "credentials", "auth", "authorization", "cookie", "privatekey", "accesskey",
-    "signature",
+    "token", "secret", "secrets", "password", "passwd", "passphrase", "credential",
+    "credentials", "auth", "authorization", "cookie", "cookies", "signature", "apikey",
+    "accesskey", "privatekey", "secretkey", "authtoken", "sessiontoken",
 })
-_SECRET_SUFFIXES = ("token", "secret", "password", "passwd", "apikey", "accesskey", "credential",
-                    "credentials")
+# ``key`` alone is a credential; after one of these it is too (``api_key``, ``ACCESS_KEY_ID``);
+# after anything else it is an ordinary name (``ctx_test_key``, ``cache_key``).
+_KEY_WORDS = frozenset({"key", "keys"})
+_KEY_QUALIFIERS = frozenset({
+    "api", "access", "private", "secret", "client", "encryption", "signing", "master", "account",
+    "service", "auth", "ssh", "license", "subscription", "session", "shared", "storage", "app",
+    "admin", "consumer", "hmac", "sas", "openai", "anthropic",
+})
+# Segments run together (``HFTOKEN``, ``xapikey``) still name a credential by their ending.
+_SECRET_SUFFIXES = ("token", "secret", "password", "passwd", "passphrase", "apikey",
+                    "accesskey", "privatekey", "secretkey", "credential", "credentials")
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 # ``scheme://user:password@host``: everything between ``//`` and the last ``@`` before the path.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")
@@ -26,16 +52,151 @@ _QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s]+)=(?P<value>[^&#\s]
 # headers quoted in error messages).
 _TOKEN_SHAPES = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 _BEARER = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=\-]{8,}")
+# ``key=value``, ``key: value``, ``"key": "value"``, ``'key': 'value'`` anywhere in text. A hint
+# (a credential-ish word right before the separator) guards the full pattern, which is slower.
+_PAIR_HINT = re.compile(r"(?i)(?:key|token|secret|pass|auth|cred|cookie|sign)[\w.\-]*['\"]?"
+                        r"[ \t]*[:=]")
+_PAIR = re.compile(
+    r"""(?P<kq>["']?)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P=kq)(?P<sep>[ \t]*[:=][ \t]*)"""
+    r"""(?:(?P<vq>["'])(?P<quoted>(?:\\.|(?!(?P=vq))[^\\\n])*)(?P=vq)"""
+    r"""|(?P<plain>(?:(?:Bearer|Basic|Token|Digest)[ \t]+)?[^\s,;&'"()\[\]{}<>]+))""")
+
+
+class _UserKeys:
+    """Names added with ``redact_keys`` / ``keep_keys`` (the environment's are read on use)."""
+
+    redact: frozenset[str] = frozenset()
+    keep: frozenset[str] = frozenset()
+    version = 0
+    seen: tuple[object, object, int] = (None, None, -1)
+    sets: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+def _names(raw: str | Iterable[str]) -> frozenset[str]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    return frozenset(n.strip().lower() for n in items if n.strip())
+
+
+def redact_keys(*names: str) -> None:
+    """Mask values under these key names too (case-insensitive, the whole name), in addition
+    to the built-in credential names and ``LLM_INIT_REDACT_KEYS``."""
+    _UserKeys.redact |= _names(names)
+    _UserKeys.version += 1
+
+
+def keep_keys(*names: str) -> None:
+    """Never mask values just because of these key names (case-insensitive, the whole name),
+    like ``LLM_INIT_KEEP_KEYS``. Text inside the values is still searched for credentials."""
+    _UserKeys.keep |= _names(names)
+    _UserKeys.version += 1
+
+
+def reset_keys() -> None:
+    """Forget the names added with ``redact_keys`` and ``keep_keys``."""
+    _UserKeys.redact, _UserKeys.keep = frozenset(), frozenset()
+    _UserKeys.version += 1
+
+
+# ``os.environ`` keeps its raw (undecoded) mapping in sync; reading it is much cheaper than
+# ``os.environ.get``, which decodes, and redaction looks at the environment for every value.
+_RAW_ENVIRON: dict[object, object] | None = getattr(os.environ, "_data", None)
+_encodekey = getattr(os.environ, "encodekey", None)
+
+
+def _raw_key(name: str) -> object:
+    return _encodekey(name) if _RAW_ENVIRON is not None and _encodekey is not None else name
+
+
+def _raw_get(raw_key: object) -> object:
+    if _RAW_ENVIRON is not None:
+        return _RAW_ENVIRON.get(raw_key)
+    return os.environ.get(str(raw_key))
+
+
+_RAW_REDACT_KEYS, _RAW_KEEP_KEYS = _raw_key(ENV_REDACT_KEYS), _raw_key(ENV_KEEP_KEYS)
+
+
+def _decoded(raw: object) -> str:
+    if raw is None:
+        return ""
+    return os.fsdecode(raw) if isinstance(raw, bytes) else str(raw)
+
+
+def _user_sets() -> tuple[frozenset[str], frozenset[str]]:
+    environ = _RAW_ENVIRON
+    if environ is not None:
+        seen = (environ.get(_RAW_REDACT_KEYS), environ.get(_RAW_KEEP_KEYS), _UserKeys.version)
+    else:
+        seen = (_raw_get(_RAW_REDACT_KEYS), _raw_get(_RAW_KEEP_KEYS), _UserKeys.version)
+    if seen != _UserKeys.seen:
+        _UserKeys.sets = (_names(_decoded(seen[0])) | _UserKeys.redact,
+                          _names(_decoded(seen[1])) | _UserKeys.keep)
+        _UserKeys.seen = seen
+    return _UserKeys.sets
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a key (an env var, a kwarg, a URL query parameter) names a credential: a name
+    added to mask, or (unless added to keep) one with a credential segment (``token``,
+    ``secret``, ``password``, ``auth`` ...), ``key`` alone or after ``api``, ``access``,
+    ``private``, ``secret`` ..., or run-together segments ending in one (``HFTOKEN``)."""
+    redact, keep = _user_sets()
+    return _classify(key, redact, keep)
 
 
 @lru_cache(maxsize=4096)
-def is_secret_key(key: str) -> bool:
-    """Whether a key (an env var, a kwarg, a URL query parameter) names a credential."""
-    words = [w.lower() for w in _WORD_SPLIT.split(key) if w]
-    if any(w in _SECRET_WORDS for w in words):
+def _classify(key: str, redact: frozenset[str], keep: frozenset[str]) -> bool:
+    name = key.strip().lower()
+    if name in redact:
         return True
-    compact = "".join(words)
-    return compact.endswith(_SECRET_SUFFIXES)
+    if name in keep:
+        return False
+    return _builtin_secret(key)
+
+
+def _builtin_secret(key: str) -> bool:
+    words = [w.lower() for w in _WORD_SPLIT.split(key) if w]
+    if not words:
+        return False
+    for i, word in enumerate(words):
+        if word in _SECRET_WORDS:
+            return True
+        if word in _KEY_WORDS and (len(words) == 1 or (i > 0 and words[i - 1] in _KEY_QUALIFIERS)):
+            return True
+        # ``db_pwd`` is a password; ``PWD`` and ``OLDPWD`` are the shell's directories.
+        if word == "pwd" and i > 0 and words[i - 1] != "old":
+            return True
+    return "".join(words).endswith(_SECRET_SUFFIXES)
+
+
+class _EnvSecrets:
+    """The values of the process's credential-like environment variables, re-read when a
+    variable is added or removed, one of them changes, or the key names change."""
+
+    size = -1
+    version: object = None
+    watched: tuple[tuple[object, object], ...] = ()
+    values: tuple[str, ...] = ()
+
+
+def environment_secrets() -> tuple[str, ...]:
+    """Values (``MIN_ENV_SECRET_LEN`` characters or more) of the credential-like environment
+    variables of this process, longest first: what ``redact_text`` masks wherever it appears."""
+    environ = _RAW_ENVIRON if _RAW_ENVIRON is not None else os.environ
+    size, users = len(environ), _user_sets()
+    if size == _EnvSecrets.size and users is _EnvSecrets.version:
+        for raw_key, raw_value in _EnvSecrets.watched:
+            if environ.get(raw_key) != raw_value:  # type: ignore[call-overload]
+                break
+        else:
+            return _EnvSecrets.values
+    found = [(name, value) for name, value in os.environ.items() if is_secret_key(name)]
+    values = {v for _, v in found if len(v) >= MIN_ENV_SECRET_LEN
+              and v.strip().lower() not in _NOT_SECRET_VALUES and v != MASK}
+    _EnvSecrets.watched = tuple((k, _raw_get(k)) for k in (_raw_key(n) for n, _ in found))
+    _EnvSecrets.size, _EnvSecrets.version = size, users
+    _EnvSecrets.values = tuple(sorted(values, key=len, reverse=True))
+    return _EnvSecrets.values
 
 
 def _mask_query_param(match: re.Match[str]) -> str:
@@ -44,13 +205,38 @@ def _mask_query_param(match: re.Match[str]) -> str:
     return match.group(0)
 
 
+def _mask_pairs(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    while (match := _PAIR.search(text, pos)) is not None:
+        key = match.group("key")
+        # A bare ``key`` is a credential as a structured name, but in prose ("unknown key:
+        # 'x'") it names a dict key far more often than a secret.
+        if key.lower() in _KEY_WORDS or not is_secret_key(key):
+            # What looked like this pair's value may be the next pair (``Error: token=x``).
+            out.append(text[pos:match.start("sep")])
+            pos = match.start("sep")
+            continue
+        kq, sep, vq = match.group("kq"), match.group("sep"), match.group("vq") or ""
+        out.append(f"{text[pos:match.start()]}{kq}{key}{kq}{sep}{vq}{MASK}{vq}")
+        pos = match.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def redact_text(text: str) -> str:
     """Mask credentials embedded in free text: ``user:pass@`` and secret query parameters in
-    URLs, bearer credentials, and known token shapes."""
+    URLs, values of ``key=value`` / ``key: value`` pairs under credential-like keys, bearer
+    credentials, known token shapes, and the values of credential-like environment variables."""
+    for value in environment_secrets():
+        if value in text:
+            text = text.replace(value, MASK)
     if "@" in text:
         text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
     if "=" in text and ("?" in text or "&" in text or ";" in text):
         text = _QUERY_PARAM.sub(_mask_query_param, text)
+    if ("=" in text or ":" in text) and _PAIR_HINT.search(text):
+        text = _mask_pairs(text)
     if "hf_" in text or "AKIA" in text or "ASIA" in text:
         text = _TOKEN_SHAPES.sub(MASK, text)
     if "Bearer" in text:

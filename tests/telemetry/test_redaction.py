@@ -5,21 +5,25 @@ from __future__ import annotations
 import io
 import sqlite3
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
 
 from llm_init import LLMConfig, NodeInitializationContext, SQLiteEventStore, initialize_node_sync
+from llm_init.cli import app
+from llm_init.errors import LLMInitError
 from llm_init.summary import json_safe
-from llm_init.telemetry import names, tracing
+from llm_init.telemetry import names, redaction, tracing
 from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.logs import configure_logging
 from llm_init.telemetry.metrics import MetricsCallback
 from llm_init.telemetry.redaction import MASK, is_secret_key, redact_text
 from tests.support.otlp_receiver import OTLPReceiver
-from tests.support.steps import local_steps
+from tests.support.steps import FailingStep, local_steps
 
 HF_TOKEN = "hf_plantedTokenValue0123456789ABCDEFG"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYPLANTEDKEY"
@@ -32,10 +36,14 @@ SECRETS = (HF_TOKEN, AWS_SECRET, PASSWORD)
     ("HF_TOKEN", True), ("AWS_SECRET_ACCESS_KEY", True), ("api_key", True), ("apiKey", True),
     ("Authorization", True), ("db_password", True), ("GOOGLE_APPLICATION_CREDENTIALS", True),
     ("x-amz-signature", True), ("max_num_batched_tokens", False), ("tokenizer_mode", False),
-    ("model_id", False), ("keyboard", False),
+    ("model_id", False), ("keyboard", False), ("key", True), ("access_key", True),
+    ("private_key", True), ("x-api-key", True), ("AWS_ACCESS_KEY_ID", True), ("passwd", True),
+    ("Cookie", True), ("HFTOKEN", True), ("ctx_test_key", False), ("cache_key", False),
+    ("sort_keys", False), ("PWD", False), ("OLDPWD", False), ("db_pwd", True),
 ])
 def test_credential_like_keys_are_recognized(key: str, secret: bool) -> None:
-    """Keys are split into words; a credential word (or suffix) marks the key as secret."""
+    """Keys are split into whole segments (``_``, ``-``, ``.``, camelCase); a credential segment,
+    ``key`` alone or after ``api``/``access``/``private``..., or a credential ending marks it."""
     assert is_secret_key(key) is secret
 
 
@@ -122,3 +130,158 @@ def test_planted_secrets_reach_no_artefact(tmp_path: Path, receiver: OTLPReceive
     assert {name: "***" in text for name, text in artefacts.items()} == dict.fromkeys(
         artefacts, True)
     assert "RuntimeError: mirror https://***@models.example.com/tiny refused ***" in rows
+
+
+@pytest.fixture
+def user_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No names added to mask or keep, before and after the test."""
+    monkeypatch.delenv(redaction.ENV_REDACT_KEYS, raising=False)
+    monkeypatch.delenv(redaction.ENV_KEEP_KEYS, raising=False)
+    redaction.reset_keys()
+    yield
+    redaction.reset_keys()
+
+
+def test_ray_context_keys_stay_readable(user_keys: None) -> None:
+    """A key that merely ends in ``key`` (Ray's ``ctx_test_key``) is recorded as it is."""
+    assert json_safe({"ctx_test_key": "ctx_test_value", "api_key": "k"}) == {
+        "ctx_test_key": "ctx_test_value", "api_key": MASK}
+
+
+def test_names_to_mask_and_keep_come_from_the_environment(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LLM_INIT_REDACT_KEYS`` adds names to mask, ``LLM_INIT_KEEP_KEYS`` names to keep."""
+    monkeypatch.setenv(redaction.ENV_REDACT_KEYS, "ctx_test_key, Tenant")
+    monkeypatch.setenv(redaction.ENV_KEEP_KEYS, "SESSION_TOKEN")
+    assert json_safe({"ctx_test_key": "v", "tenant": "t", "session_token": "s",
+                      "hf_token": "h"}) == {
+        "ctx_test_key": MASK, "tenant": MASK, "session_token": "s", "hf_token": MASK}
+
+
+def test_names_to_mask_and_keep_can_be_added_in_python(user_keys: None) -> None:
+    """``redact_keys`` and ``keep_keys`` do what the environment variables do."""
+    redaction.redact_keys("ctx_test_key")
+    redaction.keep_keys("auth")
+    assert (is_secret_key("CTX_TEST_KEY"), is_secret_key("auth")) == (True, False)
+    redaction.reset_keys()
+    assert (is_secret_key("CTX_TEST_KEY"), is_secret_key("auth")) == (False, True)
+
+
+@pytest.mark.parametrize(("text", "redacted"), [
+    ("ValueError: api_key=abc123 rejected", f"ValueError: api_key={MASK} rejected"),
+    ("login failed, password: hunter2!", f"login failed, password: {MASK}"),
+    ('{"client_secret": "s3 cr3t", "region": "eu"}',
+     f'{{"client_secret": "{MASK}", "region": "eu"}}'),
+    ("{'hf_token': 'abc', 'n': 1}", f"{{'hf_token': '{MASK}', 'n': 1}}"),
+    ("Authorization: Basic dXNlcjpwYXNz", f"Authorization: {MASK}"),
+    ("--aws-secret-access-key=wJal/rX", f"--aws-secret-access-key={MASK}"),
+    ("ctx_test_key=ctx_test_value, max_tokens: 16", "ctx_test_key=ctx_test_value, max_tokens: 16"),
+    ("KeyError: 'model' (unknown key: 'model')", "KeyError: 'model' (unknown key: 'model')"),
+])
+def test_credential_pairs_in_free_text_are_masked(text: str, redacted: str) -> None:
+    """``key=value``, ``key: value`` and JSON-ish pairs under credential-like keys are masked."""
+    assert redact_text(text) == redacted
+
+
+def test_credential_environment_values_are_masked_in_text(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values of credential-like variables of this process are masked wherever they appear,
+    from four characters up; shorter ones and settings such as ``true`` are left alone."""
+    monkeypatch.setenv("HF_TOKEN", "Zq8vR2mK9xLp4TnW7yBc")
+    monkeypatch.setenv("MYSVC_API_KEY", "q7Zx")
+    monkeypatch.setenv("TINY_SECRET", "abc")
+    monkeypatch.setenv("HF_HUB_DISABLE_TOKEN", "true")
+    assert redact_text("sent Zq8vR2mK9xLp4TnW7yBc and q7Zx; abc is true") == (
+        f"sent {MASK} and {MASK}; abc is true")
+    monkeypatch.setenv("MYSVC_API_KEY", "r0tated")  # a changed value is picked up at once
+    assert redact_text("q7Zx r0tated") == f"q7Zx {MASK}"
+
+
+PLANTED_ENV = {
+    "HF_TOKEN": "Zq8vR2mK9xLp4TnW7yBcXe31",  # realistic length, not in the ``hf_`` shape
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYENVPLANTED",
+    "MYSVC_API_KEY": "q7Zx",  # short
+    "DB_PASSWORD": "Pw9#",  # short
+}
+INLINE_KEY = "inl1ne-K3y-987"  # only ever written as ``api_key=...`` in a message
+INLINE_SECRET = "cl1ent-S3cret"  # only ever written as ``"client_secret": "..."``
+PLANTED = (*PLANTED_ENV.values(), INLINE_KEY, INLINE_SECRET)
+
+
+def leaky_message(where: str) -> str:
+    env = PLANTED_ENV
+    return (f"{where} refused: api_key={INLINE_KEY} {{\"client_secret\": \"{INLINE_SECRET}\"}} "
+            f"token {env['HF_TOKEN']} aws {env['AWS_SECRET_ACCESS_KEY']} "
+            f"svc {env['MYSVC_API_KEY']} db {env['DB_PASSWORD']}")
+
+
+class Raising:
+    """A callback whose hook fails with credentials in its exception message."""
+
+    def on_pre_download(self, ctx: NodeInitializationContext) -> None:
+        raise ValueError(leaky_message("upstream"))
+
+
+def test_planted_secrets_in_error_messages_reach_no_artefact(
+        tmp_path: Path, receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch,
+        user_keys: None) -> None:
+    """A hook and a step fail with credential pairs and credential environment values (of
+    realistic and short lengths) in their messages; none of them is in the store file, the
+    CLI's events, timeline and export, the log lines, the OTLP bodies or /metrics."""
+    for name, value in PLANTED_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    provider = tracing.configure_tracing(set_global=False)
+    assert provider is not None
+    logs = io.StringIO()
+    configure_logging("DEBUG", stream=logs, fmt="json")
+    backend = PrometheusBackend(CollectorRegistry(), port=0, addr="127.0.0.1")
+    store_path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(store_path)
+    observers = [MetricsCallback(backend)]
+    with pytest.raises(LLMInitError):
+        initialize_node_sync(LLMConfig(model_id="tiny", callback_class=Raising),
+                             event_store=store, steps=local_steps(), observers=observers,
+                             tracer_provider=provider)
+    with pytest.raises(LLMInitError):
+        initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store,
+                             steps=local_steps(download=FailingStep(leaky_message("mirror"))),
+                             observers=observers, tracer_provider=provider)
+    store.close()
+    tracing.shutdown(provider)
+    receiver.wait_for_spans(lambda spans: sum(s.name == names.SPAN_INITIALIZE
+                                              for s in spans) == 2)
+    store_bytes = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("events.sqlite*")))
+    cli_out = {}
+    for args in (("list", "--json"), ("export", "--all")):
+        result = CliRunner().invoke(app, [*args, "--store", str(store_path)],
+                                    env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        cli_out[" ".join(args)] = result.output
+    for init_id in _init_ids(store_path):
+        for command in ("timeline", "events"):
+            result = CliRunner().invoke(app, [command, init_id, "--store", str(store_path),
+                                              *(["--json"] if command == "events" else [])],
+                                        env={"COLUMNS": "200"})
+            assert result.exit_code == 0, result.output
+            cli_out[f"{command} {init_id}"] = result.output
+    with urllib.request.urlopen(f"http://127.0.0.1:{backend.server_port}/metrics") as response:
+        metrics_text = response.read().decode()
+    artefacts = {
+        "store file": store_bytes.decode("latin-1"),
+        **{f"llm-init {k}": v for k, v in cli_out.items()},
+        "log lines": logs.getvalue(),
+        "OTLP bodies": b"".join(receiver.raw_bodies).decode("latin-1"),
+        "/metrics": metrics_text,
+    }
+    leaks = {name: [s for s in PLANTED if s in text] for name, text in artefacts.items()}
+    assert leaks == {name: [] for name in artefacts}
+    # The searches looked at the failures' messages, masked.
+    for name in ("store file", "log lines", "OTLP bodies"):
+        assert f"upstream refused: api_key={MASK}" in artefacts[name].replace('\\"', '"'), name
+        assert f"mirror refused: api_key={MASK}" in artefacts[name].replace('\\"', '"'), name
+
+
+def _init_ids(store_path: Path) -> list[str]:
+    with sqlite3.connect(store_path) as db:
+        return [row[0] for row in db.execute("SELECT DISTINCT init_id FROM events")]
