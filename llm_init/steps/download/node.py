@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_init.config import NodeModelDownloadable
-from llm_init.steps.download.errors import OfflineCacheMissError, SourceNotFoundError
+from llm_init.steps.download import safetensors
+from llm_init.steps.download.checksums import Digest
+from llm_init.steps.download.errors import (
+    ChecksumMismatchError,
+    OfflineCacheMissError,
+    SourceNotFoundError,
+)
 from llm_init.steps.download.fetch import Fetcher, FetchOptions
 from llm_init.steps.download.hf import HFSource
 from llm_init.steps.download.lock import NodeLock
@@ -22,6 +28,8 @@ from llm_init.steps.download.result import NodeDownloadResult
 from llm_init.steps.download.sources import (
     STATE_DIR,
     LocalDirSource,
+    LocalVerify,
+    RemoteFile,
     Source,
     SourceSpec,
     select_files,
@@ -46,6 +54,7 @@ class NodePlan:
     ignore_patterns: tuple[str, ...] = ()
     copy_local_source: bool = True
     lock_timeout_s: float | None = None
+    verify: LocalVerify = "header"  # how a local directory's files are checked
 
 
 def cache_root(configured: str | None = None) -> Path:
@@ -80,7 +89,7 @@ class _NodeRun:
         plan = self.plan
         if plan.what == NodeModelDownloadable.NONE:
             return self._result(None, (), 0, revision=None, resolved_from="none")
-        source = plan.source.open()
+        source = plan.source.open(verify=plan.verify)
         if isinstance(source, LocalDirSource) and not plan.copy_local_source:
             return self._in_place(source.root, None, "in place")
         dest = cache_root(plan.cache_dir) / source.cache_name
@@ -134,13 +143,40 @@ class _NodeRun:
                              ignore_patterns=plan.ignore_patterns)
         if not files:
             raise SourceNotFoundError(f"{root} holds no files for {plan.what.value}")
+        verified = self._check_in_place(root, files) if plan.fetch.checksums else None
         total = sum(f.size for f in files)
         self.progress.planned(len(files), total)
         self.progress.present(total)
         for _ in files:
             self.progress.file_done()
         return self._result(str(root), tuple(f.path for f in files), total, revision=revision,
-                            resolved_from=resolved_from)
+                            resolved_from=resolved_from, verified=verified)
+
+    def _check_in_place(self, root: Path, files: tuple[RemoteFile, ...]) -> Counter[str]:
+        """What a copy would check, on the files where they are: safetensors headers, and with
+        ``verify="sha256"`` the digests the directory states (a file used in place has no
+        other reference to compare with)."""
+        verified: Counter[str] = Counter()
+        for file in files:
+            methods = []
+            if safetensors.is_safetensors(file.path):
+                self._refuse(root, file, safetensors.file_problem(root / file.path))
+                methods.append(safetensors.METHOD)
+            if self.plan.verify == "sha256" and file.checksum is not None:
+                digest = Digest(file.checksum, file.size)
+                with open(root / file.path, "rb", buffering=0) as f:
+                    while chunk := f.read(self.plan.fetch.chunk_size):
+                        digest.update(chunk)
+                self._refuse(root, file, digest.mismatch())
+                methods.append(digest.method)
+            verified["+".join(methods) or "size"] += 1
+        return verified
+
+    @staticmethod
+    def _refuse(root: Path, file: RemoteFile, problem: str | None) -> None:
+        if problem is not None:
+            raise ChecksumMismatchError(f"{root / file.path}: {problem}; the directory is used "
+                                        f"in place, so fix or replace that file", path=file.path)
 
     def _result(self, path: str | None, files: tuple[str, ...], nbytes: int, *,
                 revision: str | None, resolved_from: str, fetched: tuple[int, int] = (0, 0),

@@ -12,13 +12,22 @@ import re
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 from llm_init.config import NodeModelDownloadable
-from llm_init.steps.download.checksums import Checksum, SizeOnly, Verifier
+from llm_init.steps.download import safetensors
+from llm_init.steps.download.checksums import Checksum, Digest, SizeOnly, Verifier, new_hash
 from llm_init.steps.download.errors import SourceNotFoundError
 
 SourceKind = Literal["local", "s3", "hf"]
+# How a local directory's files are checked: the size and the header of safetensors files
+# (cheap), or also the SHA-256 of every file.
+LocalVerify = Literal["header", "sha256"]
+LOCAL_VERIFY_MODES: tuple[str, ...] = get_args(LocalVerify)
+# Checksum files a model directory may carry (``sha256sum`` output: ``<hex>  <path>``).
+SHA256SUMS_NAMES = ("SHA256SUMS", "sha256sums.txt", "SHA256SUMS.txt")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX40 = re.compile(r"[0-9a-f]{40}")
 
 STATE_DIR = ".llm-init"  # inside a model directory: partial files, journal, manifest, lock
 
@@ -88,15 +97,16 @@ class SourceSpec:
             return f"hf://{self.location}" + (f"@{self.revision}" if self.revision else "")
         return self.location
 
-    def open(self) -> Source:
-        """The live source, with its client, for reading on this node."""
+    def open(self, *, verify: LocalVerify = "header") -> Source:
+        """The live source, with its client, for reading on this node (``verify``: how a local
+        directory's files are checked)."""
         if self.kind == "s3":
             from llm_init.steps.download.s3 import S3Source
             return S3Source(self)
         if self.kind == "hf":
             from llm_init.steps.download.hf import HFSource
             return HFSource(self)
-        return LocalDirSource(self)
+        return LocalDirSource(self, verify=verify)
 
 
 def parse_source(text: str, *, revision: str | None = None,
@@ -160,12 +170,17 @@ def select_files(files: Sequence[RemoteFile], what: NodeModelDownloadable, *,
 
 
 class LocalDirSource:
-    """A directory on this node (or a shared file system): checked by size, versioned by size
-    and modification time."""
+    """A directory on this node (or a shared file system): checked by size and, for
+    safetensors files, by their header; with ``verify="sha256"`` also by each file's SHA-256
+    (against the digest the directory states, else the source file's own, hashed before the
+    copy). Versioned by size and modification time."""
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, *, verify: LocalVerify = "header") -> None:
+        if verify not in LOCAL_VERIFY_MODES:
+            raise ValueError(f"verify={verify!r} is not one of {', '.join(LOCAL_VERIFY_MODES)}")
         self.spec = spec
         self.root = Path(spec.location)
+        self.verify = verify
 
     @property
     def cache_name(self) -> str:
@@ -177,7 +192,13 @@ class LocalDirSource:
         return Listing(tuple(walk_files(self.root)))
 
     def verifier(self, file: RemoteFile) -> Verifier:
-        return SizeOnly()
+        checks: list[Verifier] = []
+        if safetensors.is_safetensors(file.path):
+            checks.append(safetensors.SafetensorsHeader())
+        if self.verify == "sha256":
+            checksum = file.checksum or hash_file(self.root / file.path)
+            checks.append(Digest(checksum, file.size))
+        return AllOf(checks) if checks else SizeOnly()
 
     def read(self, file: RemoteFile, start: int, chunk_size: int) -> Generator[bytes]:
         with open(self.root / file.path, "rb", buffering=0) as f:
@@ -186,13 +207,71 @@ class LocalDirSource:
                 yield chunk
 
 
+class AllOf:
+    """Several verifiers over the same bytes; the first mismatch is the file's."""
+
+    def __init__(self, checks: Sequence[Verifier]) -> None:
+        self.checks = tuple(checks)
+        self.method = "+".join(c.method for c in self.checks)
+
+    def update(self, data: bytes | memoryview) -> None:
+        for check in self.checks:
+            check.update(data)
+
+    def mismatch(self) -> str | None:
+        return next((p for c in self.checks if (p := c.mismatch()) is not None), None)
+
+
+def hash_file(path: Path, chunk_size: int = 1024 * 1024) -> Checksum:
+    """The SHA-256 of a file on disk."""
+    digest = new_hash("sha256")
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return Checksum("sha256", digest.hexdigest())
+
+
 def walk_files(root: Path) -> Iterator[RemoteFile]:
     """Every regular file under ``root`` (following links, as the Hub's cache uses them),
-    skipping hidden directories such as ``.llm-init`` and ``.git``."""
+    skipping hidden directories such as ``.llm-init`` and ``.git``. A file's checksum is the
+    digest the directory states for it: a ``SHA256SUMS`` file at the root, or the name of the
+    Hub cache blob it links to (SHA-256 for LFS files, the git blob SHA-1 for others)."""
+    stated = stated_sha256(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             full = Path(dirpath, name)
             st = full.stat()
             rel = full.relative_to(root).as_posix()
-            yield RemoteFile(rel, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+            checksum = stated.get(rel) or _blob_checksum(full)
+            yield RemoteFile(rel, st.st_size, f"{st.st_size}-{st.st_mtime_ns}", checksum)
+
+
+def stated_sha256(root: Path) -> dict[str, Checksum]:
+    """``path -> SHA-256`` from a ``sha256sum``-style file at the root of a model directory."""
+    for name in SHA256SUMS_NAMES:
+        try:
+            text = (root / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        out = {}
+        for line in text.splitlines():
+            digest, _, path = line.strip().partition(" ")
+            path = path.strip().removeprefix("*").removeprefix("./")
+            if _HEX64.fullmatch(digest.lower()) and path:
+                out[path] = Checksum("sha256", digest.lower())
+        return out
+    return {}
+
+
+def _blob_checksum(path: Path) -> Checksum | None:
+    if not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    if target.parent.name != "blobs":
+        return None
+    if _HEX64.fullmatch(target.name):
+        return Checksum("sha256", target.name)
+    if _HEX40.fullmatch(target.name):
+        return Checksum("git-blob-sha1", target.name)
+    return None

@@ -26,7 +26,12 @@ from llm_init.steps.download.fetch import FetchOptions
 from llm_init.steps.download.node import NodePlan
 from llm_init.steps.download.progress import NodeProgress
 from llm_init.steps.download.result import DownloadResult, NodeDownloadResult
-from llm_init.steps.download.sources import SourceSpec, parse_source
+from llm_init.steps.download.sources import (
+    LOCAL_VERIFY_MODES,
+    LocalVerify,
+    SourceSpec,
+    parse_source,
+)
 
 if TYPE_CHECKING:
     from llm_init.context import NodeInitializationContext
@@ -59,8 +64,12 @@ class DownloadStep:
     lock_timeout_s: float | None = None
     placement_group_timeout_s: float = 300.0
     progress_interval_s: float = 0.25
+    verify: LocalVerify = "header"  # local directories: "sha256" also hashes every file
 
     def __post_init__(self) -> None:
+        if self.verify not in LOCAL_VERIFY_MODES:
+            raise ValueError(f"DownloadStep.verify={self.verify!r} is not one of "
+                             f"{', '.join(LOCAL_VERIFY_MODES)}")
         for name in ("max_workers", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DownloadStep.{name} must be >= 1")
@@ -86,7 +95,7 @@ class DownloadStep:
             allow_patterns=tuple(self.allow_patterns) if self.allow_patterns is not None
             else None,
             ignore_patterns=tuple(self.ignore_patterns), copy_local_source=self.copy_local_source,
-            lock_timeout_s=self.lock_timeout_s,
+            lock_timeout_s=self.lock_timeout_s, verify=self.verify,
         )
 
     async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
