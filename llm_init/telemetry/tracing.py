@@ -147,6 +147,7 @@ _filter = _ExporterLogFilter()
 _wrapped: weakref.WeakSet[ResilientSpanExporter] = weakref.WeakSet()
 _owned: weakref.WeakKeyDictionary[TracerProvider, list[ResilientSpanExporter]] = (
     weakref.WeakKeyDictionary())
+_shut_down: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 
 
 def _flush_timed_out(provider: object) -> None:
@@ -204,6 +205,9 @@ def shutdown(provider: TracerProvider, timeout_s: float | None = None) -> bool:
     instead of retrying until their timeout, and when all of the provider's are failing it is
     not waited for at all. Returns whether the shutdown finished in time."""
     wait_s = flush_timeout_s() if timeout_s is None else timeout_s
+    if provider in _shut_down:
+        return True
+    _shut_down.add(provider)
     owned = _owned.get(provider)
     for exporter in list(_wrapped):
         if exporter.failing:
