@@ -24,6 +24,15 @@ MIN_ENV_SECRET_LEN = 4
 # Setting-like values that credential-like variables sometimes hold (``HF_HUB_..._TOKEN=false``).
 _NOT_SECRET_VALUES = frozenset({"true", "false", "none", "null", "auto", "default", "off", "on",
                                 "yes", "no"})
+# A credential-like variable whose name ends in one of these holds a setting about the
+# credential, not the credential (``RAY_AUTH_MODE=token``, ``SSH_AUTH_SOCK``,
+# ``AWS_SHARED_CREDENTIALS_FILE``): its value is not searched for in text.
+_SETTING_SEGMENTS = frozenset({
+    "mode", "type", "kind", "method", "enabled", "enable", "disabled", "disable", "file", "path",
+    "dir", "url", "uri", "endpoint", "host", "port", "sock", "socket", "region", "provider",
+    "timeout", "ttl", "version", "scheme", "format", "name", "user", "username", "expiry",
+    "expires", "duration", "refresh", "level",
+})
 
 # Name segments that make a key a credential wherever they stand. Whole segments, so that engine
 # settings such as ``max_num_batched_tokens`` or ``tokenizer_mode`` stay readable.
@@ -190,13 +199,22 @@ def environment_secrets() -> tuple[str, ...]:
                 break
         else:
             return _EnvSecrets.values
-    found = [(name, value) for name, value in os.environ.items() if is_secret_key(name)]
+    found = [(name, value) for name, value in os.environ.items() if _is_secret_variable(name)]
     values = {v for _, v in found if len(v) >= MIN_ENV_SECRET_LEN
               and v.strip().lower() not in _NOT_SECRET_VALUES and v != MASK}
     _EnvSecrets.watched = tuple((k, _raw_get(k)) for k in (_raw_key(n) for n, _ in found))
     _EnvSecrets.size, _EnvSecrets.version = size, users
     _EnvSecrets.values = tuple(sorted(values, key=len, reverse=True))
     return _EnvSecrets.values
+
+
+def _is_secret_variable(name: str) -> bool:
+    if not is_secret_key(name):
+        return False
+    if name.strip().lower() in _user_sets()[0]:
+        return True
+    words = _WORD_SPLIT.split(name)
+    return not words or words[-1].lower() not in _SETTING_SEGMENTS
 
 
 def _mask_query_param(match: re.Match[str]) -> str:

@@ -186,13 +186,15 @@ def test_credential_pairs_in_free_text_are_masked(text: str, redacted: str) -> N
 def test_credential_environment_values_are_masked_in_text(
         user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Values of credential-like variables of this process are masked wherever they appear,
-    from four characters up; shorter ones and settings such as ``true`` are left alone."""
+    from four characters up; shorter ones, values such as ``true`` and variables that hold a
+    setting about a credential (``*_MODE``, ``*_FILE``...) are left alone."""
     monkeypatch.setenv("HF_TOKEN", "Zq8vR2mK9xLp4TnW7yBc")
     monkeypatch.setenv("MYSVC_API_KEY", "q7Zx")
     monkeypatch.setenv("TINY_SECRET", "abc")
     monkeypatch.setenv("HF_HUB_DISABLE_TOKEN", "true")
-    assert redact_text("sent Zq8vR2mK9xLp4TnW7yBc and q7Zx; abc is true") == (
-        f"sent {MASK} and {MASK}; abc is true")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # a setting about a credential (Ray sets it)
+    assert redact_text("sent Zq8vR2mK9xLp4TnW7yBc and q7Zx; abc is true, auth by token") == (
+        f"sent {MASK} and {MASK}; abc is true, auth by token")
     monkeypatch.setenv("MYSVC_API_KEY", "r0tated")  # a changed value is picked up at once
     assert redact_text("q7Zx r0tated") == f"q7Zx {MASK}"
 
