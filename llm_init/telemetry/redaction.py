@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import traceback
 from collections.abc import Iterable
 from functools import lru_cache
@@ -178,22 +179,31 @@ def _builtin_secret(key: str) -> bool:
     return "".join(words).endswith(_SECRET_SUFFIXES)
 
 
+# The environment is re-read at least this often, whatever changed (a variable removed and a
+# credential added between two looks leave the count the same), and always for an exception.
+ENV_RESCAN_S = 1.0
+
+
 class _EnvSecrets:
     """The values of the process's credential-like environment variables, re-read when a
-    variable is added or removed, one of them changes, or the key names change."""
+    variable is added or removed, one of them changes, the key names change, or
+    ``ENV_RESCAN_S`` has passed."""
 
+    checked_at = -ENV_RESCAN_S
     size = -1
     version: object = None
     watched: tuple[tuple[object, object], ...] = ()
     values: tuple[str, ...] = ()
 
 
-def environment_secrets() -> tuple[str, ...]:
+def environment_secrets(*, fresh: bool = False) -> tuple[str, ...]:
     """Values (``MIN_ENV_SECRET_LEN`` characters or more) of the credential-like environment
-    variables of this process, longest first: what ``redact_text`` masks wherever it appears."""
+    variables of this process, longest first: what ``redact_text`` masks wherever it appears.
+    ``fresh`` re-reads the whole environment."""
     environ = _RAW_ENVIRON if _RAW_ENVIRON is not None else os.environ
-    size, users = len(environ), _user_sets()
-    if size == _EnvSecrets.size and users is _EnvSecrets.version:
+    size, users, now = len(environ), _user_sets(), time.monotonic()
+    if (not fresh and size == _EnvSecrets.size and users is _EnvSecrets.version
+            and now - _EnvSecrets.checked_at < ENV_RESCAN_S):
         for raw_key, raw_value in _EnvSecrets.watched:
             if environ.get(raw_key) != raw_value:  # type: ignore[call-overload]
                 break
@@ -203,7 +213,7 @@ def environment_secrets() -> tuple[str, ...]:
     values = {v for _, v in found if len(v) >= MIN_ENV_SECRET_LEN
               and v.strip().lower() not in _NOT_SECRET_VALUES and v != MASK}
     _EnvSecrets.watched = tuple((k, _raw_get(k)) for k in (_raw_key(n) for n, _ in found))
-    _EnvSecrets.size, _EnvSecrets.version = size, users
+    _EnvSecrets.size, _EnvSecrets.version, _EnvSecrets.checked_at = size, users, now
     _EnvSecrets.values = tuple(sorted(values, key=len, reverse=True))
     return _EnvSecrets.values
 
@@ -264,10 +274,12 @@ def redact_text(text: str) -> str:
 
 def exception_message(exc: BaseException) -> str:
     """``Type: message`` (or just ``Type``) of an exception, redacted."""
+    environment_secrets(fresh=True)  # a failure is rare: look at the environment as it is now
     text = str(exc)
     return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def exception_stacktrace(exc: BaseException) -> str:
     """The formatted traceback of an exception, redacted (it repeats the message)."""
+    environment_secrets(fresh=True)
     return redact_text("".join(traceback.format_exception(exc)))
