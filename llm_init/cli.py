@@ -254,7 +254,15 @@ def replay_cmd(init_id: str, store: StoreOption = None,
                at: Annotated[int | None, typer.Option("--at", help="Sequence number")] = None,
                ) -> None:
     """The context as it stood after event SEQ (default: the last event), as JSON."""
-    r = _with_store(store, lambda s: replay(read_events(s, resolve_init_id(s, init_id)), at))
+    def at_event(s: EventStore) -> ReplayedInitialization:
+        events = read_events(s, resolve_init_id(s, init_id))
+        first, last = events[0].sequence, events[-1].sequence
+        if at is not None and not first <= at <= last:
+            raise _fail(f"--at {at} is out of range: {events[0].init_id} has events "
+                        f"{first}..{last}")
+        return replay(events, at)
+
+    r = _with_store(store, at_event)
     print(json.dumps({"init_id": r.init_id, "sequence": r.last_sequence, "outcome": r.outcome,
                       "phase": r.current_phase, "context": r.state}, indent=2))
 
@@ -387,9 +395,10 @@ def import_cmd(source: Annotated[str, typer.Argument(help="A file from export, o
         raise _fail(str(exc)) from None
     try:
         if source == "-":
-            result = fleet.import_lines(target, sys.stdin)
+            result = fleet.import_lines(target, sys.stdin.buffer)
         else:
-            with open(source) as lines:
+            # Bytes: a line that is not UTF-8 is reported by its number, not a traceback.
+            with open(source, "rb") as lines:
                 result = fleet.import_lines(target, lines)
     except OSError as exc:
         raise _fail(f"cannot read {source}: {exc.strerror}") from None
