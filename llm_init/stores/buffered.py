@@ -35,6 +35,7 @@ from llm_init.stores.base import (
     DecodingStore,
     EventStore,
     InitQuery,
+    PrefixSearchStore,
     QueryableStore,
     StoredEvent,
     WatchableStore,
@@ -229,6 +230,11 @@ class BufferedEventStore:
         if not isinstance(self.inner, QueryableStore):
             raise AttributeError("query_initializations")
         return self.inner.query_initializations(query)
+
+    def find_init_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        if not isinstance(self.inner, PrefixSearchStore):
+            raise AttributeError("find_init_ids")
+        return self.inner.find_init_ids(prefix, limit)
 
     def query_durations(self, query: InitQuery) -> list[tuple[str, float]]:
         if not isinstance(self.inner, QueryableStore):

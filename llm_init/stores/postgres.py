@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from llm_init.errors import DuplicateEventError, EventStoreError, EventStoreUnavailableError
 from llm_init.events import Event
-from llm_init.stores.base import InitQuery, StoredEvent, decode_rows
+from llm_init.stores.base import InitQuery, StoredEvent, decode_rows, prefix_upper
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
 from llm_init.stores.sql import index_upsert, order_by, where
 
@@ -221,6 +221,21 @@ class PostgresEventStore:
                f"WHERE e.topic = ANY(%(topics)s) AND {clause}")
         params["topics"] = list(DURATION_TOPICS)
         return [(phase, float(d)) for phase, d in self._fetch(sql, params)]
+
+    def find_init_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        # A range on the index table's primary key, read in index order and cut at ``limit``:
+        # an index-only scan of ``limit`` entries. The bounds are in code point order; under
+        # a collation other than "C" that is still the order of llm-init's own ids (lowercase
+        # hex). The prefix test stays in Python: as a SQL filter, the planner misjudges it
+        # and sorts the whole range.
+        upper = prefix_upper(prefix)
+        sql = f"SELECT init_id FROM {INDEX} WHERE init_id >= %s"
+        params: list[object] = [prefix]
+        if upper is not None:
+            sql += " AND init_id < %s"
+            params.append(upper)
+        rows = self._fetch(sql + " ORDER BY init_id LIMIT %s", [*params, limit])
+        return [row[0] for row in rows if row[0].startswith(prefix)]
 
     def watch(self) -> PostgresChangeFeed:
         return PostgresChangeFeed(self.target)
