@@ -79,7 +79,8 @@ def open_store(location: str | None = None, *, create: bool = True,
 
         if buffered if buffered is not None else create:
             inner = PostgresEventStore(location, create=create, connect=False)
-            return BufferedEventStore(inner, target=inner.target.display)
+            return BufferedEventStore(inner, target=inner.target.display,
+                                      identity=inner.target.identity)
         return PostgresEventStore(location, create=create)
     if location.startswith("sqlite://"):
         location = location.removeprefix("sqlite://")

@@ -8,7 +8,10 @@ from. ``connect_timeout`` defaults to 5 s and ``application_name`` to ``llm-init
 
 from __future__ import annotations
 
+import getpass
+import json
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -117,6 +120,37 @@ class PostgresTarget:
         params.setdefault("connect_timeout", "5")
         params.setdefault("application_name", "llm-init")
         return cls(params, display)
+
+    @property
+    def identity(self) -> str:
+        """Which log this is, password-free: server, port, database, role and schema search
+        path, with libpq's environment defaults filled in. URLs that differ only in other
+        settings (timeouts, TLS, application name) name the same log."""
+        p, env = self.params, os.environ
+        user = p.get("user") or env.get("PGUSER") or getpass.getuser()
+        found = {
+            "host": p.get("host") or p.get("hostaddr") or env.get("PGHOST") or "",
+            "port": p.get("port") or env.get("PGPORT") or "5432",
+            "dbname": p.get("dbname") or env.get("PGDATABASE") or user,
+            "user": user,
+            "search_path": search_path(p.get("options") or env.get("PGOPTIONS") or ""),
+        }
+        return "postgresql " + json.dumps(found, sort_keys=True, separators=(",", ":"))
+
+
+# ``-c search_path=...``, ``-csearch_path=...`` or ``--search-path=...`` in libpq ``options``,
+# whose values escape spaces with a backslash.
+_SEARCH_PATH = re.compile(r"(?:^|\s)(?:-c\s*|--)search[_-]path=((?:\\.|[^\s\\])*)")
+
+
+def search_path(options: str) -> str:
+    """The schema search path set in libpq ``options`` (the last one wins, as in the
+    server), with spaces around its commas dropped; "" when it sets none."""
+    found = _SEARCH_PATH.findall(options)
+    if not found:
+        return ""
+    value = re.sub(r"\\(.)", r"\1", found[-1])
+    return ",".join(part.strip() for part in value.split(","))
 
 
 class PostgresEventStore:
