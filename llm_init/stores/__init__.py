@@ -10,6 +10,7 @@ from llm_init.errors import EventStoreError
 from llm_init.stores.base import (
     OUTCOMES,
     ChangeFeed,
+    CheckableStore,
     DecodingStore,
     EventStore,
     InitQuery,
@@ -36,6 +37,7 @@ __all__ = [
     "STORE_ENV_VAR",
     "BufferedEventStore",
     "ChangeFeed",
+    "CheckableStore",
     "DecodingStore",
     "EventStore",
     "InMemoryEventStore",

@@ -118,6 +118,19 @@ class PrefixSearchStore(Protocol):
         """Ids starting with ``prefix``, in id order, at most ``limit``."""
 
 
+@runtime_checkable
+class CheckableStore(Protocol):
+    """Optional store methods that let ``llm-init check`` compare the per-initialization index
+    with the log it is derived from."""
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """The outcome the index row of each of ``init_ids`` (``None``: every row) records;
+        ids without a row are left out."""
+
+    def event_init_ids(self) -> list[str]:
+        """Every init id that has at least one event, in id order."""
+
+
 def prefix_upper(prefix: str) -> str | None:
     """The least string above every string starting with ``prefix`` (code point order, which
     is SQLite's and PostgreSQL's "C" order of UTF-8 text); ``None`` when there is none."""

@@ -38,6 +38,7 @@ from llm_init.errors import DuplicateEventError, EventStoreError
 from llm_init.events import Event
 from llm_init.stores.base import (
     ChangeFeed,
+    CheckableStore,
     DecodingStore,
     EventStore,
     InitQuery,
@@ -258,6 +259,16 @@ class BufferedEventStore:
         if not isinstance(self.inner, PrefixSearchStore):
             raise AttributeError("find_init_ids")
         return self.inner.find_init_ids(prefix, limit)
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        if not isinstance(self.inner, CheckableStore):
+            raise AttributeError("index_outcomes")
+        return self.inner.index_outcomes(init_ids)
+
+    def event_init_ids(self) -> list[str]:
+        if not isinstance(self.inner, CheckableStore):
+            raise AttributeError("event_init_ids")
+        return self.inner.event_init_ids()
 
     def query_durations(self, query: InitQuery) -> list[tuple[str, float]]:
         if not isinstance(self.inner, QueryableStore):

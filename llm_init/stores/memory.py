@@ -77,6 +77,16 @@ class InMemoryEventStore:
             found = self._ids[at:at + limit]
         return [i for i in found if i.startswith(prefix)]
 
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        with self._lock:
+            rows = [self._index[i] for i in (self._index if init_ids is None else init_ids)
+                    if i in self._index]
+        return {r.init_id: r.outcome or "running" for r in rows}
+
+    def event_init_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._events)
+
     def query_durations(self, query: InitQuery) -> list[tuple[str, float]]:
         with self._lock:
             logs = [self._events[r.init_id] for r in self._index.values() if matches(r, query)]

@@ -271,6 +271,18 @@ class PostgresEventStore:
         rows = self._fetch(sql + " ORDER BY init_id LIMIT %s", [*params, limit])
         return [row[0] for row in rows if row[0].startswith(prefix)]
 
+    # -- for ``llm-init check`` (llm_init.stores.check) ------------------------------------
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        sql = f"SELECT init_id, outcome FROM {INDEX}"
+        if init_ids is None:
+            return {i: o for i, o in self._fetch(sql, ())}
+        return {i: o for i, o in self._fetch(sql + " WHERE init_id = ANY(%s)", (list(init_ids),))}
+
+    def event_init_ids(self) -> list[str]:
+        return [row[0] for row in self._fetch(
+            f"SELECT DISTINCT init_id FROM {EVENTS} ORDER BY init_id", ())]
+
     def watch(self) -> PostgresChangeFeed:
         return PostgresChangeFeed(self.target)
 

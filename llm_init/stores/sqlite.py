@@ -195,6 +195,29 @@ class SQLiteEventStore:
         rows = self._fetch(sql + " ORDER BY init_id LIMIT ?", params)
         return [row[0] for row in rows if row[0].startswith(prefix)]
 
+    # -- for ``llm-init check`` (llm_init.stores.check) ------------------------------------
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        if init_ids is None:
+            rows = self._fetch("SELECT init_id, outcome FROM initializations", ())
+        else:
+            marks = ", ".join("?" * len(init_ids))
+            rows = self._fetch(f"SELECT init_id, outcome FROM initializations "
+                               f"WHERE init_id IN ({marks})", list(init_ids))
+        return {init_id: outcome for init_id, outcome in rows}
+
+    def event_init_ids(self) -> list[str]:
+        return [row[0] for row in self._fetch(
+            "SELECT DISTINCT init_id FROM events ORDER BY init_id", ())]
+
+    def integrity_problems(self) -> list[str]:
+        """What ``PRAGMA integrity_check`` finds in the file (nothing when it says ok)."""
+        try:
+            found = [row[0] for row in self._fetch("PRAGMA integrity_check", ())]
+        except EventStoreError as exc:
+            return [f"PRAGMA integrity_check could not finish: {exc}"]
+        return [] if found == ["ok"] else [f"{self.path}: {line}" for line in found]
+
     def watch(self) -> _DataVersionFeed:
         try:
             return _DataVersionFeed(_connect(self.path, self._busy_timeout_s))

@@ -31,6 +31,7 @@ from llm_init.stores import (
     encode,
     open_store,
 )
+from llm_init.stores.check import CheckReport, check_store
 from tests.conftest import local_steps
 from tests.stores.workload import write_workload
 from tests.support.logs import PHASE_NAMES, T0, records, synthetic_log
@@ -154,6 +155,10 @@ class StoreContract:
             resolve_init_id(store, "b-t")
         with pytest.raises(UnknownInitializationError, match="no initialization 'c-'"):
             resolve_init_id(store, "c-")
+
+    def test_check_finds_a_healthy_fleet_consistent(self, fleet: EventStore) -> None:
+        """``check_store`` finds every init of an undamaged store and no problem."""
+        assert check_store(fleet) == CheckReport(len(FLEET), [])
 
     def test_list_init_ids_is_newest_first(self, fleet: EventStore) -> None:
         """``list_init_ids`` gives the latest-started inits first, cut at the limit."""
