@@ -404,8 +404,9 @@ def export_cmd(init_ids: Annotated[list[str] | None, typer.Argument(
 @app.command("import")
 def import_cmd(source: Annotated[str, typer.Argument(help="A file from export, or - for stdin")],
                store: StoreOption = None, as_json: JsonOption = False) -> None:
-    """Append exported events to a store (created if needed), each init in one transaction;
-    inits already there unchanged are skipped, conflicting ones refused."""
+    """Append exported events to a store (created if needed), the whole file in one
+    transaction after every line is checked; inits already there unchanged are skipped,
+    conflicting ones, sequence gaps and repeated events refused, naming the line."""
     try:
         target = open_store(store, create=True, buffered=False)
     except LLMInitError as exc:
