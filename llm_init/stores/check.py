@@ -97,8 +97,7 @@ def disagreement(replayed: ReplayedInitialization, index_outcome: str | None) ->
     if index_outcome is None:
         return (f"{replayed.init_id}: the log says {replayed.outcome} but the index has no "
                 "row for it")
-    expected = _STORED_AS.get(replayed.outcome, replayed.outcome)
-    if index_outcome == expected:
+    if index_outcome in (replayed.outcome, _STORED_AS.get(replayed.outcome)):
         return None
     return (f"{replayed.init_id}: the index says {index_outcome} but the log says "
             f"{replayed.outcome} (last event #{replayed.last_sequence})")
