@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from llm_init.cli import app
 from llm_init.fleet import export_lines
-from llm_init.stores import SQLiteEventStore
+from llm_init.stores import SQLiteEventStore, open_store
 from tests.support.logs import records, synthetic_log
 
 runner = CliRunner()
@@ -108,17 +108,23 @@ def test_a_line_repeated_inside_the_file_is_named_as_such(tmp_path: Path,
                            "imported")
 
 
-def test_a_bad_line_late_in_the_file_leaves_earlier_inits_out(tmp_path: Path,
-                                                             dump: list[str]) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_bad_line_late_in_the_file_leaves_earlier_inits_out(
+        tmp_path: Path, dump: list[str], kind: str, request: pytest.FixtureRequest) -> None:
     """A file whose second init has a broken line imports nothing, not even the first init."""
-    target = tmp_path / "t.sqlite"
+    target = (str(tmp_path / "t.sqlite") if kind == "sqlite"
+              else request.getfixturevalue("postgres_url"))
     other = [line.replace("abc123", "def456") for line in dump]
     bad = write(tmp_path / "two.jsonl", [line.encode() for line in
                                          [*dump, *other[:-1], '{"init_id": "def456"}']])
-    code, out = cli("import", str(bad), "--store", str(target))
+    code, out = cli("import", str(bad), "--store", target)
     assert code == 1
     assert f"line {2 * len(dump)} is not an exported llm-init event" in out
-    assert SQLiteEventStore(target).list_init_ids() == []
+    store = open_store(target, buffered=False)
+    try:
+        assert store.list_init_ids() == []
+    finally:
+        store.close()
 
 
 def test_importing_from_stdin_still_works(tmp_path: Path, dump: list[str]) -> None:
