@@ -134,7 +134,21 @@ class BufferedEventStore:
 
     # -- flushing ----------------------------------------------------------------------------
 
+    def _report_unkeyed(self) -> None:
+        """Spools of earlier versions sit in a directory named by ``target`` alone, which two
+        schemas share: they cannot be told apart, so they are reported, never flushed."""
+        root = self.spool_dir.parent
+        old = root / hashlib.sha256(self.target.encode()).hexdigest()[:16]
+        if old != self.spool_dir and old.is_dir():
+            found = sorted(old.glob(f"*{_SpoolFile.SUFFIX}"))
+            if found:
+                _log.warning("%d spool files in %s were written by an earlier llm-init for "
+                             "%s without naming a schema; they are not flushed (import their "
+                             "lines by hand into the right store)", len(found), old,
+                             self.target)
+
     def _adopt_orphans(self) -> None:
+        self._report_unkeyed()
         if not self.spool_dir.is_dir():
             return
         for path in sorted(self.spool_dir.glob(f"*{_SpoolFile.SUFFIX}")):

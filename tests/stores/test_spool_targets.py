@@ -3,6 +3,7 @@ a spool, and a spool file is only ever flushed into the target it was written fo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from pathlib import Path
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 
 from llm_init.stores import BufferedEventStore, StoredEvent, open_store
+from llm_init.stores.buffered import _line
 from llm_init.stores.postgres import PostgresEventStore
 from tests.stores.test_buffered import buffered, stored, wait_flushed
 from tests.support.logs import records, synthetic_log
@@ -107,3 +109,20 @@ def test_open_store_keys_the_spool_by_the_identity_without_the_password() -> Non
                                   '"port":"6543","search_path":"prod","user":"u"}')
     finally:
         store.close(timeout=0.1)
+
+
+def test_a_spool_of_an_earlier_version_is_reported_not_flushed(
+        postgres_url: str, spool_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A spool file in the directory earlier versions named by host and database alone
+    (shared by every schema) is reported with a warning, and its events are not flushed."""
+    PostgresEventStore(postgres_url).close()  # the tables, so it can be read back
+    display = PostgresEventStore(postgres_url, connect=False).target.display
+    old = spool_dir / hashlib.sha256(display.encode()).hexdigest()[:16]
+    old.mkdir(parents=True)
+    (old / "1-dead.spool").write_bytes(b"".join(_line(r) for r in records(synthetic_log("x"))))
+    with caplog.at_level(logging.WARNING, logger="llm_init.stores.buffered"):
+        store = buffered(postgres_url)
+        wait_flushed(store)
+        store.close()
+    assert stored(postgres_url, "x") == []
+    assert any("1 spool files in" in r.getMessage() for r in caplog.records)
