@@ -442,7 +442,8 @@ def check(store: StoreOption = None,
     for problem in report.problems:
         print(json.dumps(problem.to_dict()) if as_json else f"{problem.kind}: {problem.message}")
     if not as_json:
-        verdict = "ok" if report.ok else f"{len(report.problems)} problems"
+        n = len(report.problems)
+        verdict = "ok" if report.ok else f"{n} problem{'' if n == 1 else 's'}"
         print(f"checked {report.checked} initializations: {verdict}",
               file=sys.stdout if report.ok else sys.stderr)
     if not report.ok:

@@ -122,4 +122,5 @@ def test_check_names_each_kind_of_damage(fleet: Path, damage: str,
     assert code == 1
     assert [line[:len(e)] for line, e in zip(out.splitlines(), expected, strict=True)] \
         == expected
-    assert err == f"checked 5 initializations: {len(expected)} problems\n"
+    assert err == (f"checked 5 initializations: {len(expected)} "
+                   f"problem{'' if len(expected) == 1 else 's'}\n")
