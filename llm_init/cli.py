@@ -28,6 +28,7 @@ from llm_init.replay import (
     resolve_init_id,
 )
 from llm_init.stores import STORE_ENV_VAR, EventStore, InitQuery, encode, open_store
+from llm_init.stores import check as store_check
 from llm_init.telemetry.names import ENV_TRACE_URL as TRACE_URL_ENV
 
 app = typer.Typer(help="Inspect LLM replica initializations recorded by llm-init.",
@@ -83,6 +84,10 @@ def _with_store(store_location: str | None, action: Callable[[EventStore], T]) -
         raise _fail(str(exc)) from None
     finally:
         store.close()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _secs(value: float | None) -> str:
@@ -167,7 +172,14 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
 
     The head shows the trace id (and a link when LLM_INIT_TRACE_URL is a template such as
     http://jaeger:16686/trace/{trace_id}); --spans adds each entry's span id."""
-    r = _with_store(store, lambda s: replay(read_events(s, resolve_init_id(s, init_id))))
+    def replayed(s: EventStore) -> ReplayedInitialization:
+        found = replay(read_events(s, resolve_init_id(s, init_id)))
+        disagreement = store_check.index_disagreement(s, found)
+        if disagreement is not None:  # the log is shown; the index is reported, not believed
+            _warn(f"{disagreement}; showing the log (run llm-init check)")
+        return found
+
+    r = _with_store(store, replayed)
     if as_json:
         print(json.dumps({**_summary(r), "timeline": [
             {"kind": e.kind, "phase": e.phase, "name": e.name, "actor": e.actor,
@@ -254,7 +266,15 @@ def replay_cmd(init_id: str, store: StoreOption = None,
                at: Annotated[int | None, typer.Option("--at", help="Sequence number")] = None,
                ) -> None:
     """The context as it stood after event SEQ (default: the last event), as JSON."""
-    r = _with_store(store, lambda s: replay(read_events(s, resolve_init_id(s, init_id)), at))
+    def at_event(s: EventStore) -> ReplayedInitialization:
+        events = read_events(s, resolve_init_id(s, init_id))
+        first, last = events[0].sequence, events[-1].sequence
+        if at is not None and not first <= at <= last:
+            raise _fail(f"--at {at} is out of range: {events[0].init_id} has events "
+                        f"{first}..{last}")
+        return replay(events, at)
+
+    r = _with_store(store, at_event)
     print(json.dumps({"init_id": r.init_id, "sequence": r.last_sequence, "outcome": r.outcome,
                       "phase": r.current_phase, "context": r.state}, indent=2))
 
@@ -309,6 +329,11 @@ def status(store: StoreOption = None, as_json: JsonOption = False,
     if not follow:
         now = datetime.now(UTC)
         running = _with_store(store, lambda s: fleet.fleet_status(s, query))
+        # They were chosen by the index saying "running"; the log has the last word.
+        for st in [st for st in running if st.outcome in ("completed", "failed")]:
+            _warn(f"{st.init_id}: the index says running but the log says {st.outcome}; "
+                  "left out (run llm-init check)")
+        running = [st for st in running if st.outcome not in ("completed", "failed")]
         if as_json:
             for st in running:
                 print(json.dumps(st.to_dict(now)))
@@ -379,17 +404,19 @@ def export_cmd(init_ids: Annotated[list[str] | None, typer.Argument(
 @app.command("import")
 def import_cmd(source: Annotated[str, typer.Argument(help="A file from export, or - for stdin")],
                store: StoreOption = None, as_json: JsonOption = False) -> None:
-    """Append exported events to a store (created if needed), each init in one transaction;
-    inits already there unchanged are skipped, conflicting ones refused."""
+    """Append exported events to a store (created if needed), the whole file in one
+    transaction after every line is checked; inits already there unchanged are skipped,
+    conflicting ones, sequence gaps and repeated events refused, naming the line."""
     try:
         target = open_store(store, create=True, buffered=False)
     except LLMInitError as exc:
         raise _fail(str(exc)) from None
     try:
         if source == "-":
-            result = fleet.import_lines(target, sys.stdin)
+            result = fleet.import_lines(target, sys.stdin.buffer)
         else:
-            with open(source) as lines:
+            # Bytes: a line that is not UTF-8 is reported by its number, not a traceback.
+            with open(source, "rb") as lines:
                 result = fleet.import_lines(target, lines)
     except OSError as exc:
         raise _fail(f"cannot read {source}: {exc.strerror}") from None
@@ -403,6 +430,24 @@ def import_cmd(source: Annotated[str, typer.Argument(help="A file from export, o
     console.print(f"imported {sum(result.imported.values())} events of "
                   f"{len(result.imported)} initializations; {len(result.unchanged)} already "
                   f"present unchanged", highlight=False)
+
+
+@app.command()
+def check(store: StoreOption = None,
+          as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
+    """Verify the store: each init's log reads, decodes and runs 1..N without gaps, its index
+    row agrees with the replayed log, and (SQLite) the file passes PRAGMA integrity_check.
+    Exits 1 when anything is wrong."""
+    report = _with_store(store, store_check.check_store)
+    for problem in report.problems:
+        print(json.dumps(problem.to_dict()) if as_json else f"{problem.kind}: {problem.message}")
+    if not as_json:
+        n = len(report.problems)
+        verdict = "ok" if report.ok else f"{n} problem{'' if n == 1 else 's'}"
+        print(f"checked {report.checked} initializations: {verdict}",
+              file=sys.stdout if report.ok else sys.stderr)
+    if not report.ok:
+        raise typer.Exit(code=1)
 
 
 @app.command()

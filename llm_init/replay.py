@@ -29,7 +29,7 @@ from llm_init.events import (
     StepProgressed,
     StepStarted,
 )
-from llm_init.stores.base import DecodingStore, EventStore, decode
+from llm_init.stores.base import DecodingStore, EventStore, PrefixSearchStore, decode
 
 
 @dataclass(slots=True)
@@ -287,15 +287,23 @@ def list_initializations(store: EventStore, limit: int = 50) -> Sequence[Replaye
     return [replay(read_events(store, init_id)) for init_id in store.list_init_ids(limit)]
 
 
-def resolve_init_id(store: EventStore, prefix: str, *, search: int = 10_000) -> str:
-    """Accept a unique prefix of an init id, as git does for commits."""
+def resolve_init_id(store: EventStore, prefix: str, *, search: int | None = None) -> str:
+    """Accept a unique prefix of an init id, as git does for commits: one indexed range query
+    on stores that offer ``find_init_ids``; on others the ids of the newest ``search``
+    initializations (all when ``None``) are scanned."""
     if store.read(prefix, upto=1):
         return prefix
-    matches = [i for i in store.list_init_ids(search) if i.startswith(prefix)]
+    if isinstance(store, PrefixSearchStore):
+        matches = store.find_init_ids(prefix, 2)
+    else:
+        matches = [i for i in store.list_init_ids(search if search is not None else 10**9)
+                   if i.startswith(prefix)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise UnknownInitializationError(f"no initialization {prefix!r} in the event store")
+    # Counting every match would cost a scan at a short prefix; two prove the ambiguity.
+    count = f"{len(matches)}" if len(matches) > 2 else "several"
     raise UnknownInitializationError(
-        f"{prefix!r} is ambiguous: {len(matches)} initializations start with it"
+        f"{prefix!r} is ambiguous: {count} initializations start with it"
     )

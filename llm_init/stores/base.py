@@ -110,6 +110,41 @@ class DecodingStore(Protocol):
 
 
 @runtime_checkable
+class PrefixSearchStore(Protocol):
+    """Optional store method that resolves a shortened init id with one indexed range query,
+    whatever the number of initializations."""
+
+    def find_init_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids starting with ``prefix``, in id order, at most ``limit``."""
+
+
+@runtime_checkable
+class CheckableStore(Protocol):
+    """Optional store methods that let ``llm-init check`` compare the per-initialization index
+    with the log it is derived from."""
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """The outcome the index row of each of ``init_ids`` (``None``: every row) records;
+        ids without a row are left out."""
+
+    def event_init_ids(self) -> list[str]:
+        """Every init id that has at least one event, in id order."""
+
+
+def prefix_upper(prefix: str) -> str | None:
+    """The least string above every string starting with ``prefix`` (code point order, which
+    is SQLite's and PostgreSQL's "C" order of UTF-8 text); ``None`` when there is none."""
+    while prefix and prefix[-1] == chr(0x10FFFF):
+        prefix = prefix[:-1]
+    if not prefix:
+        return None
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates cannot be encoded: skip to the next scalar
+        last = 0xE000
+    return prefix[:-1] + chr(last)
+
+
+@runtime_checkable
 class WatchableStore(Protocol):
     """Optional store method for live following."""
 

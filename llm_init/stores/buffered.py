@@ -11,6 +11,12 @@ the same (init_id, sequence) is a real conflict and goes to a ``.rejected`` file
 The spool is bounded (``max_bytes``); beyond it events are dropped and counted, loudly.
 Spool files outlive their process: each is held with ``flock`` while its writer lives, and a
 store opened later on the same spool directory adopts and flushes the files no one holds.
+
+A spool belongs to one target: its directory is named by a digest of the target's identity
+(for PostgreSQL: server, port, database, role and schema search path, so two schemas of one
+database never share a spool), and each file starts with a header line naming that identity.
+A file whose header names another target (or that has none) is never flushed: it is renamed
+``*.foreign`` and reported.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from llm_init.errors import DuplicateEventError, EventStoreError
 from llm_init.events import Event
 from llm_init.stores.base import (
     ChangeFeed,
+    CheckableStore,
     DecodingStore,
     EventStore,
     InitQuery,
+    PrefixSearchStore,
     QueryableStore,
     StoredEvent,
     WatchableStore,
@@ -60,10 +68,12 @@ class BufferedEventStore:
 
     def __init__(self, inner: EventStore, *, target: str, spool_root: Path | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES, retry_s: float = 0.25,
-                 max_retry_s: float = 5.0) -> None:
+                 max_retry_s: float = 5.0, identity: str | None = None) -> None:
         self.inner = inner
         self.target = target
-        digest = hashlib.sha256(target.encode()).hexdigest()[:16]
+        # ``target`` names the store in messages; ``identity`` says which log it is.
+        self.identity = target if identity is None else identity
+        digest = hashlib.sha256(self.identity.encode()).hexdigest()[:16]
         self.spool_dir = (spool_root or default_spool_root()) / digest
         self.max_bytes = max_bytes
         self.dropped = 0
@@ -101,7 +111,8 @@ class BufferedEventStore:
         try:
             if self._spool is None:
                 self.spool_dir.mkdir(parents=True, exist_ok=True)
-                self._spool = _SpoolFile.create(self.spool_dir)
+                self._spool = _SpoolFile.create(self.spool_dir, self.identity)
+                self._flushed = self._spool.start
             full = self._spool.size() - self._flushed >= self.max_bytes
             if not full:
                 self._spool.write(records)
@@ -119,20 +130,48 @@ class BufferedEventStore:
         """Bytes waiting on local disk for the store to come back."""
         with self._lock:
             own = self._spool.size() - self._flushed if self._spool else 0
-        return own + sum(o.size() for o in self._orphans)
+        return own + sum(o.size() - o.start for o in self._orphans)
 
     # -- flushing ----------------------------------------------------------------------------
 
+    def _report_unkeyed(self) -> None:
+        """Spools of earlier versions sit in a directory named by ``target`` alone, which two
+        schemas share: they cannot be told apart, so they are reported, never flushed."""
+        root = self.spool_dir.parent
+        old = root / hashlib.sha256(self.target.encode()).hexdigest()[:16]
+        if old != self.spool_dir and old.is_dir():
+            found = sorted(old.glob(f"*{_SpoolFile.SUFFIX}"))
+            if found:
+                _log.warning("%d spool files in %s were written by an earlier llm-init for "
+                             "%s without naming a schema; they are not flushed (import their "
+                             "lines by hand into the right store)", len(found), old,
+                             self.target)
+
     def _adopt_orphans(self) -> None:
+        self._report_unkeyed()
         if not self.spool_dir.is_dir():
             return
         for path in sorted(self.spool_dir.glob(f"*{_SpoolFile.SUFFIX}")):
             orphan = _SpoolFile.adopt(path)
-            if orphan is not None:
-                _log.info("flushing %s, left by an earlier process", path)
-                self._orphans.append(orphan)
+            if orphan is None:
+                continue
+            if orphan.identity != self.identity:
+                self._set_aside(orphan)
+                continue
+            _log.info("flushing %s, left by an earlier process", path)
+            self._orphans.append(orphan)
         if self._orphans:
             self._start_flusher()
+
+    def _set_aside(self, orphan: _SpoolFile) -> None:
+        """Keep a spool written for another target out of this one, and say so."""
+        aside = orphan.path.with_suffix(".foreign")
+        with contextlib.suppress(OSError):
+            orphan.path.rename(aside)
+        orphan.close(remove=False)
+        _log.error("spool file %s was written for %s, not for %s; it is not flushed here "
+                   "(kept as %s)", orphan.path,
+                   orphan.identity or "an unknown target (no header)", self.identity, aside)
 
     def _start_flusher(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -154,7 +193,7 @@ class BufferedEventStore:
             try:
                 while self._orphans:
                     orphan = self._orphans[0]
-                    records, _ = orphan.read(0)
+                    records, _ = orphan.read(orphan.start)
                     self._push(records)
                     orphan.remove()
                     self._orphans.pop(0)
@@ -166,7 +205,7 @@ class BufferedEventStore:
                         records, end = self._spool.read(self._flushed)
                         if not records:
                             self._spool.reset()
-                            self._flushed = 0
+                            self._flushed = self._spool.start
                             if self._offline:
                                 _log.warning("event store %s is back; buffered events flushed",
                                              self.target)
@@ -230,6 +269,21 @@ class BufferedEventStore:
             raise AttributeError("query_initializations")
         return self.inner.query_initializations(query)
 
+    def find_init_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        if not isinstance(self.inner, PrefixSearchStore):
+            raise AttributeError("find_init_ids")
+        return self.inner.find_init_ids(prefix, limit)
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        if not isinstance(self.inner, CheckableStore):
+            raise AttributeError("index_outcomes")
+        return self.inner.index_outcomes(init_ids)
+
+    def event_init_ids(self) -> list[str]:
+        if not isinstance(self.inner, CheckableStore):
+            raise AttributeError("event_init_ids")
+        return self.inner.event_init_ids()
+
     def query_durations(self, query: InitQuery) -> list[tuple[str, float]]:
         if not isinstance(self.inner, QueryableStore):
             raise AttributeError("query_durations")
@@ -261,21 +315,31 @@ def _line(r: StoredEvent) -> bytes:
     return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
 
 
+def _header(identity: str) -> bytes:
+    return json.dumps({"llm_init_spool": 1, "target": identity},
+                      separators=(",", ":")).encode() + b"\n"
+
+
 class _SpoolFile:
-    """An append-only JSON-lines file of records, held with an exclusive ``flock``."""
+    """An append-only JSON-lines file of records, held with an exclusive ``flock``; its first
+    line (``start`` bytes) names the target it was written for."""
 
     SUFFIX = ".spool"
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, identity: str | None, start: int) -> None:
         self.path = path
+        self.identity = identity
+        self.start = start
         self._fd = fd
 
     @classmethod
-    def create(cls, directory: Path) -> _SpoolFile:
+    def create(cls, directory: Path, identity: str) -> _SpoolFile:
         path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{cls.SUFFIX}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        return cls(path, fd)
+        header = _header(identity)
+        os.write(fd, header)
+        return cls(path, fd, identity, len(header))
 
     @classmethod
     def adopt(cls, path: Path) -> _SpoolFile | None:
@@ -289,7 +353,14 @@ class _SpoolFile:
         except BlockingIOError:
             os.close(fd)
             return None
-        return cls(path, fd)
+        first = os.pread(fd, 64 * 1024, 0).split(b"\n", 1)[0]
+        try:
+            header = json.loads(first)
+        except ValueError:
+            header = None
+        if isinstance(header, dict) and isinstance(header.get("target"), str):
+            return cls(path, fd, header["target"], len(first) + 1)
+        return cls(path, fd, None, 0)  # no header: written for no known target
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -314,7 +385,7 @@ class _SpoolFile:
         return records, offset + end
 
     def reset(self) -> None:
-        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._fd, self.start)
 
     def remove(self) -> None:
         self.close(remove=True)

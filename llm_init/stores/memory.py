@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ class InMemoryEventStore:
     def __init__(self) -> None:
         self._events: dict[str, dict[int, StoredEvent]] = {}
         self._index: dict[str, InitIndexRow] = {}
+        self._ids: list[str] = []  # the index's ids, sorted when a prefix search needs it
+        self._ids_sorted = True
         self._changed = threading.Condition()
         self._version = 0
         self._lock = threading.Lock()
@@ -43,6 +46,9 @@ class InMemoryEventStore:
                 self._events.setdefault(r.init_id, {})[r.sequence] = r
             for row in index_rows(records):
                 old = self._index.get(row.init_id)
+                if old is None:
+                    self._ids.append(row.init_id)
+                    self._ids_sorted = False
                 self._index[row.init_id] = row if old is None else merge(old, row)
         if records:
             with self._changed:
@@ -61,6 +67,25 @@ class InMemoryEventStore:
         with self._lock:
             rows = [r for r in self._index.values() if matches(r, query)]
         return ordered(rows, query)
+
+    def find_init_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        with self._lock:
+            if not self._ids_sorted:  # timsort of a sorted run plus a few: near linear
+                self._ids.sort()
+                self._ids_sorted = True
+            at = bisect.bisect_left(self._ids, prefix)
+            found = self._ids[at:at + limit]
+        return [i for i in found if i.startswith(prefix)]
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        with self._lock:
+            rows = [self._index[i] for i in (self._index if init_ids is None else init_ids)
+                    if i in self._index]
+        return {r.init_id: r.outcome or "running" for r in rows}
+
+    def event_init_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._events)
 
     def query_durations(self, query: InitQuery) -> list[tuple[str, float]]:
         with self._lock:

@@ -8,7 +8,10 @@ from. ``connect_timeout`` defaults to 5 s and ``application_name`` to ``llm-init
 
 from __future__ import annotations
 
+import getpass
+import json
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -23,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from llm_init.errors import DuplicateEventError, EventStoreError, EventStoreUnavailableError
 from llm_init.events import Event
-from llm_init.stores.base import InitQuery, StoredEvent, decode_rows
+from llm_init.stores.base import InitQuery, StoredEvent, decode_rows, prefix_upper
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
 from llm_init.stores.sql import index_upsert, order_by, where
 
@@ -117,6 +120,37 @@ class PostgresTarget:
         params.setdefault("connect_timeout", "5")
         params.setdefault("application_name", "llm-init")
         return cls(params, display)
+
+    @property
+    def identity(self) -> str:
+        """Which log this is, password-free: server, port, database, role and schema search
+        path, with libpq's environment defaults filled in. URLs that differ only in other
+        settings (timeouts, TLS, application name) name the same log."""
+        p, env = self.params, os.environ
+        user = p.get("user") or env.get("PGUSER") or getpass.getuser()
+        found = {
+            "host": p.get("host") or p.get("hostaddr") or env.get("PGHOST") or "",
+            "port": p.get("port") or env.get("PGPORT") or "5432",
+            "dbname": p.get("dbname") or env.get("PGDATABASE") or user,
+            "user": user,
+            "search_path": search_path(p.get("options") or env.get("PGOPTIONS") or ""),
+        }
+        return "postgresql " + json.dumps(found, sort_keys=True, separators=(",", ":"))
+
+
+# ``-c search_path=...``, ``-csearch_path=...`` or ``--search-path=...`` in libpq ``options``,
+# whose values escape spaces with a backslash.
+_SEARCH_PATH = re.compile(r"(?:^|\s)(?:-c\s*|--)search[_-]path=((?:\\.|[^\s\\])*)")
+
+
+def search_path(options: str) -> str:
+    """The schema search path set in libpq ``options`` (the last one wins, as in the
+    server), with spaces around its commas dropped; "" when it sets none."""
+    found = _SEARCH_PATH.findall(options)
+    if not found:
+        return ""
+    value = re.sub(r"\\(.)", r"\1", found[-1])
+    return ",".join(part.strip() for part in value.split(","))
 
 
 class PostgresEventStore:
@@ -221,6 +255,33 @@ class PostgresEventStore:
                f"WHERE e.topic = ANY(%(topics)s) AND {clause}")
         params["topics"] = list(DURATION_TOPICS)
         return [(phase, float(d)) for phase, d in self._fetch(sql, params)]
+
+    def find_init_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        # A range on the index table's primary key, read in index order and cut at ``limit``:
+        # an index-only scan of ``limit`` entries. The bounds are in code point order; under
+        # a collation other than "C" that is still the order of llm-init's own ids (lowercase
+        # hex). The prefix test stays in Python: as a SQL filter, the planner misjudges it
+        # and sorts the whole range.
+        upper = prefix_upper(prefix)
+        sql = f"SELECT init_id FROM {INDEX} WHERE init_id >= %s"
+        params: list[object] = [prefix]
+        if upper is not None:
+            sql += " AND init_id < %s"
+            params.append(upper)
+        rows = self._fetch(sql + " ORDER BY init_id LIMIT %s", [*params, limit])
+        return [row[0] for row in rows if row[0].startswith(prefix)]
+
+    # -- for ``llm-init check`` (llm_init.stores.check) ------------------------------------
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        sql = f"SELECT init_id, outcome FROM {INDEX}"
+        if init_ids is None:
+            return {i: o for i, o in self._fetch(sql, ())}
+        return {i: o for i, o in self._fetch(sql + " WHERE init_id = ANY(%s)", (list(init_ids),))}
+
+    def event_init_ids(self) -> list[str]:
+        return [row[0] for row in self._fetch(
+            f"SELECT DISTINCT init_id FROM {EVENTS} ORDER BY init_id", ())]
 
     def watch(self) -> PostgresChangeFeed:
         return PostgresChangeFeed(self.target)

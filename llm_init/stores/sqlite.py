@@ -13,7 +13,7 @@ from typing import Any
 
 from llm_init.errors import DuplicateEventError, EventStoreError
 from llm_init.events import Event
-from llm_init.stores.base import InitQuery, StoredEvent, decode_rows
+from llm_init.stores.base import InitQuery, StoredEvent, decode_rows, prefix_upper
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
 from llm_init.stores.sql import index_upsert, order_by, where
 
@@ -181,6 +181,42 @@ class SQLiteEventStore:
                "FROM initializations i JOIN events e ON e.init_id = i.init_id "
                f"WHERE e.topic IN {DURATION_TOPICS!r} AND {clause}")
         return [(phase, float(d)) for phase, d in self._fetch(sql, params)]
+
+    def find_init_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        # A range on the index table's primary key (text compares bytewise): a seek, not a
+        # scan, however many initializations there are.
+        upper = prefix_upper(prefix)
+        sql = "SELECT init_id FROM initializations WHERE init_id >= ?"
+        params: list[object] = [prefix]
+        if upper is not None:
+            sql += " AND init_id < ?"
+            params.append(upper)
+        params.append(limit)
+        rows = self._fetch(sql + " ORDER BY init_id LIMIT ?", params)
+        return [row[0] for row in rows if row[0].startswith(prefix)]
+
+    # -- for ``llm-init check`` (llm_init.stores.check) ------------------------------------
+
+    def index_outcomes(self, init_ids: Sequence[str] | None = None) -> dict[str, str]:
+        if init_ids is None:
+            rows = self._fetch("SELECT init_id, outcome FROM initializations", ())
+        else:
+            marks = ", ".join("?" * len(init_ids))
+            rows = self._fetch(f"SELECT init_id, outcome FROM initializations "
+                               f"WHERE init_id IN ({marks})", list(init_ids))
+        return {init_id: outcome for init_id, outcome in rows}
+
+    def event_init_ids(self) -> list[str]:
+        return [row[0] for row in self._fetch(
+            "SELECT DISTINCT init_id FROM events ORDER BY init_id", ())]
+
+    def integrity_problems(self) -> list[str]:
+        """What ``PRAGMA integrity_check`` finds in the file (nothing when it says ok)."""
+        try:
+            found = [row[0] for row in self._fetch("PRAGMA integrity_check", ())]
+        except EventStoreError as exc:
+            return [f"PRAGMA integrity_check could not finish: {exc}"]
+        return [] if found == ["ok"] else [f"{self.path}: {line}" for line in found]
 
     def watch(self) -> _DataVersionFeed:
         try:

@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from llm_init import DuplicateEventError, LLMConfig, initialize_node_sync
-from llm_init.replay import read_events
+from llm_init import (
+    DuplicateEventError,
+    InitializationStarted,
+    LLMConfig,
+    UnknownInitializationError,
+    initialize_node_sync,
+)
+from llm_init.replay import read_events, resolve_init_id
 from llm_init.stores import (
     EventStore,
     InitQuery,
@@ -25,6 +31,7 @@ from llm_init.stores import (
     encode,
     open_store,
 )
+from llm_init.stores.check import CheckReport, check_store
 from tests.conftest import local_steps
 from tests.stores.workload import write_workload
 from tests.support.logs import PHASE_NAMES, T0, records, synthetic_log
@@ -130,6 +137,28 @@ class StoreContract:
         with pytest.raises(DuplicateEventError):
             store.append([log[0], log[1], log[1]])
         assert store.read("x") == []
+
+    def test_a_prefix_resolves_among_more_than_ten_thousand_inits(self, store: EventStore
+                                                                  ) -> None:
+        """With 10,000 inits newer than them, a unique prefix of an old init resolves to it,
+        a shared one is ambiguous, and an unmatched one names the prefix."""
+        def started(init_id: str, minutes: int) -> StoredEvent:
+            return encode(InitializationStarted(
+                init_id=init_id, sequence=1, timestamp=T0 + timedelta(minutes=minutes),
+                model_id="m", config={}, context={}, callbacks=(), host="h", pid=1,
+                labels={}))
+
+        old = [started(i, 0) for i in ("a-unique-1", "b-twin-1", "b-twin-2")]
+        store.append([*old, *(started(f"f{n:06d}", 1 + n) for n in range(10_000))])
+        assert resolve_init_id(store, "a-u") == "a-unique-1"
+        with pytest.raises(UnknownInitializationError, match="'b-t' is ambiguous"):
+            resolve_init_id(store, "b-t")
+        with pytest.raises(UnknownInitializationError, match="no initialization 'c-'"):
+            resolve_init_id(store, "c-")
+
+    def test_check_finds_a_healthy_fleet_consistent(self, fleet: EventStore) -> None:
+        """``check_store`` finds every init of an undamaged store and no problem."""
+        assert check_store(fleet) == CheckReport(len(FLEET), [])
 
     def test_list_init_ids_is_newest_first(self, fleet: EventStore) -> None:
         """``list_init_ids`` gives the latest-started inits first, cut at the limit."""

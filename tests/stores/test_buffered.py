@@ -17,7 +17,7 @@ import pytest
 
 from llm_init import Event, LLMConfig, initialize_node_sync
 from llm_init.stores import BufferedEventStore, StoredEvent, decode, open_store
-from llm_init.stores.buffered import _line
+from llm_init.stores.buffered import _header, _line
 from llm_init.stores.postgres import PostgresEventStore
 from tests.conftest import SettingStep, local_steps
 from tests.support.logs import records, synthetic_log
@@ -150,12 +150,11 @@ def test_a_spool_left_by_a_killed_process_is_flushed_by_the_next(
 
 def orphan_spool(spool_dir: Path, target: str, lines: list[StoredEvent]) -> Path:
     """A spool file as a dead process would leave it for ``target``."""
-    probe = BufferedEventStore(PostgresEventStore(target, connect=False),
-                               target=PostgresEventStore(target, connect=False).target.display,
-                               spool_root=spool_dir)
+    probe = buffered(target)
     probe.spool_dir.mkdir(parents=True, exist_ok=True)
     path = probe.spool_dir / "12345-dead.spool"
-    path.write_bytes(b"".join(_line(r) for r in lines))
+    path.write_bytes(_header(probe.identity) + b"".join(_line(r) for r in lines))
+    probe.close()
     return path
 
 
