@@ -29,7 +29,13 @@ from llm_init import (
 from llm_init.fleet import FleetFollower
 from llm_init.heartbeat import close_abandoned
 from llm_init.liveness import HeartbeatConfigError, heartbeat_interval, process_alive
-from llm_init.stores import EventStore, InMemoryEventStore, SQLiteEventStore, encode
+from llm_init.stores import (
+    EventStore,
+    InitQuery,
+    InMemoryEventStore,
+    SQLiteEventStore,
+    encode,
+)
 from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.metrics import MetricsCallback
 from tests.conftest import local_steps
@@ -116,6 +122,18 @@ def test_the_follower_drops_an_init_that_goes_silent_without_a_store_read() -> N
     time.sleep(0.5)
     assert [(s.init_id, s.outcome) for s in follower.expire()] == [("x", "abandoned")]
     assert follower.running == []
+
+
+def test_the_follower_reports_an_init_going_silent_once() -> None:
+    """Followed with a query made at its start (as the CLI makes it), an init whose
+    heartbeat stops is reported abandoned once, not again at every later refresh."""
+    store = InMemoryEventStore()
+    store.append([encode(e) for e in unfinished(interval_s=0.1, started_at=datetime.now(UTC))])
+    follower = FleetFollower(store, InitQuery(now=datetime.now(UTC)))
+    assert [s.outcome for s in follower.refresh()] == ["running"]
+    time.sleep(0.5)
+    assert [s.outcome for s in follower.refresh()] == ["abandoned"]
+    assert follower.refresh() == []
 
 
 # -- the heartbeat ------------------------------------------------------------------------

@@ -76,14 +76,15 @@ def status_of(events: list[Event], now: datetime | None = None) -> InitStatus:
 
 
 def running_query(query: InitQuery) -> InitQuery:
-    return dataclasses.replace(query, outcome="running", order="newest", limit=None)
+    """The inits of ``query`` in progress, judged at each run of the query (a follower's
+    query runs for as long as it follows)."""
+    return dataclasses.replace(query, outcome="running", order="newest", limit=None, now=None)
 
 
 def fleet_status(store: EventStore, query: InitQuery = ANY_INIT) -> list[InitStatus]:
     """Every matching init still in progress, newest first."""
     out = []
-    running = running_query(query)
-    running = dataclasses.replace(running, now=running.now or datetime.now(UTC))
+    running = dataclasses.replace(running_query(query), now=query.now or datetime.now(UTC))
     for init_id in query_initializations(store, running):
         events = [decode(r) for r in store.read(init_id)]
         if events:
