@@ -176,8 +176,9 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
              "started_at": e.started_at.isoformat(), "duration_s": e.duration_s,
              "status": e.status, "detail": e.detail} for e in r.timeline]}))
         return
-    total = max(r.duration_s or 0.0, 1e-9)
     t0 = r.started_at
+    seen = (r.last_event_at - t0).total_seconds() if r.last_event_at and t0 else 0.0
+    total = max(r.duration_s or seen, 1e-9)  # unfinished: bars scaled to its last event
     head = (f"[bold]{r.init_id}[/] {r.model_id} "
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/] in {_secs(r.duration_s)}")
     if r.trace_id:
