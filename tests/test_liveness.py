@@ -151,7 +151,7 @@ def test_heartbeats_continue_while_a_step_blocks_the_event_loop() -> None:
     assert isinstance(first, InitializationStarted)
     assert first.heartbeat_interval_s == 0.1
     beats = [e.sequence for e in events if isinstance(e, HeartbeatRecorded)]
-    assert len(beats) >= 5
+    assert len(beats) >= 3
     assert max(beats) < events[-1].sequence
     assert events[-1].TYPE == "InitializationCompleted"
 
