@@ -68,10 +68,6 @@ def alive_until(last_beat: datetime, interval_s: float | None) -> datetime | Non
     return last_beat + abandon_after(interval_s)
 
 
-def is_abandoned(alive_until_at: datetime | None, now: datetime | None = None) -> bool:
-    return alive_until_at is not None and alive_until_at < (now or datetime.now(UTC))
-
-
 def process_alive(pid: int, started_before: datetime) -> bool:
     """Whether process ``pid`` of this host may be the one that started an initialization at
     ``started_before``: it exists, is no zombie, and did not start later (a reused pid)."""
