@@ -45,6 +45,7 @@ class OutcomeChoice(StrEnum):
     running = "running"
     completed = "completed"
     failed = "failed"
+    abandoned = "abandoned"
 
 
 # The filters shared by list, stats, status and export (see ``_query``).
@@ -63,7 +64,7 @@ Label = Annotated[list[str] | None, typer.Option(
     "--label", help="key=value that must be among the init's labels; repeatable")]
 
 _STATUS_STYLE = {"completed": "green", "failed": "bold red", "skipped": "yellow",
-                 "running": "cyan"}
+                 "running": "cyan", "abandoned": "magenta"}
 
 
 def _fail(message: str) -> typer.Exit:
@@ -107,7 +108,7 @@ def _query(model: str | None = None, since: str | None = None, until: str | None
             until=fleet.parse_time(until) if until else None,
             outcome=outcome.value if outcome else None, host=host, node_id=node,
             application=application, deployment=deployment,
-            labels=fleet.parse_labels(label or []), **rest,
+            labels=fleet.parse_labels(label or []), now=datetime.now(UTC), **rest,
         )
     except LLMInitError as exc:
         raise _fail(str(exc)) from None
@@ -117,7 +118,7 @@ def _listed(store: EventStore, query: InitQuery) -> list[tuple[ReplayedInitializ
     out = []
     for init_id in fleet.query_initializations(store, query):
         events = read_events(store, init_id)
-        out.append((replay(events), _host(events)))
+        out.append((replay(events, now=query.now), _host(events)))
     return out
 
 
@@ -157,7 +158,8 @@ def list_cmd(store: StoreOption = None,
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/]",
             r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
             _secs(r.duration_s), _secs(d.get("download")), _secs(d.get("placement_group")),
-            _secs(d.get("engine_init")), r.current_phase if r.outcome == "running" else "",
+            _secs(d.get("engine_init")),
+            r.current_phase if r.outcome in ("running", "abandoned") else "",
             where,
         )
     console.print(table)
@@ -186,8 +188,9 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
              "started_at": e.started_at.isoformat(), "duration_s": e.duration_s,
              "status": e.status, "detail": e.detail} for e in r.timeline]}))
         return
-    total = max(r.duration_s or 0.0, 1e-9)
     t0 = r.started_at
+    seen = (r.last_event_at - t0).total_seconds() if r.last_event_at and t0 else 0.0
+    total = max(r.duration_s or seen, 1e-9)  # unfinished: bars scaled to its last event
     head = (f"[bold]{r.init_id}[/] {r.model_id} "
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/] in {_secs(r.duration_s)}")
     if r.trace_id:
@@ -213,7 +216,7 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
             label += f" [dim]({e.actor})[/]"
         line = (f"[{style}]{bar:<{width}}[/] +{_secs(offset):>9} {_secs(e.duration_s):>9}  "
                 f"{label}")
-        if e.status in ("skipped", "failed"):
+        if e.status in ("skipped", "failed", "abandoned"):
             line += f" [{style}]{e.status.upper()}[/] {e.detail}"
         if spans and e.span_id:
             line += f" [dim]span {e.span_id}[/]"
@@ -222,7 +225,8 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
         else:
             branch.add(line)
     if r.error:
-        tree.add(f"[bold red]error:[/] {r.error}")
+        what = "[bold magenta]abandoned:[/]" if r.outcome == "abandoned" else "[bold red]error:[/]"
+        tree.add(f"{what} {r.error}")
     if r.ready_s is not None:
         tree.add(f"[dim]after it: Serve readiness {_secs(r.ready_s)} (to the replica's first "
                  f"passed health check)[/]")

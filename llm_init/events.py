@@ -34,6 +34,10 @@ class InitializationStarted(Event):
     host: str
     pid: int
     labels: dict[str, str]
+    # Seconds between the ``HeartbeatRecorded`` events this process promises while it runs;
+    # ``None`` (heartbeats off, or a log written before them): readers never judge it
+    # abandoned by time.
+    heartbeat_interval_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +79,33 @@ class InitializationFailed(Event):
     phase: str | None
     error_type: str
     message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatRecorded(Event):
+    """The process running the initialization was alive; recorded every ``interval_s`` from
+    its own thread (so a blocked event loop still beats). Readers judge an unfinished init
+    abandoned once its last beat is older than ``liveness.ABANDON_AFTER_BEATS`` intervals."""
+
+    TYPE: ClassVar[str] = "HeartbeatRecorded"
+    interval_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitializationAbandoned(Event):
+    """The process that ran this initialization is gone (``pid`` on ``host`` no longer runs,
+    or runs another program), found by a later llm-init process on the same host at its
+    start-up and recorded there, on the dead one's log: its end, since it could not say so
+    itself. ``silent_s``: seconds since its last heartbeat (or event) when it was closed."""
+
+    TYPE: ClassVar[str] = "InitializationAbandoned"
+    reason: str
+    phase: str | None
+    host: str
+    pid: int
+    closed_by_pid: int
+    silent_s: float | None = None
+    model_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,7 +228,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
         InitializationStarted, ReplicaLaunched, ReplicaReady, InitializationCompleted,
-        InitializationFailed,
+        InitializationFailed, HeartbeatRecorded, InitializationAbandoned,
         PhaseStarted, PhaseCompleted, PhaseSkipped, PhaseFailed,
         HookStarted, HookCompleted, HookFailed,
         StepStarted, StepProgressed, StepCompleted, StepFailed,
@@ -205,7 +236,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
-TERMINAL_TYPES = (InitializationCompleted, InitializationFailed)
+TERMINAL_TYPES = (InitializationCompleted, InitializationFailed, InitializationAbandoned)
 
 
 def header_fields() -> frozenset[str]:

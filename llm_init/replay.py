@@ -5,16 +5,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
+from llm_init import liveness
 from llm_init.errors import UnknownInitializationError
 from llm_init.events import (
     ContextChanged,
     Event,
+    HeartbeatRecorded,
     HookCompleted,
     HookFailed,
     HookStarted,
+    InitializationAbandoned,
     InitializationCompleted,
     InitializationFailed,
     InitializationStarted,
@@ -42,7 +45,7 @@ class TimelineEntry:
     actor: str | None
     started_at: datetime
     duration_s: float | None = None
-    status: str = "running"  # running | completed | skipped | failed
+    status: str = "running"  # running | completed | skipped | failed | abandoned
     detail: str = ""
     trace_id: str | None = None
     span_id: str | None = None
@@ -56,7 +59,7 @@ class ReplayedInitialization:
     model_id: str
     started_at: datetime | None
     state: dict[str, Any]
-    outcome: str  # running | completed | failed
+    outcome: str  # running | completed | failed | abandoned
     duration_s: float | None
     current_phase: str | None
     current_activity: str | None
@@ -69,6 +72,17 @@ class ReplayedInitialization:
     scheduling_s: float | None = None  # Serve replicas: deploy request -> process start
     boot_s: float | None = None  # process start -> initialization
     ready_s: float | None = None  # initialization -> Serve's first health check passed
+    heartbeat_interval_s: float | None = None  # as declared or last beaten; None: no heartbeat
+    last_beat_at: datetime | None = None  # its start or its last HeartbeatRecorded
+    last_event_at: datetime | None = None
+
+    @property
+    def alive_until(self) -> datetime | None:
+        """When an unfinished init with no further heartbeat counts as abandoned (``None``:
+        never by time); see ``llm_init.liveness``."""
+        if self.last_beat_at is None:
+            return None
+        return liveness.alive_until(self.last_beat_at, self.heartbeat_interval_s)
 
     @property
     def startup_s(self) -> float | None:
@@ -108,12 +122,19 @@ def _decodes(store: EventStore) -> TypeGuard[DecodingStore]:
 _DECODING: dict[type, bool] = {}
 
 
-def replay(events: Iterable[Event], upto: int | None = None) -> ReplayedInitialization:
-    """Fold the events (up to and including sequence ``upto``) into state and timeline."""
+def replay(events: Iterable[Event], upto: int | None = None, *,
+           now: datetime | None = None) -> ReplayedInitialization:
+    """Fold the events (up to and including sequence ``upto``) into state and timeline.
+
+    A whole log that is unfinished and whose heartbeat is older than its bound at ``now``
+    (default: the current time) comes out ``abandoned`` (see ``llm_init.liveness``); a log
+    cut short by ``upto`` is the state after that event, judged at none."""
     result: ReplayedInitialization | None = None
     open_items: dict[tuple[str, str, str | None], TimelineEntry] = {}
+    whole = True
     for event in events:
         if upto is not None and event.sequence > upto:
+            whole = False
             break
         if isinstance(event, InitializationStarted):
             result = ReplayedInitialization(
@@ -121,6 +142,7 @@ def replay(events: Iterable[Event], upto: int | None = None) -> ReplayedInitiali
                 state=_copy(event.context), outcome="running", duration_s=None,
                 current_phase=None, current_activity=None, timeline=[],
                 trace_id=event.trace_id, labels=dict(event.labels),
+                heartbeat_interval_s=event.heartbeat_interval_s, last_beat_at=event.timestamp,
             )
         elif result is None:
             raise UnknownInitializationError(
@@ -130,9 +152,24 @@ def replay(events: Iterable[Event], upto: int | None = None) -> ReplayedInitiali
             (_HANDLERS.get(type(event)) or _handler(type(event)))(result, open_items, event)
         if result is not None:
             result.last_sequence = event.sequence
+            result.last_event_at = event.timestamp
     if result is None:
         raise UnknownInitializationError("no events to replay")
+    if whole and result.outcome == "running":
+        until = result.alive_until
+        if until is not None and until < (now or datetime.now(UTC)):
+            seen = result.last_beat_at or until
+            _abandon(result, open_items,
+                     f"no heartbeat since {seen.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
+                     f"(abandoned after {liveness.ABANDON_AFTER_BEATS} missed beats of "
+                     f"{result.heartbeat_interval_s:g} s): its process likely died")
     return result
+
+
+def _abandon(r: ReplayedInitialization, open_items: _OpenItems, reason: str) -> None:
+    r.outcome, r.error = "abandoned", reason
+    for entry in open_items.values():
+        entry.status = "abandoned"
 
 
 _OpenItems = dict[tuple[str, str, str | None], TimelineEntry]
@@ -249,6 +286,15 @@ def _init_failed(r: ReplayedInitialization, _: _OpenItems, e: InitializationFail
     r.outcome, r.duration_s, r.error = "failed", e.duration_s, e.message
 
 
+def _heartbeat(r: ReplayedInitialization, _: _OpenItems, e: HeartbeatRecorded) -> None:
+    r.last_beat_at, r.heartbeat_interval_s = e.timestamp, e.interval_s
+
+
+def _init_abandoned(r: ReplayedInitialization, open_items: _OpenItems,
+                    e: InitializationAbandoned) -> None:
+    _abandon(r, open_items, e.reason)
+
+
 def _ignore(r: ReplayedInitialization, open_items: _OpenItems, e: Event) -> None:
     pass
 
@@ -273,6 +319,8 @@ _HANDLERS: dict[type, _Apply] = {
     ReplicaReady: _ready,
     InitializationCompleted: _init_completed,
     InitializationFailed: _init_failed,
+    HeartbeatRecorded: _heartbeat,
+    InitializationAbandoned: _init_abandoned,
 }
 
 

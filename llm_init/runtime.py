@@ -28,7 +28,9 @@ from llm_init.events import (
     PhaseStarted,
     ReplicaLaunched,
 )
+from llm_init.heartbeat import Heartbeat, sweep_in_background
 from llm_init.launch import ReplicaLaunch
+from llm_init.liveness import heartbeat_interval
 from llm_init.phases import PHASES, PhaseSpec
 from llm_init.recorder import EventRecorder
 from llm_init.steps.base import DefaultSteps
@@ -54,6 +56,7 @@ async def initialize_node(
     labels: Mapping[str, str] | None = None,
     tracer_provider: TracerProvider | None = None,
     launch: ReplicaLaunch | None = None,
+    heartbeat_interval_s: float | None = None,
 ) -> NodeInitializationContext:
     """Run pre-initialization, download, placement group, engine init and post-initialization,
     with every hook and default step recorded in ``event_store``; return the final context.
@@ -63,7 +66,12 @@ async def initialize_node(
     ``observers`` or the callbacks already include a ``MetricsCallback``/``LogObserver``.
     ``launch`` (a Serve replica's build and process start times) is recorded as a
     ``ReplicaLaunched`` event right after ``InitializationStarted``.
+    A ``HeartbeatRecorded`` event is recorded every ``heartbeat_interval_s`` while it runs
+    (default ``LLM_INIT_HEARTBEAT_INTERVAL_S``, else 5 s; 0 records none), and at its start
+    the unfinished initializations of this host whose process is gone are closed as
+    abandoned (``llm_init.heartbeat``).
     """
+    interval = heartbeat_interval(heartbeat_interval_s)
     store = event_store if event_store is not None else open_store()
     ctx = NodeInitializationContext.for_config(init_id or new_init_id(), llm_config)
     callbacks = llm_config.get_or_create_callbacks()
@@ -78,6 +86,10 @@ async def initialize_node(
                             hook_timeout_s=llm_config.hook_timeout_s, tracer=tracer)
     run = _Run(ctx, recorder, dispatcher, steps or DefaultSteps())
     model_id = redact_text(llm_config.model_id)
+    host = socket.gethostname()
+    sweeper = sweep_in_background(store, host=host, observers=[
+        w for w in watchers if isinstance(w, MetricsCallback | LogObserver)])
+    heartbeat = Heartbeat(recorder, interval)
     root = spans.start(tracer, names.SPAN_INITIALIZE,
                        {names.ATTR_INIT_ID: ctx.init_id, names.ATTR_MODEL: model_id},
                        context=propagation.parent_context() if tracer else None)
@@ -87,7 +99,8 @@ async def initialize_node(
                 InitializationStarted, model_id=model_id,
                 config=json_safe(_config_summary(llm_config)), context=ctx.snapshot(),
                 callbacks=tuple(callback_name(cb) for cb in callbacks),
-                host=socket.gethostname(), pid=os.getpid(), labels=json_safe(dict(labels or {})),
+                host=host, pid=os.getpid(), labels=json_safe(dict(labels or {})),
+                heartbeat_interval_s=interval or None,
             )
             if launch is not None:
                 scheduling_s, boot_s = launch.segments(time.time())
@@ -96,21 +109,27 @@ async def initialize_node(
                                 scheduling_s=scheduling_s, boot_s=boot_s)
             started = time.perf_counter()
             phase: str | None = None
+            heartbeat.start()
             try:
                 for spec in PHASES:
                     phase = spec.phase.value
                     await run.phase(spec)
             except (Exception, asyncio.CancelledError) as exc:
+                heartbeat.stop()
                 recorder.record(InitializationFailed, duration_s=time.perf_counter() - started,
                                 phase=phase, error_type=type(exc).__name__,
                                 message=redact_text(str(exc)))
                 span.set_attribute(names.ATTR_OUTCOME, names.OUTCOME_FAILED)
                 spans.record_error(span, exc)
                 raise
+            heartbeat.stop()
             recorder.record(InitializationCompleted, duration_s=time.perf_counter() - started)
             span.set_attribute(names.ATTR_OUTCOME, names.OUTCOME_COMPLETED)
     finally:
+        heartbeat.stop()
         recorder.close()
+        if sweeper.is_alive():  # a slow store: wait for it off the event loop, boundedly
+            await asyncio.to_thread(sweeper.join, 10.0)
         if tracer is not None:
             await asyncio.to_thread(spans.flush, tracer_provider, _env_float(
                 names.ENV_TRACE_FLUSH_TIMEOUT, names.DEFAULT_TRACE_FLUSH_TIMEOUT_S))

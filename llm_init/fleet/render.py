@@ -14,7 +14,7 @@ from llm_init.fleet.stats import PhaseStats
 from llm_init.fleet.status import InitStatus
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "skipped": "yellow",
-                "running": "cyan"}
+                "running": "cyan", "abandoned": "magenta"}
 
 
 def secs(value: float | None) -> str:

@@ -36,9 +36,12 @@ class InitStatus:
     error: str | None = None
 
     def elapsed_s(self, now: datetime | None = None) -> float | None:
-        """Seconds since it started (by the replica's clock), or its duration once done."""
+        """Seconds since it started (by the replica's clock), or its duration once done; an
+        abandoned one stopped at its last event."""
         if self.duration_s is not None or self.started_at is None:
             return self.duration_s
+        if self.outcome == "abandoned":
+            return (self.last_event_at - self.started_at).total_seconds()
         return ((now or datetime.now(UTC)) - self.started_at).total_seconds()
 
     @property
@@ -60,8 +63,8 @@ class InitStatus:
         }
 
 
-def status_of(events: list[Event]) -> InitStatus:
-    r = replay(events)
+def status_of(events: list[Event], now: datetime | None = None) -> InitStatus:
+    r = replay(events, now=now)
     first = events[0]
     return InitStatus(
         init_id=r.init_id, model_id=r.model_id, outcome=r.outcome,
@@ -73,16 +76,21 @@ def status_of(events: list[Event]) -> InitStatus:
 
 
 def running_query(query: InitQuery) -> InitQuery:
-    return dataclasses.replace(query, outcome="running", order="newest", limit=None)
+    """The inits of ``query`` in progress, judged at each run of the query (a follower's
+    query runs for as long as it follows)."""
+    return dataclasses.replace(query, outcome="running", order="newest", limit=None, now=None)
 
 
 def fleet_status(store: EventStore, query: InitQuery = ANY_INIT) -> list[InitStatus]:
     """Every matching init still in progress, newest first."""
     out = []
-    for init_id in query_initializations(store, running_query(query)):
+    running = dataclasses.replace(running_query(query), now=query.now or datetime.now(UTC))
+    for init_id in query_initializations(store, running):
         events = [decode(r) for r in store.read(init_id)]
         if events:
-            out.append(status_of(events))
+            found = status_of(events, running.now)
+            if found.outcome == "running":
+                out.append(found)
     return out
 
 
@@ -102,7 +110,7 @@ class FleetFollower:
 
     @property
     def running(self) -> list[InitStatus]:
-        statuses = [status_of(ev) for ev in self._events.values()]
+        statuses = [st for st in map(status_of, self._events.values()) if st.outcome == "running"]
         return sorted(statuses, key=lambda s: s.started_at or datetime.min.replace(tzinfo=UTC),
                       reverse=True)
 
@@ -125,6 +133,18 @@ class FleetFollower:
                 del self._reported[init_id]
         return changed
 
+    def expire(self) -> list[InitStatus]:
+        """The known inits that went silent past their heartbeat bound since the last look,
+        now ``abandoned``; judged from the events already read, with no store read."""
+        changed = []
+        for init_id, known in list(self._events.items()):
+            status = status_of(known)
+            if status.outcome != "running":
+                changed.append(status)
+                del self._events[init_id]
+                self._reported.pop(init_id, None)
+        return changed
+
     def follow(self, on_update: Callable[[list[InitStatus], list[InitStatus]], None], *,
                tick_s: float = 1.0, timeout_s: float | None = None,
                stop: threading.Event | None = None) -> None:
@@ -145,7 +165,7 @@ class FleetFollower:
                     time.sleep(wait)
                     changed = self.refresh()
                 else:
-                    changed = self.refresh() if feed.wait(wait) else []
+                    changed = self.refresh() if feed.wait(wait) else self.expire()
                 on_update(self.running, changed)
         finally:
             if feed is not None:

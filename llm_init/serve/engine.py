@@ -87,7 +87,9 @@ class LLMInitVLLMEngine(VLLMEngine):
         try:
             self.init_context = await initialize_node(config, event_store=store, steps=steps,
                                                       observers=observers, labels=labels,
-                                                      launch=launch)
+                                                      launch=launch,
+                                                      heartbeat_interval_s=(
+                                                          settings.heartbeat_interval_s))
         finally:
             store.close()
         self.readiness = ReadinessMark(settings.event_store, self.init_context.init_id,

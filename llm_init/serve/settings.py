@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from llm_init.errors import LLMInitError
+from llm_init.liveness import HeartbeatConfigError, heartbeat_interval
 from llm_init.steps.base import DefaultStep
 
 SETTINGS_KEY = "llm_init"
@@ -39,6 +40,8 @@ class LLMInitSettings:
     ``cpu_in_process_worker``: on the CPU, run a single vLLM worker inside EngineCore.
     ``app_built_at``: Unix time the application was built, which the builders set, so that the
     replica can record how long it waited to be scheduled (``ReplicaLaunched``).
+    ``heartbeat_interval_s``: seconds between the replica's heartbeat events while it
+    initializes (default ``LLM_INIT_HEARTBEAT_INTERVAL_S``, else 5; 0 turns them off).
     """
 
     event_store: str | None = None
@@ -56,8 +59,14 @@ class LLMInitSettings:
     cpu_in_process_worker: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     app_built_at: float | None = None
+    heartbeat_interval_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.heartbeat_interval_s is not None:
+            try:
+                heartbeat_interval(self.heartbeat_interval_s)
+            except HeartbeatConfigError as exc:
+                raise ServeConfigError(f"llm_init.{exc}") from None
         if self.status_port is not None and not 0 <= int(self.status_port) < 65536:
             raise ServeConfigError(f"llm_init.status_port must be 0-65535, got {self.status_port}")
         for name in ("download_options", "labels"):

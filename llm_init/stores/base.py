@@ -49,8 +49,8 @@ class EventStore(Protocol):
         """Release connections and files."""
 
 
-Outcome = Literal["running", "completed", "failed"]
-OUTCOMES: tuple[Outcome, ...] = ("running", "completed", "failed")
+Outcome = Literal["running", "completed", "failed", "abandoned"]
+OUTCOMES: tuple[Outcome, ...] = ("running", "completed", "failed", "abandoned")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +60,8 @@ class InitQuery:
     ``since``/``until`` bound the start time; ``labels`` are (key, value) pairs that must all be
     among the init's labels; ``order`` is ``newest`` (start time, newest first) or ``slowest``
     (recorded duration, longest first, running ones last); ``limit=None`` means all.
+    ``now`` is the time liveness is judged at (default: when the query runs): an unfinished
+    init silent past its heartbeat bound then is ``abandoned``, not ``running``.
     """
 
     model_id: str | None = None
@@ -73,6 +75,7 @@ class InitQuery:
     labels: tuple[tuple[str, str], ...] = ()
     order: Literal["newest", "slowest"] = "newest"
     limit: int | None = 50
+    now: datetime | None = None
 
 
 @runtime_checkable

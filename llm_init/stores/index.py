@@ -2,9 +2,14 @@
 
 It is a projection, written in the same transaction as the events it is derived from, so fleet
 queries (model, outcome, start time, labels, slowest) read one small row per init instead of
-replaying every log. Only ``InitializationStarted`` and the two terminal events touch it: two
-writes per init, whatever the length of its log. The events stay the source of truth; a store
-can rebuild the index from them at any time.
+replaying every log. Only ``InitializationStarted``, the terminal events and the heartbeats
+touch it: two writes per init, and one per heartbeat (every few seconds) while it runs,
+whatever the length of its log. The events stay the source of truth; a store can rebuild the
+index from them at any time.
+
+``alive_until`` is the last heartbeat (or the start) plus the abandonment bound
+(``llm_init.liveness``): a ``running`` row past it reads as ``abandoned``, which queries
+compute at their ``now``, as replay does.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from llm_init import labels as label_keys
+from llm_init import liveness
 from llm_init.stores.base import InitQuery, StoredEvent
 
 STARTED = "InitializationStarted"
-TERMINAL_OUTCOMES = {"InitializationCompleted": "completed", "InitializationFailed": "failed"}
+HEARTBEAT = "HeartbeatRecorded"
+TERMINAL_OUTCOMES = {"InitializationCompleted": "completed", "InitializationFailed": "failed",
+                     "InitializationAbandoned": "abandoned"}
 DURATION_TOPICS = ("PhaseCompleted", "InitializationCompleted")
 TOTAL = "total"
 T = TypeVar("T")
@@ -39,6 +47,7 @@ class InitIndexRow:
     labels: str | None = None
     outcome: str | None = None
     duration_s: float | None = None
+    alive_until: str | None = None
 
     def as_params(self) -> dict[str, object]:
         """The row as named SQL parameters (``dataclasses.asdict`` deep-copies: too slow)."""
@@ -61,7 +70,7 @@ def index_rows(records: Sequence[StoredEvent]) -> list[InitIndexRow]:
     """One row per init whose start or end is in ``records``, folding the batch."""
     rows: dict[str, InitIndexRow] = {}
     for r in records:
-        if r.topic != STARTED and r.topic not in TERMINAL_OUTCOMES:
+        if r.topic != STARTED and r.topic != HEARTBEAT and r.topic not in TERMINAL_OUTCOMES:
             continue
         row = _row_of(r)
         old = rows.get(r.init_id)
@@ -80,9 +89,31 @@ def _row_of(r: StoredEvent) -> InitIndexRow:
             application=labels.get(label_keys.APPLICATION),
             deployment=labels.get(label_keys.DEPLOYMENT),
             labels=json.dumps(labels, sort_keys=True, separators=(",", ":")),
+            alive_until=_alive_until(r.timestamp, body.get("heartbeat_interval_s")),
         )
+    if r.topic == HEARTBEAT:
+        return InitIndexRow(r.init_id, alive_until=_alive_until(r.timestamp,
+                                                                 body.get("interval_s")))
     return InitIndexRow(r.init_id, outcome=TERMINAL_OUTCOMES[r.topic],
                         duration_s=body.get("duration_s"))
+
+
+def _alive_until(timestamp: str, interval_s: object) -> str | None:
+    if not isinstance(interval_s, int | float) or isinstance(interval_s, bool) \
+            or interval_s <= 0:
+        return None
+    return utc_text(datetime.fromisoformat(timestamp)
+                    + timedelta(seconds=liveness.ABANDON_AFTER_BEATS * interval_s))
+
+
+def outcome_at(row: InitIndexRow, now: datetime | None) -> str:
+    """The row's outcome judged at ``now`` (default: the current time): a running row past
+    its ``alive_until`` is abandoned."""
+    outcome = row.outcome or "running"
+    if (outcome == "running" and row.alive_until is not None
+            and row.alive_until < utc_text(now or datetime.now(UTC))):
+        return "abandoned"
+    return outcome
 
 
 def merge(old: InitIndexRow, new: InitIndexRow) -> InitIndexRow:
@@ -98,6 +129,7 @@ def merge(old: InitIndexRow, new: InitIndexRow) -> InitIndexRow:
         labels=_pick(new.labels, old.labels),
         outcome=_pick(new.outcome, old.outcome),
         duration_s=_pick(new.duration_s, old.duration_s),
+        alive_until=_pick(new.alive_until, old.alive_until),
     )
 
 
@@ -112,7 +144,7 @@ def matches(row: InitIndexRow, query: InitQuery) -> bool:
     checks = (
         (query.model_id, row.model_id), (query.host, row.host), (query.node_id, row.node_id),
         (query.application, row.application), (query.deployment, row.deployment),
-        (query.outcome, row.outcome or "running"),
+        (query.outcome, outcome_at(row, query.now) if query.outcome else None),
     )
     if any(want is not None and want != have for want, have in checks):
         return False

@@ -69,10 +69,14 @@ CREATE INDEX {INDEX}_by_duration ON {INDEX} (duration_s DESC NULLS LAST);
 CREATE INDEX {INDEX}_running ON {INDEX} (started_at) WHERE outcome = 'running';
 """
 
+# Logs from before heartbeats declare none, so no existing row has a bound to fill in.
+_V2 = f"ALTER TABLE {INDEX} ADD COLUMN alive_until timestamptz"
+
 # (version, what it does, DDL): applied in order under one advisory lock, each recorded in the
 # ledger table in the same transaction. Append new steps; never edit a released one.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "events, the per-initialization index, and their indexes", _V1),
+    (2, "the index's alive_until: the last heartbeat plus the abandonment bound", _V2),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

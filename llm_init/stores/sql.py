@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from llm_init.stores.base import InitQuery
 from llm_init.stores.index import utc_text
 
 INDEX_COLUMNS = ("init_id", "model_id", "started_at", "host", "node_id", "application",
-                 "deployment", "labels", "outcome", "duration_s")
+                 "deployment", "labels", "outcome", "duration_s", "alive_until")
 _KEPT = ("model_id", "started_at", "host", "node_id", "application", "deployment", "labels",
-         "duration_s")
+         "duration_s", "alive_until")
 
 
-def index_upsert(table: str, ph: Callable[[str], str]) -> str:
+def index_upsert(table: str, ph: Callable[[str], str],
+                 columns: tuple[str, ...] = INDEX_COLUMNS) -> str:
     """The upsert that applies ``index.merge`` in SQL: the fields the new row knows win.
-    ``ph`` renders a named placeholder."""
+    ``ph`` renders a named placeholder; ``columns`` (default: all) serves migrations that
+    fill the table as an older version had it."""
     values = ", ".join(f"coalesce({ph('outcome')}, 'running')" if c == "outcome" else ph(c)
-                       for c in INDEX_COLUMNS)
-    kept = ",\n    ".join(f"{c} = coalesce(excluded.{c}, {table}.{c})" for c in _KEPT)
+                       for c in columns)
+    kept = ",\n    ".join(f"{c} = coalesce(excluded.{c}, {table}.{c})" for c in _KEPT
+                          if c in columns)
     return (
-        f"INSERT INTO {table} ({', '.join(INDEX_COLUMNS)}) VALUES ({values})\n"
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})\n"
         f"ON CONFLICT (init_id) DO UPDATE SET\n    {kept},\n"
         f"    outcome = coalesce({ph('outcome')}, {table}.outcome)"
     )
@@ -33,11 +37,17 @@ def where(query: InitQuery, ph: Callable[[str], str], label_match: Callable[[str
     """The ``WHERE`` clause (and its parameters) selecting the index rows ``query`` means."""
     clauses = [f"{alias}.started_at IS NOT NULL"]
     params: dict[str, Any] = {}
-    for name in ("model_id", "outcome", "host", "node_id", "application", "deployment"):
+    for name in ("model_id", "host", "node_id", "application", "deployment"):
         value = getattr(query, name)
         if value is not None:
             clauses.append(f"{alias}.{name} = {ph(name)}")
             params[name] = value
+    if query.outcome is not None:
+        clauses.append(_outcome_clause(query.outcome, ph, alias))
+        if query.outcome in ("running", "abandoned"):
+            params["now"] = time_value(query.now or datetime.now(UTC))
+        else:
+            params["outcome"] = query.outcome
     if query.since is not None:
         clauses.append(f"{alias}.started_at >= {ph('since')}")
         params["since"] = time_value(query.since)
@@ -48,6 +58,19 @@ def where(query: InitQuery, ph: Callable[[str], str], label_match: Callable[[str
         clauses.append(label_match(ph(f"label_key_{n}"), ph(f"label_value_{n}")))
         params[f"label_key_{n}"], params[f"label_value_{n}"] = key, value
     return " AND ".join(clauses), params
+
+
+def _outcome_clause(outcome: str, ph: Callable[[str], str], alias: str) -> str:
+    """What ``index.outcome_at`` computes, in SQL: running rows past ``alive_until`` at
+    ``now`` are abandoned, not running."""
+    a = alias
+    if outcome == "running":
+        return (f"{a}.outcome = 'running' AND ({a}.alive_until IS NULL "
+                f"OR {a}.alive_until >= {ph('now')})")
+    if outcome == "abandoned":
+        return (f"({a}.outcome = 'abandoned' OR ({a}.outcome = 'running' "
+                f"AND {a}.alive_until < {ph('now')}))")
+    return f"{a}.outcome = {ph('outcome')}"
 
 
 def order_by(query: InitQuery, alias: str = "i") -> str:

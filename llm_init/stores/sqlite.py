@@ -15,7 +15,7 @@ from llm_init.errors import DuplicateEventError, EventStoreError
 from llm_init.events import Event
 from llm_init.stores.base import InitQuery, StoredEvent, decode_rows, prefix_upper
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
-from llm_init.stores.sql import index_upsert, order_by, where
+from llm_init.stores.sql import INDEX_COLUMNS, index_upsert, order_by, where
 
 _EVENT_COLUMNS = "init_id, sequence, topic, schema_version, timestamp, state"
 # Without the init id, which the caller has: one text value less to build per row.
@@ -51,7 +51,9 @@ CREATE INDEX initializations_by_model ON initializations (model_id, started_at);
 CREATE INDEX initializations_running ON initializations (started_at) WHERE outcome = 'running';
 DROP INDEX events_by_topic_time
 """
+_V3 = "ALTER TABLE initializations ADD COLUMN alive_until TEXT"
 _UPSERT = index_upsert("initializations", lambda name: f":{name}")
+_UPSERT_V2 = index_upsert("initializations", lambda name: f":{name}", INDEX_COLUMNS[:10])
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -69,7 +71,13 @@ def _v2(conn: sqlite3.Connection) -> None:
     rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY init_id, sequence")
     for _, group in itertools.groupby((StoredEvent(*r) for r in rows.fetchall()),
                                       lambda r: r.init_id):
-        conn.executemany(_UPSERT, [row.as_params() for row in index_rows(list(group))])
+        # Version 2's columns: later steps add theirs (and fill them) themselves.
+        conn.executemany(_UPSERT_V2, [row.as_params() for row in index_rows(list(group))])
+
+
+def _v3(conn: sqlite3.Connection) -> None:
+    # Logs from before heartbeats declare none, so no row has a bound to fill in.
+    _script(conn, _V3)
 
 
 # (version, what it does, how): applied in order, in the transaction that sets
@@ -78,6 +86,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = 
     (1, "the events table", _v1),
     (2, "the per-initialization index, filled from the events; fleet queries use it, so the "
         "(topic, timestamp) index, costly to keep up on append, goes", _v2),
+    (3, "the index's alive_until: the last heartbeat plus the abandonment bound", _v3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -28,9 +28,11 @@ from opentelemetry import trace
 from llm_init.events import (
     ContextChanged,
     Event,
+    HeartbeatRecorded,
     HookCompleted,
     HookFailed,
     HookStarted,
+    InitializationAbandoned,
     InitializationCompleted,
     InitializationFailed,
     InitializationStarted,
@@ -55,6 +57,7 @@ _LEVELS: dict[type[Event], int] = {
     HookStarted: logging.DEBUG, HookCompleted: logging.INFO, HookFailed: logging.ERROR,
     StepStarted: logging.DEBUG, StepProgressed: logging.DEBUG, StepCompleted: logging.INFO,
     StepFailed: logging.ERROR, ContextChanged: logging.INFO,
+    HeartbeatRecorded: logging.DEBUG, InitializationAbandoned: logging.WARNING,
 }
 # Large or duplicated payload fields the event store keeps and log lines leave out.
 _LEFT_OUT = frozenset({"config", "context"})

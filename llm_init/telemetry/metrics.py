@@ -8,7 +8,8 @@ Metrics (names in ``telemetry.names``; under Ray each gets Ray's ``ray_`` prefix
 
 - ``llm_init_phase_duration_seconds{phase,model,outcome}`` histogram, 0.1 s to 1 h;
 - ``llm_init_hook_duration_seconds{hook,callback}`` histogram;
-- ``llm_init_initializations_total{model,outcome}`` counter;
+- ``llm_init_initializations_total{model,outcome}`` counter; ``outcome="abandoned"`` counts the
+  initializations of dead processes that a later process on their host closed at its start-up;
 - ``llm_init_in_progress{model,phase}`` gauge: initializations of this process in that phase;
 - ``llm_init_download_bytes_total{model}``: the ``bytes_delta`` of the download step's
   ``StepProgressed`` events (``names.DETAIL_BYTES_DELTA``);
@@ -29,6 +30,7 @@ from llm_init.events import (
     Event,
     HookCompleted,
     HookFailed,
+    InitializationAbandoned,
     InitializationCompleted,
     InitializationFailed,
     InitializationStarted,
@@ -132,7 +134,7 @@ class MetricsCallback:
             PhaseCompleted: self._phase_ended, PhaseFailed: self._phase_ended,
             HookCompleted: self._hook_ended, HookFailed: self._hook_ended,
             StepProgressed: self._progressed, ReplicaLaunched: self._launched,
-            ReplicaReady: self._ready,
+            ReplicaReady: self._ready, InitializationAbandoned: self._abandoned,
         }
 
     @property
@@ -174,6 +176,10 @@ class MetricsCallback:
         outcome = (names.OUTCOME_COMPLETED if isinstance(e, InitializationCompleted)
                    else names.OUTCOME_FAILED)
         m.initializations.inc(1, (self._model, outcome))
+
+    def _abandoned(self, m: Instruments, e: InitializationAbandoned) -> None:
+        # Another (dead) process's initialization: its own model, not this one's.
+        m.initializations.inc(1, (redact_text(e.model_id or "unknown"), names.OUTCOME_ABANDONED))
 
     def _launched(self, m: Instruments, e: ReplicaLaunched) -> None:
         for segment, seconds in ((names.SEGMENT_SCHEDULING, e.scheduling_s),

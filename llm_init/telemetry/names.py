@@ -37,6 +37,9 @@ ATTR_ERROR_TYPE = "error.type"
 # Span status and outcome values.
 OUTCOME_COMPLETED = "completed"
 OUTCOME_FAILED = "failed"
+# An initialization whose process died: closed by a later process on its host (counted in
+# ``llm_init_initializations_total``), or judged so by readers from its silent heartbeat.
+OUTCOME_ABANDONED = "abandoned"
 
 # Metric names, Prometheus conventions: base units as suffix, counters end in _total. Under Ray's
 # metrics pipeline each is exported with Ray's ``ray_`` prefix.
@@ -123,6 +126,7 @@ ENV_METRICS_PORT = "LLM_INIT_METRICS_PORT"  # standalone /metrics port; "off" se
 ENV_METRICS_ADDR = "LLM_INIT_METRICS_ADDR"
 ENV_TRACE_FLUSH_TIMEOUT = "LLM_INIT_TRACE_FLUSH_TIMEOUT_S"
 ENV_EVENT_FLUSH_INTERVAL = "LLM_INIT_EVENT_FLUSH_INTERVAL_S"
+ENV_HEARTBEAT_INTERVAL = "LLM_INIT_HEARTBEAT_INTERVAL_S"  # 0 turns heartbeats off
 ENV_LOG_FORMAT = "LLM_INIT_LOG_FORMAT"  # auto | json | console
 ENV_LOG_LEVEL = "LLM_INIT_LOG_LEVEL"
 ENV_TRACE_URL = "LLM_INIT_TRACE_URL"  # e.g. http://jaeger:16686/trace/{trace_id}
@@ -130,3 +134,4 @@ DEFAULT_METRICS_PORT = 9464
 DEFAULT_METRICS_ADDR = "0.0.0.0"
 DEFAULT_TRACE_FLUSH_TIMEOUT_S = 2.0
 DEFAULT_EVENT_FLUSH_INTERVAL_S = 0.05
+DEFAULT_HEARTBEAT_INTERVAL_S = 5.0

@@ -7,6 +7,7 @@ in ``callback_config`` and an llm-init callback that points the download at a pr
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 import shutil
@@ -24,6 +25,7 @@ from llm_init import HOOK_NAMES, read_events, replay
 from llm_init.events import (
     ContextChanged,
     Event,
+    HeartbeatRecorded,
     HookCompleted,
     InitializationCompleted,
     PhaseSkipped,
@@ -181,6 +183,19 @@ def test_the_log_accounts_for_the_whole_serve_run(deployment):
     assert r.ready_s is not None
     assert r.startup_s is not None
     assert abs(r.startup_s - deployment.serve_run_s) <= 0.1 * deployment.serve_run_s
+
+
+def test_the_replica_never_looked_abandoned_while_it_started(deployment):
+    """Heartbeats went on while the engine started and blocked the replica's event loop: no
+    two consecutive events of the initialization are as far apart as the abandonment bound
+    (three intervals of the default 5 s)."""
+    events = deployment.events()
+    end = next(i for i, e in enumerate(events) if isinstance(e, InitializationCompleted))
+    times = [e.timestamp for e in events[:end + 1]]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert max(gaps) < 3 * 5.0
+    beats = [e for e in events[:end] if isinstance(e, HeartbeatRecorded)]
+    assert beats, "no heartbeat in a start-up of several seconds"
 
 
 def test_the_replicas_placement_group_comes_first_and_is_used(deployment):

@@ -37,6 +37,16 @@ def test_unknown_setting_names_the_key_and_a_close_match():
         LLMInitSettings.from_mapping({"status_port": 70000})
 
 
+def test_a_bad_heartbeat_interval_fails_where_the_config_is_built():
+    """A negative or non-numeric heartbeat interval is refused naming the setting."""
+    with pytest.raises(ServeConfigError, match=r"^llm_init\.heartbeat_interval_s must be a "
+                                               r"finite number of seconds >= 0"):
+        LLMInitSettings.from_mapping({"heartbeat_interval_s": -5})
+    with pytest.raises(ServeConfigError, match="heartbeat_interval_s"):
+        LLMInitSettings.from_mapping({"heartbeat_interval_s": "often"})
+    assert LLMInitSettings.from_mapping({"heartbeat_interval_s": 2}).heartbeat_interval_s == 2
+
+
 def test_callback_specs_pair_classes_with_kwargs():
     """One class takes one mapping; several take a list of one mapping each."""
     one = LLMInitSettings(callback_class="pkg:A", callback_kwargs={"x": 1})

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from llm_init import (
     DuplicateEventError,
+    HeartbeatRecorded,
+    InitializationAbandoned,
     InitializationStarted,
     LLMConfig,
     UnknownInitializationError,
@@ -54,6 +57,25 @@ FLEET = [
     ("e", "llama", "completed", 40, 0.5, "h1",
      {"application": "chat", "deployment": "d1", "node_id": "n1", "zone": "eu"}),
 ]
+
+
+def beating_records(init_id: str, interval_s: float | None, beat_after_s: float | None
+                    ) -> list[StoredEvent]:
+    """An init left inside download (started at ``T0``, declaring ``interval_s``), with one
+    heartbeat ``beat_after_s`` after its start."""
+    events = synthetic_log(init_id, outcome="running")
+    first = events[0]
+    assert isinstance(first, InitializationStarted)
+    events[0] = dataclasses.replace(first, heartbeat_interval_s=interval_s)
+    if beat_after_s is not None and interval_s is not None:
+        events.append(HeartbeatRecorded(init_id=init_id, sequence=len(events) + 1,
+                                        timestamp=T0 + timedelta(seconds=beat_after_s),
+                                        interval_s=interval_s))
+    return records(events)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
 
 
 def fleet_records() -> list[list[StoredEvent]]:
@@ -192,6 +214,50 @@ class StoreContract:
         assert isinstance(fleet, QueryableStore)
         found = sorted(fleet.query_durations(InitQuery(model_id="mistral")))
         assert found == sorted([(p, 3.0) for p in PHASE_NAMES] + [("total", 15.0)])
+
+    def test_outcome_is_judged_by_the_last_heartbeat_at_query_time(
+            self, store: EventStore) -> None:
+        """An unfinished init is running until three heartbeat intervals after its last beat
+        and abandoned from then on, in the query's ``now``; one that declares no heartbeat
+        stays running."""
+        assert isinstance(store, QueryableStore)
+        store.append(beating_records("x", 5.0, beat_after_s=10.0))  # bound: T0 + 25 s
+        store.append(beating_records("old", None, beat_after_s=None))
+
+        def outcomes(now: datetime) -> dict[str, list[str]]:
+            return {o: store.query_initializations(InitQuery(outcome=o, now=now))
+                    for o in ("running", "abandoned")}
+
+        assert outcomes(at(24.9)) == {"running": ["x", "old"], "abandoned": []}
+        assert outcomes(at(25.1)) == {"running": ["old"], "abandoned": ["x"]}
+        assert outcomes(at(86400.0)) == {"running": ["old"], "abandoned": ["x"]}
+        assert store.query_durations(InitQuery(outcome="abandoned", now=at(25.1))) == [
+            ("pre_initialization", 1.0)]
+
+    def test_a_later_heartbeat_moves_the_bound(self, store: EventStore) -> None:
+        """Each heartbeat, appended on its own, pushes the init's bound to three intervals
+        after it."""
+        assert isinstance(store, QueryableStore)
+        log = beating_records("x", 5.0, beat_after_s=10.0)
+        store.append(log)
+        store.append(records([HeartbeatRecorded(init_id="x", sequence=len(log) + 1,
+                                                timestamp=at(20.0), interval_s=5.0)]))
+        assert store.query_initializations(InitQuery(outcome="running", now=at(34.9))) == ["x"]
+        assert store.query_initializations(InitQuery(outcome="abandoned", now=at(35.1))) == [
+            "x"]
+
+    def test_a_recorded_abandonment_is_final(self, store: EventStore) -> None:
+        """An init closed with ``InitializationAbandoned`` is abandoned at any time, even
+        within its heartbeat bound, and never running."""
+        assert isinstance(store, QueryableStore)
+        log = beating_records("x", 5.0, beat_after_s=10.0)
+        store.append(log)
+        store.append(records([InitializationAbandoned(
+            init_id="x", sequence=len(log) + 1, timestamp=at(11.0), reason="process gone",
+            phase="download", host="host-a", pid=1, closed_by_pid=2)]))
+        assert store.query_initializations(InitQuery(outcome="abandoned", now=at(11.0))) == [
+            "x"]
+        assert store.query_initializations(InitQuery(outcome="running", now=at(11.0))) == []
 
     def test_index_follows_an_init_appended_event_by_event(self, store: EventStore) -> None:
         """An init appended one event per transaction is indexed like one appended at once."""

@@ -11,7 +11,15 @@ import pytest
 
 from llm_init import EventStoreError
 from llm_init.errors import EventStoreUnavailableError
-from llm_init.stores.postgres import LEDGER, NOTIFY_CHANNEL, SCHEMA_VERSION, PostgresEventStore
+from llm_init.stores import InitQuery
+from llm_init.stores.postgres import (
+    INDEX,
+    LEDGER,
+    NOTIFY_CHANNEL,
+    SCHEMA_VERSION,
+    PostgresEventStore,
+)
+from tests.stores.contract import at, beating_records
 from tests.support.logs import records, synthetic_log
 from tests.support.postgres import with_param
 
@@ -103,3 +111,25 @@ def test_the_change_feed_is_pushed_not_polled(postgres_url: str) -> None:
     feed.close()
     store.close()
     assert queries == [(f"LISTEN {NOTIFY_CHANNEL}",)]
+
+
+def test_a_version_1_database_gains_the_heartbeat_bound(postgres_url: str) -> None:
+    """A database at schema version 1 (no ``alive_until``) is migrated on open: its
+    unfinished init from before heartbeats stays running, a heartbeat-declaring one is judged
+    by its bound."""
+    store = PostgresEventStore(postgres_url)
+    store.append(records(synthetic_log("old", outcome="running")))
+    store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {INDEX} DROP COLUMN alive_until")
+        conn.execute(f"DELETE FROM {LEDGER} WHERE version > 1")
+    store = PostgresEventStore(postgres_url)
+    try:
+        store.append(beating_records("new", 5.0, beat_after_s=10.0))
+        assert store.query_initializations(InitQuery(outcome="running", now=at(3600.0))) == [
+            "old"]
+        assert store.query_initializations(InitQuery(outcome="abandoned", now=at(3600.0))) \
+            == ["new"]
+    finally:
+        store.close()
+    assert ledger(postgres_url) == list(range(1, SCHEMA_VERSION + 1))

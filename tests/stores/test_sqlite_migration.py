@@ -6,7 +6,9 @@ import sqlite3
 from pathlib import Path
 
 from llm_init.stores import InitQuery, SQLiteEventStore
-from llm_init.stores.sqlite import _V1, SCHEMA_VERSION
+from llm_init.stores.index import index_rows
+from llm_init.stores.sqlite import _UPSERT_V2, _V1, SCHEMA_VERSION, _script, _v2
+from tests.stores.contract import at, beating_records
 from tests.support.logs import records, synthetic_log
 
 
@@ -26,3 +28,32 @@ def test_a_version_1_file_is_migrated_and_its_index_filled(tmp_path: Path) -> No
     store = SQLiteEventStore(path, create=False)
     assert store.query_initializations(InitQuery(outcome="failed")) == ["broke"]
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_a_version_2_file_gains_the_heartbeat_bound_and_keeps_its_running_inits(
+        tmp_path: Path) -> None:
+    """A file of schema version 2 opens at the current version: its unfinished init (from
+    before heartbeats) still reads running, and a heartbeat-declaring init is judged by it."""
+    path = tmp_path / "v2.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    _script(conn, _V1)
+    _v2(conn)
+    conn.execute("PRAGMA user_version = 2")
+    old = store_version_2_init(conn)
+    conn.close()
+    store = SQLiteEventStore(path, create=False)
+    store.append(beating_records("new", 5.0, beat_after_s=10.0))
+    assert store.query_initializations(InitQuery(outcome="running", now=at(3600.0))) == [old]
+    assert store.query_initializations(InitQuery(outcome="abandoned", now=at(3600.0))) == [
+        "new"]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def store_version_2_init(conn: sqlite3.Connection) -> str:
+    """Append an unfinished init as schema version 2 stored it (events and index row)."""
+    log = records(synthetic_log("old", outcome="running"))
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                     [(r.init_id, r.sequence, r.topic, r.schema_version, r.timestamp, r.state)
+                      for r in log])
+    conn.executemany(_UPSERT_V2, [row.as_params() for row in index_rows(log)])
+    return "old"
