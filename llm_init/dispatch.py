@@ -42,6 +42,8 @@ _DEFAULT: Any = object()
 _IMMUTABLE = frozenset({type(None), bool, int, float, str})
 _CONTAINERS = frozenset({dict, list})
 _PLAIN = frozenset({type(None), bool})  # hook results that are certainly not awaitable
+# Not errors of the hook but orders to stop: recorded as failures, then re-raised unchanged.
+INTERRUPTS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,7 @@ class Dispatcher:
                 else:
                     await target.run(ctx, self._reporter(phase, name))
                     returned = None
-            except (Exception, asyncio.CancelledError) as exc:
+            except (Exception, *INTERRUPTS) as exc:
                 duration = time.perf_counter() - started
                 ctx._actor = "llm_init"
                 # What the hook changed before it failed is recorded too, so replay matches.
@@ -255,16 +257,16 @@ class Dispatcher:
         if timed_out:
             message = f"{actor}.{name} did not return within {self.hook_timeout_s} s"
         spans.record_error(span, exc, message=message)
-        cancelled = isinstance(exc, asyncio.CancelledError)
+        interrupted = isinstance(exc, INTERRUPTS)
         if is_hook:
-            aborted = self.raise_errors or cancelled
+            aborted = self.raise_errors or interrupted
             if span.is_recording():
                 span.set_attribute(names.ATTR_TIMED_OUT, timed_out)
             self.recorder.emit(HookFailed, phase=phase, hook=name, callback=actor,
                                duration_s=duration, error_type=type(exc).__name__,
                                message=message, timed_out=timed_out, aborted=aborted)
             self.recorder.commit()
-            if cancelled:
+            if interrupted:
                 raise exc
             if not aborted:
                 return None
@@ -274,7 +276,7 @@ class Dispatcher:
         self.recorder.emit(StepFailed, phase=phase, step=name, duration_s=duration,
                            error_type=type(exc).__name__, message=message)
         self.recorder.commit()
-        if cancelled:
+        if interrupted:
             raise exc
         if isinstance(exc, StepError):
             raise exc

@@ -1,0 +1,102 @@
+"""Initializations that end abruptly still end in the log: a hook raising SystemExit or
+KeyboardInterrupt, and a callback class whose constructor raises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_init import (
+    CallbackConfigError,
+    LLMConfig,
+    NodeInitializationContext,
+    SQLiteEventStore,
+    initialize_node_sync,
+    read_events,
+)
+from tests.support.steps import local_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ExitingCallback:
+    """Raises ``interrupt`` from on_pre_placement_group, as ``sys.exit()`` or Ctrl-C would."""
+
+    def __init__(self, interrupt: str) -> None:
+        self.interrupt = interrupt
+
+    def on_pre_placement_group(self, ctx: NodeInitializationContext) -> None:
+        raise SystemExit(3) if self.interrupt == "SystemExit" else KeyboardInterrupt()
+
+
+class BrokenConstructorCallback:
+    """A callback whose constructor fails on one of its kwargs."""
+
+    def __init__(self, api_key: str, region: str) -> None:
+        raise ValueError(f"region {region!r} is not served")
+
+    def on_pre_download(self, ctx: NodeInitializationContext) -> None:
+        pass
+
+
+def cli(store: Path, *args: str) -> list[Any]:
+    """The real ``llm-init`` command in a new process, as an operator runs it; its JSON
+    lines."""
+    proc = subprocess.run([sys.executable, "-m", "llm_init", *args, "--store", str(store),
+                           "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("interrupt", ["SystemExit", "KeyboardInterrupt"])
+def test_a_hook_that_exits_is_recorded_as_failed_before_the_exit_goes_on(
+        tmp_path: Path, interrupt: str) -> None:
+    """SystemExit or KeyboardInterrupt from a hook still escapes, but the log read by a new
+    process shows the hook, its phase and the initialization failed, not running."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    with pytest.raises((SystemExit, KeyboardInterrupt)) as raised:
+        initialize_node_sync(LLMConfig(model_id="m", callback_class=ExitingCallback,
+                                       callback_kwargs={"interrupt": interrupt}),
+                             event_store=store, steps=local_steps(), init_id="exits")
+    store.close()
+    assert type(raised.value).__name__ == interrupt
+    events = read_events(SQLiteEventStore(path, create=False), "exits")
+    assert [e.TYPE for e in events][-3:] == ["HookFailed", "PhaseFailed", "InitializationFailed"]
+    hook_failed, phase_failed, init_failed = events[-3:]
+    assert (hook_failed.hook, hook_failed.aborted) == (  # type: ignore[attr-defined]
+        "on_pre_placement_group", True)
+    assert phase_failed.phase == "placement_group"  # type: ignore[attr-defined]
+    assert init_failed.error_type == interrupt  # type: ignore[attr-defined]
+    assert cli(path, "status") == []  # nothing in progress
+    [listed] = cli(path, "list")
+    assert (listed["init_id"], listed["outcome"]) == ("exits", "failed")
+
+
+def test_a_callback_constructor_that_raises_names_the_class_and_is_recorded(
+        tmp_path: Path) -> None:
+    """A raising constructor is a CallbackConfigError naming the class and its kwargs' keys
+    (not their values), and the initialization is recorded as started and failed."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    config = LLMConfig(model_id="m", callback_class=BrokenConstructorCallback,
+                       callback_kwargs={"api_key": "sk-live-0123456789", "region": "mars-1"})
+    with pytest.raises(CallbackConfigError) as raised:
+        initialize_node_sync(config, event_store=store, steps=local_steps(), init_id="ctor")
+    store.close()
+    message = str(raised.value)
+    assert "tests.test_runtime_crashes.BrokenConstructorCallback" in message
+    assert "[api_key, region]" in message
+    assert "sk-live-0123456789" not in message
+    events = read_events(SQLiteEventStore(path, create=False), "ctor")
+    assert [e.TYPE for e in events] == ["InitializationStarted", "InitializationFailed"]
+    assert events[1].error_type == "CallbackConfigError"  # type: ignore[attr-defined]
+    assert "BrokenConstructorCallback" in events[1].message  # type: ignore[attr-defined]
+    assert "sk-live-0123456789" not in path.read_bytes().decode(errors="replace")

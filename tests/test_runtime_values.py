@@ -1,0 +1,137 @@
+"""Values that break the log: NaN and the infinities are recorded as text, and an event the
+encoder or the store refuses for good fails the initialization on the record, never silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_init import (
+    Event,
+    EventRejected,
+    EventRejectedError,
+    LLMConfig,
+    NodeInitializationContext,
+    initialize_node_sync,
+    read_events,
+    replay,
+)
+from llm_init.stores import BufferedEventStore, SQLiteEventStore, open_store
+from tests.support.steps import local_steps
+
+NAN, INF = float("nan"), float("inf")
+
+
+class NonFiniteCallback:
+    """Puts NaN and the infinities everywhere a hook can: custom_data, extra_init_kwargs, its
+    return value."""
+
+    def on_pre_download(self, ctx: NodeInitializationContext) -> Any:
+        ctx.custom_data["loss"] = NAN
+        ctx.custom_data["bounds"] = [-INF, INF]
+        ctx.extra_init_kwargs["temperature"] = INF
+        return -INF
+
+
+class NonFiniteStep:
+    """A download step reporting NaN progress, as a step dividing by a zero duration would."""
+
+    async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
+        report(rate=NAN, eta_s=INF)
+        ctx.download_result = {"path": "/models/tiny", "throughput": NAN}
+
+
+class HugeIntCallback:
+    """Stores an int with more digits than Python will turn into text (and so into JSON)."""
+
+    def on_post_download(self, ctx: NodeInitializationContext) -> None:
+        ctx.custom_data["seed"] = 10 ** 5000
+
+
+def fresh_events(location: str, init_id: str) -> list[Event]:
+    """The log as another process (the CLI) reads it: through a newly opened store."""
+    reader = open_store(location, create=False)
+    try:
+        return read_events(reader, init_id)
+    finally:
+        reader.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LLM_INIT_SPOOL_DIR", str(tmp_path / "spool"))
+    if request.param == "sqlite":
+        return str(tmp_path / "events.sqlite")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def test_non_finite_values_are_recorded_as_text_and_the_init_completes(location: str) -> None:
+    """NaN, Infinity and -Infinity from a hook and a step are stored as those strings, and the
+    whole initialization is recorded and completes."""
+    store = open_store(location)
+    try:
+        ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=NonFiniteCallback),
+                                   event_store=store,
+                                   steps=local_steps(download=NonFiniteStep()))
+    finally:
+        store.close()
+    events = fresh_events(location, ctx.init_id)
+    state = replay(events)
+    assert state.outcome == "completed"
+    assert state.state["custom_data"] == {"loss": "NaN", "bounds": ["-Infinity", "Infinity"]}
+    assert state.state["extra_init_kwargs"] == {"temperature": "Infinity"}
+    assert state.state["download_result"] == {"path": "/models/tiny", "throughput": "NaN"}
+    assert state.progress == {"rate": "NaN", "eta_s": "Infinity"}
+    returned = [e.returned for e in events if e.TYPE == "HookCompleted"]  # type: ignore[attr-defined]
+    assert returned == ["-Infinity"]
+
+
+def test_a_value_the_encoder_refuses_fails_the_init_naming_hook_and_field(
+        tmp_path: Path) -> None:
+    """An event JSON cannot hold is replaced by EventRejected naming callback, hook and field;
+    the rest is recorded and the initialization ends failed."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    with pytest.raises(EventRejectedError) as raised:
+        initialize_node_sync(LLMConfig(model_id="m", callback_class=HugeIntCallback),
+                             event_store=store, steps=local_steps(), init_id="huge")
+    store.close()
+    name = "tests.test_runtime_values.HugeIntCallback"
+    assert f"callback {name}" in str(raised.value)
+    assert "hook on_post_download" in str(raised.value)
+    assert "field custom_data['seed']" in str(raised.value)
+    events = fresh_events(str(path), "huge")
+    [rejected] = [e for e in events if isinstance(e, EventRejected)]
+    assert (rejected.rejected_type, rejected.callback, rejected.hook, rejected.field) == (
+        "ContextChanged", name, "on_post_download", "custom_data['seed']")
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].TYPE == "InitializationFailed"
+    assert events[-1].error_type == "EventRejectedError"  # type: ignore[attr-defined]
+    after = [e.TYPE for e in events if e.sequence > rejected.sequence]
+    assert after[0] == "HookCompleted"  # what came after the refused event is recorded
+    assert replay(events).outcome == "failed"
+
+
+def test_a_batch_postgres_refuses_is_recorded_as_rejected_and_never_spooled(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record PostgreSQL refuses for good (a NUL in a label) is not buffered and retried: the
+    refusal is recorded in its place and the initialization ends failed."""
+    monkeypatch.setenv("LLM_INIT_SPOOL_DIR", str(tmp_path / "spool"))
+    store = open_store(postgres_url)
+    assert isinstance(store, BufferedEventStore)
+    try:
+        with pytest.raises(EventRejectedError, match="InitializationStarted #1"):
+            initialize_node_sync(LLMConfig(model_id="m"), event_store=store,
+                                 steps=local_steps(), init_id="nul",
+                                 labels={"team": "ml\x00ops"})
+        assert not store._offline
+        assert store.buffered == 0
+    finally:
+        store.close()
+    events = fresh_events(postgres_url, "nul")
+    assert [e.TYPE for e in events] == ["EventRejected", "InitializationFailed"]
+    assert events[0].rejected_type == "InitializationStarted"  # type: ignore[attr-defined]
