@@ -3,6 +3,7 @@ encoder or the store refuses for good fails the initialization on the record, ne
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,13 @@ from llm_init import (
     EventRejectedError,
     LLMConfig,
     NodeInitializationContext,
+    PhaseStarted,
     initialize_node_sync,
     read_events,
     replay,
 )
-from llm_init.stores import BufferedEventStore, SQLiteEventStore, open_store
-from tests.support.steps import local_steps
+from llm_init.stores import BufferedEventStore, SQLiteEventStore, encode, open_store
+from tests.support.steps import CallingStep, local_steps
 
 NAN, INF = float("nan"), float("inf")
 
@@ -135,3 +137,27 @@ def test_a_batch_postgres_refuses_is_recorded_as_rejected_and_never_spooled(
     events = fresh_events(postgres_url, "nul")
     assert [e.TYPE for e in events] == ["EventRejected", "InitializationFailed"]
     assert events[0].rejected_type == "InitializationStarted"  # type: ignore[attr-defined]
+
+
+def test_a_sequence_number_taken_by_another_writer_fails_the_init_without_retrying(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When another writer took the next sequence number of this init, its event is left as
+    it is, nothing is retried, and the initialization fails naming the refused event."""
+    monkeypatch.setenv("LLM_INIT_EVENT_FLUSH_INTERVAL_S", "0")
+    path = tmp_path / "events.sqlite"
+
+    async def intruder(ctx: NodeInitializationContext) -> None:
+        other = SQLiteEventStore(path)
+        taken = other.read(ctx.init_id)[-1].sequence + 1
+        other.append([encode(PhaseStarted(init_id=ctx.init_id, sequence=taken,
+                                          timestamp=datetime.now(UTC), phase="intruder"))])
+        other.close()
+
+    store = SQLiteEventStore(path)
+    with pytest.raises(EventRejectedError, match="refused StepCompleted #6 of twice"):
+        initialize_node_sync(LLMConfig(model_id="m"), event_store=store, init_id="twice",
+                             steps=local_steps(download=CallingStep(intruder)))
+    store.close()
+    events = fresh_events(str(path), "twice")
+    assert [e.TYPE for e in events][-2:] == ["StepStarted", "PhaseStarted"]
+    assert events[-1].phase == "intruder"  # type: ignore[attr-defined]
