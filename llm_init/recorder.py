@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from opentelemetry import trace
 
 from llm_init.callbacks import EventObserver
 from llm_init.errors import EventRejectedError, EventStoreUnavailableError
-from llm_init.events import ContextChanged, Event, EventRejected
+from llm_init.events import ContextChanged, Event, EventRejected, InitializationStarted
 from llm_init.stores.base import EventStore, StoredEvent, encode, unencodable_field
 from llm_init.telemetry.redaction import exception_message
 
@@ -131,8 +132,8 @@ class EventRecorder:
         try:
             return event, encode(event)
         except (ValueError, TypeError, RecursionError) as exc:
-            rejected = self._rejected(event, exc, unencodable_field(event))
-            return rejected, encode(rejected)
+            stand_in = self._stand_in(event, exc, unencodable_field(event))
+            return stand_in, encode(stand_in)
 
     def _append_one_by_one(self, pairs: list[tuple[Event, StoredEvent]],
                            batch_error: Exception) -> list[Event]:
@@ -154,10 +155,10 @@ class EventRecorder:
                 raise
             except Exception as exc:
                 refused: Exception = exc
-            rejected = self._rejected(event, refused, None)
+            stand_in = self._stand_in(event, refused, None)
             try:
-                self._store.append([encode(rejected)])
-                stored.append(rejected)
+                self._store.append([encode(stand_in)])
+                stored.append(stand_in)
             except Exception as exc:
                 self._broken = True
                 _log.error("event store refused event %s#%d (%s) and the record of that "
@@ -168,6 +169,15 @@ class EventRecorder:
         if self._refusal is None:  # every event went in alone: still, the store failed
             self._refusal = batch_error
         return stored
+
+    def _stand_in(self, event: Event, exc: BaseException, field: str | None) -> Event:
+        """What is stored in place of a refused event: an ``EventRejected``, except for
+        ``InitializationStarted``, which every log must begin with: it is stored without its
+        free-form values (config, context, labels), and the refusal names what was left out."""
+        rejected = self._rejected(event, exc, field)
+        if isinstance(event, InitializationStarted):
+            return dataclasses.replace(event, config={}, context={}, labels={})
+        return rejected
 
     def _rejected(self, event: Event, exc: BaseException, field: str | None) -> EventRejected:
         """An ``EventRejected`` under ``event``'s sequence number, and the refusal to raise."""

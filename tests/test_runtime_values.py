@@ -3,10 +3,14 @@ encoder or the store refuses for good fails the initialization on the record, ne
 
 from __future__ import annotations
 
+import os
+import urllib.parse
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from llm_init import (
@@ -21,6 +25,7 @@ from llm_init import (
     replay,
 )
 from llm_init.stores import BufferedEventStore, SQLiteEventStore, encode, open_store
+from llm_init.stores.postgres import PostgresEventStore
 from tests.support.steps import CallingStep, local_steps
 
 NAN, INF = float("nan"), float("inf")
@@ -61,10 +66,13 @@ def fresh_events(location: str, init_id: str) -> list[Event]:
         reader.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request: pytest.FixtureRequest, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> str:
+@pytest.fixture(autouse=True)
+def _spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLM_INIT_SPOOL_DIR", str(tmp_path / "spool"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "events.sqlite")
     url: str = request.getfixturevalue("postgres_url")
@@ -118,25 +126,58 @@ def test_a_value_the_encoder_refuses_fails_the_init_naming_hook_and_field(
     assert replay(events).outcome == "failed"
 
 
-def test_a_batch_postgres_refuses_is_recorded_as_rejected_and_never_spooled(
-        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A record PostgreSQL refuses for good (a NUL in a label) is not buffered and retried: the
-    refusal is recorded in its place and the initialization ends failed."""
-    monkeypatch.setenv("LLM_INIT_SPOOL_DIR", str(tmp_path / "spool"))
+def test_a_nul_in_a_label_or_model_id_is_recorded_on_postgres(postgres_url: str) -> None:
+    """A NUL character, which PostgreSQL text refuses, is no reason to lose an
+    initialization: it is recorded, read back as it was, and the init completes."""
     store = open_store(postgres_url)
+    try:
+        initialize_node_sync(LLMConfig(model_id="m\x00odel"), event_store=store,
+                             steps=local_steps(), init_id="nul", labels={"team": "ml\x00ops"})
+    finally:
+        store.close()
+    state = replay(fresh_events(postgres_url, "nul"))
+    assert (state.outcome, state.labels) == ("completed", {"team": "ml\x00ops"})
+
+
+def test_a_store_refusing_every_write_fails_the_init_at_once_instead_of_spooling(
+        postgres_url: str) -> None:
+    """A database that answers but refuses the writes (INSERT revoked) is not waited out in
+    the spool: the initialization fails at once with the store's reason."""
+    PostgresEventStore(postgres_url).close()  # creates the tables
+    reader = f"reader_{uuid.uuid4().hex[:8]}"  # may read the log, not write to it
+    schema = urllib.parse.unquote(postgres_url).rsplit("search_path=", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {reader} LOGIN PASSWORD '{os.environ['PGPASSWORD']}'")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {reader}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}")
+    store = open_store(postgres_url.replace("://llm_init@", f"://{reader}@"))
     assert isinstance(store, BufferedEventStore)
     try:
-        with pytest.raises(EventRejectedError, match="InitializationStarted #1"):
+        with pytest.raises(EventRejectedError, match="permission denied"):
             initialize_node_sync(LLMConfig(model_id="m"), event_store=store,
-                                 steps=local_steps(), init_id="nul",
-                                 labels={"team": "ml\x00ops"})
+                                 steps=local_steps(), init_id="denied")
         assert not store._offline
         assert store.buffered == 0
     finally:
         store.close()
-    events = fresh_events(postgres_url, "nul")
-    assert [e.TYPE for e in events] == ["EventRejected", "InitializationFailed"]
-    assert events[0].rejected_type == "InitializationStarted"  # type: ignore[attr-defined]
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {reader}")
+            conn.execute(f"DROP ROLE {reader}")
+
+
+def test_config_json_cannot_hold_fails_the_init_with_a_log_that_still_starts(
+        tmp_path: Path) -> None:
+    """An InitializationStarted the encoder refuses (a 5,000-digit int in engine_kwargs) is
+    stored without its config, so the log still starts, and ends failed naming the field."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    with pytest.raises(EventRejectedError, match="field config"):
+        initialize_node_sync(LLMConfig(model_id="m", engine_kwargs={"seed": 10 ** 5000}),
+                             event_store=store, steps=local_steps(), init_id="bigconfig")
+    store.close()
+    events = fresh_events(str(path), "bigconfig")
+    assert [e.TYPE for e in events] == ["InitializationStarted", "InitializationFailed"]
+    assert replay(events).outcome == "failed"
 
 
 def test_a_sequence_number_taken_by_another_writer_fails_the_init_without_retrying(
