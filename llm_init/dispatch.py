@@ -19,7 +19,7 @@ from opentelemetry.util.types import AttributeValue
 
 from llm_init.callbacks import BoundHook
 from llm_init.context import DICT_FIELDS, RECORDED_FIELDS, NodeInitializationContext
-from llm_init.errors import CallbackError, HookTimeoutError, StepError
+from llm_init.errors import CallbackError, ContextFieldError, HookTimeoutError, StepError
 from llm_init.events import (
     ContextChanged,
     HookCompleted,
@@ -110,7 +110,12 @@ class Snapshots:
             if same and i in self._compare and value == summaries[i]:
                 compare.append(i)
                 continue
-            summaries[i] = json_safe(value, RECORDED_FIELDS[i])
+            try:
+                summaries[i] = json_safe(value, RECORDED_FIELDS[i])
+            except Exception as exc:  # a cycle, or a summary method that raised
+                raise ContextFieldError(
+                    f"ctx.{RECORDED_FIELDS[i]} holds a value that cannot be recorded: "
+                    f"{exception_message(exc)}") from exc
             if kind in _CONTAINERS and _same_json(value, summaries[i]):
                 compare.append(i)
             elif kind not in _IMMUTABLE and not isinstance(value, enum.Enum):
@@ -186,12 +191,17 @@ class Dispatcher:
                 duration = time.perf_counter() - started
                 ctx._actor = "llm_init"
                 # What the hook changed before it failed is recorded too, so replay matches.
-                self._record_changes(span, changed_by, hook)
+                with contextlib.suppress(ContextFieldError):  # its own failure says enough
+                    self._record_changes(span, changed_by, hook)
                 self._failed(span, phase, name, actor, is_hook, exc, duration)
                 return None
             duration = time.perf_counter() - started
             ctx._actor = "llm_init"
-            changed = self._record_changes(span, changed_by, hook)
+            try:
+                changed = self._record_changes(span, changed_by, hook)
+            except ContextFieldError as exc:  # it left a value that cannot be recorded
+                self._failed(span, phase, name, actor, is_hook, exc, duration)
+                return None
             if is_hook:
                 skipped = returned is False and name.startswith("on_pre_")
                 safe_returned = json_safe(returned)

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from llm_init import (
+    CallbackError,
     Event,
     EventRejected,
     EventRejectedError,
@@ -202,3 +203,30 @@ def test_a_sequence_number_taken_by_another_writer_fails_the_init_without_retryi
     events = fresh_events(str(path), "twice")
     assert [e.TYPE for e in events][-2:] == ["StepStarted", "PhaseStarted"]
     assert events[-1].phase == "intruder"  # type: ignore[attr-defined]
+
+
+class CyclicCallback:
+    """Leaves a dict that contains itself in custom_data."""
+
+    def on_pre_download(self, ctx: NodeInitializationContext) -> None:
+        loop: dict[str, Any] = {}
+        loop["self"] = loop
+        ctx.custom_data["loop"] = loop
+
+
+def test_a_value_that_cannot_be_summarized_fails_its_hook_naming_the_field(
+        tmp_path: Path) -> None:
+    """A hook leaving a value no summary can hold (a dict containing itself) fails with a
+    HookFailed naming the field; its phase and the initialization are recorded as failed."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    with pytest.raises(CallbackError, match=r"on_pre_download: .*ctx\.custom_data"):
+        initialize_node_sync(LLMConfig(model_id="m", callback_class=CyclicCallback),
+                             event_store=store, steps=local_steps(), init_id="cycle")
+    store.close()
+    events = fresh_events(str(path), "cycle")
+    assert [e.TYPE for e in events][-3:] == ["HookFailed", "PhaseFailed", "InitializationFailed"]
+    hook_failed = events[-3]
+    assert hook_failed.callback == "tests.test_runtime_values.CyclicCallback"  # type: ignore[attr-defined]
+    assert "ctx.custom_data holds a value that cannot be recorded" in (
+        hook_failed.message)  # type: ignore[attr-defined]
