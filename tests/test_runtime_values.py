@@ -3,9 +3,11 @@ encoder or the store refuses for good fails the initialization on the record, ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,24 @@ class HugeIntCallback:
 
     def on_post_download(self, ctx: NodeInitializationContext) -> None:
         ctx.custom_data["seed"] = 10 ** 5000
+
+
+@contextlib.contextmanager
+def read_only_role(postgres_url: str) -> Iterator[str]:
+    """``postgres_url`` as a new role that may read the llm-init tables but not write them."""
+    PostgresEventStore(postgres_url).close()  # creates the tables
+    reader = f"reader_{uuid.uuid4().hex[:8]}"
+    schema = urllib.parse.unquote(postgres_url).rsplit("search_path=", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {reader} LOGIN PASSWORD '{os.environ['PGPASSWORD']}'")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {reader}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}")
+    try:
+        yield postgres_url.replace("://llm_init@", f"://{reader}@")
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {reader}")
+            conn.execute(f"DROP ROLE {reader}")
 
 
 def fresh_events(location: str, init_id: str) -> list[Event]:
@@ -144,26 +164,17 @@ def test_a_store_refusing_every_write_fails_the_init_at_once_instead_of_spooling
         postgres_url: str) -> None:
     """A database that answers but refuses the writes (INSERT revoked) is not waited out in
     the spool: the initialization fails at once with the store's reason."""
-    PostgresEventStore(postgres_url).close()  # creates the tables
-    reader = f"reader_{uuid.uuid4().hex[:8]}"  # may read the log, not write to it
-    schema = urllib.parse.unquote(postgres_url).rsplit("search_path=", 1)[1]
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {reader} LOGIN PASSWORD '{os.environ['PGPASSWORD']}'")
-        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {reader}")
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}")
-    store = open_store(postgres_url.replace("://llm_init@", f"://{reader}@"))
-    assert isinstance(store, BufferedEventStore)
-    try:
-        with pytest.raises(EventRejectedError, match="permission denied"):
-            initialize_node_sync(LLMConfig(model_id="m"), event_store=store,
-                                 steps=local_steps(), init_id="denied")
-        assert not store._offline
-        assert store.buffered == 0
-    finally:
-        store.close()
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {reader}")
-            conn.execute(f"DROP ROLE {reader}")
+    with read_only_role(postgres_url) as reader_url:
+        store = open_store(reader_url)
+        assert isinstance(store, BufferedEventStore)
+        try:
+            with pytest.raises(EventRejectedError, match="permission denied"):
+                initialize_node_sync(LLMConfig(model_id="m"), event_store=store,
+                                     steps=local_steps(), init_id="denied")
+            assert not store._offline
+            assert store.buffered == 0
+        finally:
+            store.close()
 
 
 def test_config_json_cannot_hold_fails_the_init_with_a_log_that_still_starts(
