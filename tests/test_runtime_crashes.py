@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from llm_init import (
     CallbackConfigError,
+    InMemoryEventStore,
     LLMConfig,
     NodeInitializationContext,
     SQLiteEventStore,
     initialize_node_sync,
     read_events,
 )
+from llm_init.telemetry import names
 from tests.support.steps import local_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +106,34 @@ def test_a_callback_constructor_that_raises_names_the_class_and_is_recorded(
     assert events[1].error_type == "CallbackConfigError"  # type: ignore[attr-defined]
     assert "BrokenConstructorCallback" in events[1].message  # type: ignore[attr-defined]
     assert "sk-live-0123456789" not in path.read_bytes().decode(errors="replace")
+
+
+def test_an_exiting_hook_closes_its_hook_phase_and_initialization_spans_with_the_error(
+        store: InMemoryEventStore) -> None:
+    """The spans around a hook raising SystemExit all end with status ERROR and the exit's
+    type, so a trace shows where the process was told to stop."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with pytest.raises(SystemExit):
+        initialize_node_sync(LLMConfig(model_id="m", callback_class=ExitingCallback,
+                                       callback_kwargs={"interrupt": "SystemExit"}),
+                             event_store=store, steps=local_steps(), tracer_provider=provider)
+    failed = {s.name: s.attributes.get(names.ATTR_ERROR_TYPE)  # type: ignore[union-attr]
+              for s in exporter.get_finished_spans() if s.status.status_code is StatusCode.ERROR}
+    assert failed == {names.SPAN_HOOK_PREFIX + "on_pre_placement_group": "SystemExit",
+                      names.SPAN_PHASE_PREFIX + "placement_group": "SystemExit",
+                      names.SPAN_INITIALIZE: "SystemExit"}
+
+
+def test_an_exit_from_a_hook_run_in_a_thread_under_a_timeout_is_recorded_too(
+        store: InMemoryEventStore) -> None:
+    """With hook_timeout_s set (sync hooks run in a thread of their own), SystemExit from the
+    hook still reaches the caller, after HookFailed, PhaseFailed and InitializationFailed."""
+    with pytest.raises(SystemExit):
+        initialize_node_sync(LLMConfig(model_id="m", callback_class=ExitingCallback,
+                                       callback_kwargs={"interrupt": "SystemExit"},
+                                       hook_timeout_s=30),
+                             event_store=store, steps=local_steps(), init_id="threaded")
+    events = read_events(store, "threaded")
+    assert [e.TYPE for e in events][-3:] == ["HookFailed", "PhaseFailed", "InitializationFailed"]
