@@ -253,8 +253,8 @@ class Dispatcher:
             self.recorder.emit(ContextChanged, field=c.field, key=c.key, old=c.old, new=c.new,
                                changed_by=changed_by, hook=hook, removed=c.removed)
             if recording:
-                attrs = {names.ATTR_FIELD: c.field, names.ATTR_OLD: json.dumps(c.old),
-                         names.ATTR_NEW: json.dumps(c.new)}
+                attrs = {names.ATTR_FIELD: c.field, names.ATTR_OLD: _json_text(c.old),
+                         names.ATTR_NEW: _json_text(c.new)}
                 if c.key is not None:
                     attrs[names.ATTR_KEY] = c.key
                 span.add_event(names.SPAN_EVENT_CONTEXT_CHANGED, attrs)
@@ -309,11 +309,20 @@ def _set_outcome(span: Span, changed: tuple[str, ...], returned: Any, skipped: b
     if changed:
         attributes[names.ATTR_CHANGED_FIELDS] = changed
     if returned is not None:
-        attributes[names.ATTR_RETURNED] = json.dumps(returned)
+        attributes[names.ATTR_RETURNED] = _json_text(returned)
     if skipped:
         attributes[names.ATTR_SKIPPED_DEFAULT] = True
     if attributes:
         span.set_attributes(attributes)
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as JSON for a span attribute; one JSON cannot hold (an int of more than 4,300
+    digits) is named, not raised: the event log reports it (``EventRejected``)."""
+    try:
+        return json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(f"<{type(value).__name__} that JSON cannot hold>")
 
 
 def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:

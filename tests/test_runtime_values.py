@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from llm_init import (
     CallbackError,
@@ -121,15 +122,17 @@ def test_non_finite_values_are_recorded_as_text_and_the_init_completes(location:
     assert returned == ["-Infinity"]
 
 
+@pytest.mark.parametrize("traced", [False, True], ids=["untraced", "traced"])
 def test_a_value_the_encoder_refuses_fails_the_init_naming_hook_and_field(
-        tmp_path: Path) -> None:
+        tmp_path: Path, traced: bool) -> None:
     """An event JSON cannot hold is replaced by EventRejected naming callback, hook and field;
-    the rest is recorded and the initialization ends failed."""
+    the rest is recorded and the initialization ends failed, with or without spans."""
     path = tmp_path / "events.sqlite"
     store = SQLiteEventStore(path)
     with pytest.raises(EventRejectedError) as raised:
         initialize_node_sync(LLMConfig(model_id="m", callback_class=HugeIntCallback),
-                             event_store=store, steps=local_steps(), init_id="huge")
+                             event_store=store, steps=local_steps(), init_id="huge",
+                             tracer_provider=TracerProvider() if traced else None)
     store.close()
     name = "tests.test_runtime_values.HugeIntCallback"
     assert f"callback {name}" in str(raised.value)
