@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from llm_init import (
     read_events,
     replay,
 )
+from llm_init.errors import EventStoreUnavailableError
+from llm_init.recorder import EventRecorder
 from llm_init.stores import BufferedEventStore, SQLiteEventStore, encode, open_store
 from llm_init.stores.postgres import PostgresEventStore
 from tests.support.steps import CallingStep, local_steps
@@ -244,3 +247,23 @@ def test_a_value_that_cannot_be_summarized_fails_its_hook_naming_the_field(
     assert hook_failed.callback == "tests.test_runtime_values.CyclicCallback"  # type: ignore[attr-defined]
     assert "ctx.custom_data holds a value that cannot be recorded" in (
         hook_failed.message)  # type: ignore[attr-defined]
+
+
+def test_a_sqlite_store_busy_past_its_timeout_keeps_the_events_for_the_next_commit(
+        tmp_path: Path) -> None:
+    """Busy is not a refusal: events met by a lock held past the timeout stay pending and are
+    all stored, in order, by the next commit once the lock is gone."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path, busy_timeout_s=0.05)
+    recorder = EventRecorder("busy", store)
+    recorder.record(PhaseStarted, phase="download")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(EventStoreUnavailableError):
+        recorder.record(PhaseStarted, phase="placement_group")
+    holder.execute("ROLLBACK")
+    holder.close()
+    recorder.record(PhaseStarted, phase="engine_init")
+    store.close()
+    phases = [e.phase for e in fresh_events(str(path), "busy")]  # type: ignore[attr-defined]
+    assert phases == ["download", "placement_group", "engine_init"]
