@@ -75,7 +75,9 @@ def read_only_role(postgres_url: str) -> Iterator[str]:
         conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {reader}")
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}")
     try:
-        yield postgres_url.replace("://llm_init@", f"://{reader}@")
+        parts = urllib.parse.urlsplit(postgres_url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        yield urllib.parse.urlunsplit(parts._replace(netloc=f"{reader}@{host}"))
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {reader}")
