@@ -26,7 +26,7 @@ from llm_init import (
     read_events,
 )
 from llm_init.telemetry import names
-from tests.support.steps import local_steps
+from tests.support.steps import CallingStep, local_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,3 +137,18 @@ def test_an_exit_from_a_hook_run_in_a_thread_under_a_timeout_is_recorded_too(
                              event_store=store, steps=local_steps(), init_id="threaded")
     events = read_events(store, "threaded")
     assert [e.TYPE for e in events][-3:] == ["HookFailed", "PhaseFailed", "InitializationFailed"]
+
+
+def test_a_step_interrupted_by_ctrl_c_is_recorded_as_failed(store: InMemoryEventStore) -> None:
+    """KeyboardInterrupt inside a default step reaches the caller after StepFailed, PhaseFailed
+    and InitializationFailed."""
+
+    def interrupt(ctx: NodeInitializationContext) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        initialize_node_sync(LLMConfig(model_id="m"), event_store=store, init_id="ctrl-c",
+                             steps=local_steps(engine=CallingStep(interrupt)))
+    events = read_events(store, "ctrl-c")
+    assert [e.TYPE for e in events][-3:] == ["StepFailed", "PhaseFailed", "InitializationFailed"]
+    assert events[-1].phase == "engine_init"  # type: ignore[attr-defined]
