@@ -157,8 +157,10 @@ def _record_unstarted(ctx: NodeInitializationContext, store: EventStore,
                 host=socket.gethostname(), pid=os.getpid(),
                 labels=json_safe(dict(labels or {})))
             _record_failure(recorder, span, exc, 0.0, None)
-    finally:
         recorder.close()
+    except EventStoreError as refused:  # the caller hears of the callback, the log of this
+        _log.error("initialization %s, whose callbacks could not be created, is not recorded: "
+                   "%s", ctx.init_id, refused)
 
 
 def initialize_node_sync(llm_config: LLMConfig, **kwargs: Any) -> NodeInitializationContext:
