@@ -9,8 +9,9 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from llm_init.callbacks import resolve_class, validate_callback_class
+from llm_init.callbacks import callback_name, resolve_class, validate_callback_class
 from llm_init.errors import CallbackConfigError
+from llm_init.telemetry.redaction import exception_message
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -93,9 +94,8 @@ class LLMConfig:
         with self._lock:
             instances = self._instances.get(pid)
             if instances is None:
-                instances = tuple(
-                    cls(**kwargs) for cls, kwargs in zip(self._classes, self._kwargs, strict=True)
-                )
+                instances = tuple(_create(cls, kwargs)
+                                  for cls, kwargs in zip(self._classes, self._kwargs, strict=True))
                 self._instances = {pid: instances}
             return instances
 
@@ -120,6 +120,19 @@ class LLMConfig:
         for key, value in state.items():
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_lock", threading.Lock())
+
+
+def _create(cls: type, kwargs: Mapping[str, Any]) -> object:
+    """``cls(**kwargs)``; a constructor that raises becomes a ``CallbackConfigError`` naming the
+    class and the kwargs' keys (never their values: they may be credentials)."""
+    try:
+        return cls(**kwargs)
+    except Exception as exc:
+        keys = ", ".join(sorted(map(str, kwargs))) or "none"
+        raise CallbackConfigError(
+            f"callback class {callback_name(cls)} could not be created with callback_kwargs "
+            f"keys [{keys}]: {exception_message(exc)}"
+        ) from exc
 
 
 def _resolve_callbacks(

@@ -19,7 +19,7 @@ from opentelemetry.util.types import AttributeValue
 
 from llm_init.callbacks import BoundHook
 from llm_init.context import DICT_FIELDS, RECORDED_FIELDS, NodeInitializationContext
-from llm_init.errors import CallbackError, HookTimeoutError, StepError
+from llm_init.errors import CallbackError, ContextFieldError, HookTimeoutError, StepError
 from llm_init.events import (
     ContextChanged,
     HookCompleted,
@@ -42,6 +42,8 @@ _DEFAULT: Any = object()
 _IMMUTABLE = frozenset({type(None), bool, int, float, str})
 _CONTAINERS = frozenset({dict, list})
 _PLAIN = frozenset({type(None), bool})  # hook results that are certainly not awaitable
+# Not errors of the hook but orders to stop: recorded as failures, then re-raised unchanged.
+INTERRUPTS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,12 @@ class Snapshots:
             if same and i in self._compare and value == summaries[i]:
                 compare.append(i)
                 continue
-            summaries[i] = json_safe(value, RECORDED_FIELDS[i])
+            try:
+                summaries[i] = json_safe(value, RECORDED_FIELDS[i])
+            except Exception as exc:  # a cycle, or a summary method that raised
+                raise ContextFieldError(
+                    f"ctx.{RECORDED_FIELDS[i]} holds a value that cannot be recorded: "
+                    f"{exception_message(exc)}") from exc
             if kind in _CONTAINERS and _same_json(value, summaries[i]):
                 compare.append(i)
             elif kind not in _IMMUTABLE and not isinstance(value, enum.Enum):
@@ -180,16 +187,21 @@ class Dispatcher:
                 else:
                     await target.run(ctx, self._reporter(phase, name))
                     returned = None
-            except (Exception, asyncio.CancelledError) as exc:
+            except (Exception, *INTERRUPTS) as exc:
                 duration = time.perf_counter() - started
                 ctx._actor = "llm_init"
                 # What the hook changed before it failed is recorded too, so replay matches.
-                self._record_changes(span, changed_by, hook)
+                with contextlib.suppress(ContextFieldError):  # its own failure says enough
+                    self._record_changes(span, changed_by, hook)
                 self._failed(span, phase, name, actor, is_hook, exc, duration)
                 return None
             duration = time.perf_counter() - started
             ctx._actor = "llm_init"
-            changed = self._record_changes(span, changed_by, hook)
+            try:
+                changed = self._record_changes(span, changed_by, hook)
+            except ContextFieldError as exc:  # it left a value that cannot be recorded
+                self._failed(span, phase, name, actor, is_hook, exc, duration)
+                return None
             if is_hook:
                 skipped = returned is False and name.startswith("on_pre_")
                 safe_returned = json_safe(returned)
@@ -241,8 +253,8 @@ class Dispatcher:
             self.recorder.emit(ContextChanged, field=c.field, key=c.key, old=c.old, new=c.new,
                                changed_by=changed_by, hook=hook, removed=c.removed)
             if recording:
-                attrs = {names.ATTR_FIELD: c.field, names.ATTR_OLD: json.dumps(c.old),
-                         names.ATTR_NEW: json.dumps(c.new)}
+                attrs = {names.ATTR_FIELD: c.field, names.ATTR_OLD: _json_text(c.old),
+                         names.ATTR_NEW: _json_text(c.new)}
                 if c.key is not None:
                     attrs[names.ATTR_KEY] = c.key
                 span.add_event(names.SPAN_EVENT_CONTEXT_CHANGED, attrs)
@@ -255,16 +267,16 @@ class Dispatcher:
         if timed_out:
             message = f"{actor}.{name} did not return within {self.hook_timeout_s} s"
         spans.record_error(span, exc, message=message)
-        cancelled = isinstance(exc, asyncio.CancelledError)
+        interrupted = isinstance(exc, INTERRUPTS)
         if is_hook:
-            aborted = self.raise_errors or cancelled
+            aborted = self.raise_errors or interrupted
             if span.is_recording():
                 span.set_attribute(names.ATTR_TIMED_OUT, timed_out)
             self.recorder.emit(HookFailed, phase=phase, hook=name, callback=actor,
                                duration_s=duration, error_type=type(exc).__name__,
                                message=message, timed_out=timed_out, aborted=aborted)
             self.recorder.commit()
-            if cancelled:
+            if interrupted:
                 raise exc
             if not aborted:
                 return None
@@ -274,7 +286,7 @@ class Dispatcher:
         self.recorder.emit(StepFailed, phase=phase, step=name, duration_s=duration,
                            error_type=type(exc).__name__, message=message)
         self.recorder.commit()
-        if cancelled:
+        if interrupted:
             raise exc
         if isinstance(exc, StepError):
             raise exc
@@ -297,11 +309,20 @@ def _set_outcome(span: Span, changed: tuple[str, ...], returned: Any, skipped: b
     if changed:
         attributes[names.ATTR_CHANGED_FIELDS] = changed
     if returned is not None:
-        attributes[names.ATTR_RETURNED] = json.dumps(returned)
+        attributes[names.ATTR_RETURNED] = _json_text(returned)
     if skipped:
         attributes[names.ATTR_SKIPPED_DEFAULT] = True
     if attributes:
         span.set_attributes(attributes)
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as JSON for a span attribute; one JSON cannot hold (an int of more than 4,300
+    digits) is named, not raised: the event log reports it (``EventRejected``)."""
+    try:
+        return json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(f"<{type(value).__name__} that JSON cannot hold>")
 
 
 def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:

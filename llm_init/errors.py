@@ -56,3 +56,9 @@ class UnknownInitializationError(EventStoreError, LookupError):
 class EventStoreUnavailableError(EventStoreError):
     """The event store cannot be reached right now (a database down or unreachable); the same
     call may succeed later, which is what the buffering store waits for."""
+
+
+class EventRejectedError(EventStoreError):
+    """The event store refused an event for good (a value it cannot hold, a sequence number
+    taken by another writer): the same append would fail again, so the initialization fails
+    instead of retrying. The message names the event and, where known, its hook, step or field."""

@@ -224,6 +224,23 @@ class ContextChanged(Event):
     removed: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRejected(Event):
+    """The event store refused the event that had this sequence number, for good; this takes
+    its place, so the log has no gap and says what was lost: the event's type, the phase, hook,
+    callback, step and field it concerned (where known) and the store's or encoder's reason."""
+
+    TYPE: ClassVar[str] = "EventRejected"
+    rejected_type: str
+    error_type: str
+    message: str
+    phase: str | None = None
+    hook: str | None = None
+    callback: str | None = None
+    step: str | None = None
+    field: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -232,7 +249,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PhaseStarted, PhaseCompleted, PhaseSkipped, PhaseFailed,
         HookStarted, HookCompleted, HookFailed,
         StepStarted, StepProgressed, StepCompleted, StepFailed,
-        ContextChanged,
+        ContextChanged, EventRejected,
     )
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
@@ -11,13 +12,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import Span, TracerProvider
 
 from llm_init.callbacks import EventObserver, bind_hooks, callback_name
 from llm_init.config import LLMConfig
 from llm_init.context import NodeInitializationContext
-from llm_init.dispatch import Dispatcher
-from llm_init.errors import LLMInitError
+from llm_init.dispatch import INTERRUPTS, Dispatcher
+from llm_init.errors import CallbackConfigError, EventStoreError, LLMInitError
 from llm_init.events import (
     InitializationCompleted,
     InitializationFailed,
@@ -40,6 +41,8 @@ from llm_init.telemetry import names, propagation, spans
 from llm_init.telemetry.logs import LogObserver
 from llm_init.telemetry.metrics import MetricsCallback
 from llm_init.telemetry.redaction import exception_message, redact_text
+
+_log = logging.getLogger(__name__)
 
 
 def new_init_id() -> str:
@@ -74,7 +77,12 @@ async def initialize_node(
     interval = heartbeat_interval(heartbeat_interval_s)
     store = event_store if event_store is not None else open_store()
     ctx = NodeInitializationContext.for_config(init_id or new_init_id(), llm_config)
-    callbacks = llm_config.get_or_create_callbacks()
+    try:
+        callbacks = llm_config.get_or_create_callbacks()
+    except CallbackConfigError as exc:
+        # No callbacks, so no hooks: the initialization is recorded as started and failed.
+        _record_unstarted(ctx, store, exc, observers, labels, tracer_provider)
+        raise
     watchers = [cb for cb in callbacks if callable(getattr(cb, "on_event", None))]
     watchers += [*observers, *_builtin_observers(llm_config, [*watchers, *observers])]
     recorder = EventRecorder(ctx.init_id, store, watchers,  # type: ignore[arg-type]
@@ -95,32 +103,28 @@ async def initialize_node(
                        context=propagation.parent_context() if tracer else None)
     try:
         with root as span:
-            recorder.record(
-                InitializationStarted, model_id=model_id,
-                config=json_safe(_config_summary(llm_config)), context=ctx.snapshot(),
-                callbacks=tuple(callback_name(cb) for cb in callbacks),
-                host=host, pid=os.getpid(), labels=json_safe(dict(labels or {})),
-                heartbeat_interval_s=interval or None,
-            )
-            if launch is not None:
-                scheduling_s, boot_s = launch.segments(time.time())
-                recorder.record(ReplicaLaunched, app_built_at=launch.app_built_at,
-                                process_started_at=launch.process_started_at,
-                                scheduling_s=scheduling_s, boot_s=boot_s)
             started = time.perf_counter()
             phase: str | None = None
-            heartbeat.start()
             try:
+                recorder.record(
+                    InitializationStarted, model_id=model_id,
+                    config=json_safe(_config_summary(llm_config)), context=ctx.snapshot(),
+                    callbacks=tuple(callback_name(cb) for cb in callbacks),
+                    host=host, pid=os.getpid(), labels=json_safe(dict(labels or {})),
+                    heartbeat_interval_s=interval or None,
+                )
+                if launch is not None:
+                    scheduling_s, boot_s = launch.segments(time.time())
+                    recorder.record(ReplicaLaunched, app_built_at=launch.app_built_at,
+                                    process_started_at=launch.process_started_at,
+                                    scheduling_s=scheduling_s, boot_s=boot_s)
+                heartbeat.start()
                 for spec in PHASES:
                     phase = spec.phase.value
                     await run.phase(spec)
-            except (Exception, asyncio.CancelledError) as exc:
+            except (Exception, *INTERRUPTS) as exc:
                 heartbeat.stop()
-                recorder.record(InitializationFailed, duration_s=time.perf_counter() - started,
-                                phase=phase, error_type=type(exc).__name__,
-                                message=redact_text(str(exc)))
-                span.set_attribute(names.ATTR_OUTCOME, names.OUTCOME_FAILED)
-                spans.record_error(span, exc)
+                _record_failure(recorder, span, exc, time.perf_counter() - started, phase)
                 raise
             heartbeat.stop()
             recorder.record(InitializationCompleted, duration_s=time.perf_counter() - started)
@@ -134,6 +138,47 @@ async def initialize_node(
             await asyncio.to_thread(spans.flush, tracer_provider, _env_float(
                 names.ENV_TRACE_FLUSH_TIMEOUT, names.DEFAULT_TRACE_FLUSH_TIMEOUT_S))
     return ctx
+
+
+def _record_failure(recorder: EventRecorder, span: Span, exc: BaseException, duration_s: float,
+                    phase: str | None) -> None:
+    """``InitializationFailed`` for ``exc`` and the root span's error; ``exc`` is what the
+    caller sees, even when the store refuses this record too (that refusal is logged)."""
+    span.set_attribute(names.ATTR_OUTCOME, names.OUTCOME_FAILED)
+    spans.record_error(span, exc)
+    try:
+        recorder.record(InitializationFailed, duration_s=duration_s, phase=phase,
+                        error_type=type(exc).__name__, message=redact_text(str(exc)))
+    except EventStoreError as refused:
+        _log.error("the failure of initialization %s is not recorded: %s",
+                   recorder.init_id, refused)
+
+
+def _record_unstarted(ctx: NodeInitializationContext, store: EventStore,
+                      exc: CallbackConfigError, observers: Sequence[EventObserver],
+                      labels: Mapping[str, str] | None,
+                      tracer_provider: TracerProvider | None) -> None:
+    """Record an initialization whose callbacks could not be created: started, then failed."""
+    config = ctx.llm_config
+    recorder = EventRecorder(ctx.init_id, store,
+                             [*observers, *_builtin_observers(config, observers)])
+    model_id = redact_text(config.model_id)
+    tracer = spans.tracer_for(tracer_provider)
+    try:
+        with spans.start(tracer, names.SPAN_INITIALIZE,
+                         {names.ATTR_INIT_ID: ctx.init_id, names.ATTR_MODEL: model_id},
+                         context=propagation.parent_context() if tracer else None) as span:
+            recorder.record(
+                InitializationStarted, model_id=model_id,
+                config=json_safe(_config_summary(config)), context=ctx.snapshot(),
+                callbacks=tuple(callback_name(c) for c in config.callback_classes),
+                host=socket.gethostname(), pid=os.getpid(),
+                labels=json_safe(dict(labels or {})))
+            _record_failure(recorder, span, exc, 0.0, None)
+        recorder.close()
+    except EventStoreError as refused:  # the caller hears of the callback, the log of this
+        _log.error("initialization %s, whose callbacks could not be created, is not recorded: "
+                   "%s", ctx.init_id, refused)
 
 
 def initialize_node_sync(llm_config: LLMConfig, **kwargs: Any) -> NodeInitializationContext:
@@ -194,7 +239,7 @@ class _Run:
                                                        self.steps.for_name(spec.step))
                 if spec.post_hook is not None:
                     await self.dispatcher.call_hook(phase, spec.post_hook)
-            except (LLMInitError, asyncio.CancelledError) as exc:
+            except (LLMInitError, *INTERRUPTS) as exc:
                 rec.record(PhaseFailed, phase=phase, duration_s=time.perf_counter() - started,
                            error_type=type(exc).__name__, message=redact_text(str(exc)))
                 spans.record_error(span, exc, message=exception_message(exc))

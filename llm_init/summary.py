@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -13,11 +14,19 @@ from llm_init.telemetry.redaction import MASK, is_secret_key, redact_text
 JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
 
 
-_SCALARS = frozenset({bool, int, float, type(None)})
+_SCALARS = frozenset({bool, int, type(None)})
+# JSON has no NaN or infinities; the log records them as these strings (JavaScript's spelling).
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def finite_or_text(value: float) -> float | str:
+    """``value`` if it is finite, else ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+    return value if math.isfinite(value) else NON_FINITE[repr(float(value))]
 
 
 def json_safe(value: Any, key: str | None = None) -> JsonValue:
-    """A stable JSON-safe view of ``value``; values under credential-like keys are masked."""
+    """A stable JSON-safe view of ``value``; values under credential-like keys are masked, and
+    NaN and the infinities become the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``."""
     if key is not None and value is not None and is_secret_key(key):
         return MASK
     kind = type(value)
@@ -26,11 +35,15 @@ def json_safe(value: Any, key: str | None = None) -> JsonValue:
         return redact_text(value)
     if kind in _SCALARS:
         return value
+    if kind is float:
+        return value if math.isfinite(value) else NON_FINITE[repr(value)]
     if kind is dict:
         return {redact_text(str(k)): json_safe(v, str(k)) for k, v in value.items()}
     if isinstance(value, enum.Enum):
         return json_safe(value.value)
-    if isinstance(value, bool | int | float):
+    if isinstance(value, float):  # a subclass: numpy.float64, say
+        return finite_or_text(value)
+    if isinstance(value, bool | int):
         return value
     if isinstance(value, str):
         return redact_text(value)

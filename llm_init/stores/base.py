@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - the standard-library path gives the sa
 
 from llm_init.errors import EventStoreError
 from llm_init.events import EVENT_TYPES, Event, payload_names
+from llm_init.summary import finite_or_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,20 +165,49 @@ _BODY_FIELDS: dict[type[Event], tuple[tuple[str, ...], operator.attrgetter[Any]]
 
 
 def encode(event: Event) -> StoredEvent:
+    """The stored form of ``event``. NaN and the infinities, wherever they are in its fields,
+    are stored as ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (JSON has no such numbers); any
+    other value JSON cannot hold raises ``ValueError`` or ``TypeError``."""
     cls = type(event)
     found = _BODY_FIELDS.get(cls)
     if found is None:
         names = (*payload_names(cls), *_BODY_HEADER)
         found = _BODY_FIELDS[cls] = (names, operator.attrgetter(*names))
     names, values = found
+    body = dict(zip(names, values(event), strict=True))
+    try:
+        state = _ENCODER.encode(body)
+    except ValueError:  # the encoder refuses non-finite floats: only then look for them
+        state = _ENCODER.encode(_finite(body))
     return StoredEvent(
         event.init_id,
         event.sequence,
         event.TYPE,
         event.SCHEMA_VERSION,
         event.timestamp.isoformat(timespec="microseconds"),
-        _ENCODER.encode(dict(zip(names, values(event), strict=True))),
+        state,
     )
+
+
+def unencodable_field(event: Event) -> str | None:
+    """The first field of ``event`` that ``encode`` cannot store, if one is to blame."""
+    for name in (*payload_names(type(event)), *_BODY_HEADER):
+        try:
+            _ENCODER.encode(_finite(getattr(event, name)))
+        except (ValueError, TypeError, RecursionError):
+            return name
+    return None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its JSON-safe text."""
+    if isinstance(value, float):
+        return finite_or_text(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def decode(record: StoredEvent) -> Event:

@@ -32,10 +32,11 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
-from llm_init.errors import DuplicateEventError, EventStoreError
-from llm_init.events import Event
+from llm_init.errors import DuplicateEventError, EventStoreError, EventStoreUnavailableError
+from llm_init.events import Event, EventRejected
 from llm_init.stores.base import (
     ChangeFeed,
     CheckableStore,
@@ -47,7 +48,9 @@ from llm_init.stores.base import (
     StoredEvent,
     WatchableStore,
     decode,
+    encode,
 )
+from llm_init.telemetry.redaction import exception_message
 
 SPOOL_ENV_VAR = "LLM_INIT_SPOOL_DIR"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -98,9 +101,10 @@ class BufferedEventStore:
                 try:
                     self.inner.append(records)
                     return
-                except DuplicateEventError:
-                    raise
-                except EventStoreError as exc:
+                except EventStoreUnavailableError as exc:
+                    # Only unreachability is waited out: a store that refuses the records
+                    # (a duplicate, a value it cannot hold) would refuse them from the spool
+                    # too, and hold up every record behind them; the caller hears of it.
                     self._offline = True
                     _log.warning("event store %s failed (%s); buffering events on local disk "
                                  "in %s until it is back", self.target, exc, self.spool_dir)
@@ -195,8 +199,8 @@ class BufferedEventStore:
                     orphan = self._orphans[0]
                     records, _ = orphan.read(orphan.start)
                     self._push(records)
+                    self._orphans.pop(0)  # before closing it: ``buffered`` sizes the list
                     orphan.remove()
-                    self._orphans.pop(0)
                 while True:
                     with self._lock:
                         if self._spool is None:
@@ -225,6 +229,31 @@ class BufferedEventStore:
                 self.inner.append(batch)
             except DuplicateEventError:
                 self._push_missing(batch)
+            except EventStoreUnavailableError:
+                raise
+            except EventStoreError:
+                self._push_refused(batch)
+
+    def _push_refused(self, batch: list[StoredEvent]) -> None:
+        """The store refuses ``batch`` for good (not for being away): append its records one
+        by one, and for each refused one keep it aside and store an ``EventRejected`` under its
+        sequence number, so the spool is never stuck behind it."""
+        for r in batch:
+            try:
+                self.inner.append([r])
+            except DuplicateEventError:
+                self._push_missing([r])
+            except EventStoreUnavailableError:
+                raise
+            except EventStoreError as exc:
+                self._reject([r], f"were refused ({exc})")
+                try:
+                    self.inner.append([_stand_in(r, exc)])
+                except EventStoreUnavailableError:
+                    raise
+                except EventStoreError as also:
+                    _log.error("event store %s refused the record of refused event %s#%d: %s",
+                               self.target, r.init_id, r.sequence, also)
 
     def _push_missing(self, batch: list[StoredEvent]) -> None:
         """Some of ``batch`` is stored already: skip what is identical, append the rest."""
@@ -243,13 +272,13 @@ class BufferedEventStore:
         if missing:
             self.inner.append(missing)
 
-    def _reject(self, records: list[StoredEvent]) -> None:
+    def _reject(self, records: list[StoredEvent],
+                why: str = "differ from the ones stored under the same sequence numbers") -> None:
         path = self.spool_dir / "rejected.jsonl"
         with path.open("ab") as out:
             out.write(b"".join(_line(r) for r in records))
-        _log.error("%d buffered events of %s differ from the ones stored under the same "
-                   "sequence numbers in %s; kept in %s", len(records), records[0].init_id,
-                   self.target, path)
+        _log.error("%d buffered events of %s %s in %s; kept in %s", len(records),
+                   records[0].init_id, why, self.target, path)
 
     # -- reading: straight to the inner store ------------------------------------------------
 
@@ -308,6 +337,14 @@ class BufferedEventStore:
             for orphan in self._orphans:
                 orphan.close(remove=False)
         self.inner.close()
+
+
+def _stand_in(r: StoredEvent, exc: Exception) -> StoredEvent:
+    """The ``EventRejected`` stored in place of ``r``, which the store refused."""
+    return encode(EventRejected(
+        init_id=r.init_id, sequence=r.sequence, timestamp=datetime.fromisoformat(r.timestamp),
+        rejected_type=r.topic, error_type=type(exc).__name__,
+        message=exception_message(exc)[:2000]))
 
 
 def _line(r: StoredEvent) -> bytes:

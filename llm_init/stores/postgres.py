@@ -219,7 +219,7 @@ class PostgresEventStore:
         columns = ([r.init_id for r in records], [r.sequence for r in records],
                    [r.topic for r in records], [r.schema_version for r in records],
                    [r.timestamp for r in records], [r.state for r in records])
-        index = [row.as_params() for row in index_rows(records)]
+        index = [_without_nul(row.as_params()) for row in index_rows(records)]
         index.sort(key=lambda row: str(row["init_id"]))  # one lock order: no deadlocks
         last = records[-1]
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
@@ -392,3 +392,22 @@ class PostgresChangeFeed:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _without_nul(params: dict[str, object]) -> dict[str, object]:
+    """Index parameters PostgreSQL accepts: its text and jsonb refuse NUL characters, which a
+    model id or a label may hold. The index is a projection, so U+FFFD stands in for them
+    there; the events (JSON text with the NUL escaped) keep the real value."""
+    if not any(isinstance(v, str) and ("\x00" in v or "\\u0000" in v) for v in params.values()):
+        return params
+    clean: dict[str, object] = {}
+    for name, value in params.items():
+        if isinstance(value, str) and name == "labels" and "\\u0000" in value:
+            value = json.dumps({_no_nul(str(k)): _no_nul(str(v))
+                                for k, v in json.loads(value).items()})
+        clean[name] = _no_nul(value) if isinstance(value, str) else value
+    return clean
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd")

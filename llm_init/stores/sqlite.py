@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llm_init.errors import DuplicateEventError, EventStoreError
+from llm_init.errors import DuplicateEventError, EventStoreError, EventStoreUnavailableError
 from llm_init.events import Event
 from llm_init.stores.base import InitQuery, StoredEvent, decode_rows, prefix_upper
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
@@ -19,6 +19,7 @@ from llm_init.stores.sql import INDEX_COLUMNS, index_upsert, order_by, where
 
 _EVENT_COLUMNS = "init_id, sequence, topic, schema_version, timestamp, state"
 # Without the init id, which the caller has: one text value less to build per row.
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes of the extended ones)
 _READ_ROWS = ("SELECT sequence, topic, schema_version, timestamp, state FROM events "
               "WHERE init_id = ? ORDER BY sequence")
 _V1 = """
@@ -161,7 +162,11 @@ class SQLiteEventStore:
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                raise EventStoreError(f"cannot append to {self.path}: {exc}") from exc
+                # Busy past the timeout: the same append may succeed later (the recorder keeps
+                # it pending); anything else is a refusal it must not retry forever.
+                busy = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _BUSY_CODES
+                error = EventStoreUnavailableError if busy else EventStoreError
+                raise error(f"cannot append to {self.path}: {exc}") from exc
 
     def read(self, init_id: str, *, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
         query = (f"SELECT {_EVENT_COLUMNS} FROM events "
