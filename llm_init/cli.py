@@ -332,12 +332,12 @@ def status(store: StoreOption = None, as_json: JsonOption = False,
     query = _query(model, since, None, None, host, node, application, deployment, label)
     if not follow:
         now = datetime.now(UTC)
-        running = _with_store(store, lambda s: fleet.fleet_status(s, query))
-        # They were chosen by the index saying "running"; the log has the last word.
-        for st in [st for st in running if st.outcome in ("completed", "failed")]:
+        def disagrees(st: fleet.InitStatus) -> None:
             _warn(f"{st.init_id}: the index says running but the log says {st.outcome}; "
                   "left out (run llm-init check)")
-        running = [st for st in running if st.outcome not in ("completed", "failed")]
+
+        running = _with_store(store, lambda s: fleet.fleet_status(
+            s, query, on_disagreement=disagrees))
         if as_json:
             for st in running:
                 print(json.dumps(st.to_dict(now)))

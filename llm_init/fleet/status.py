@@ -81,8 +81,12 @@ def running_query(query: InitQuery) -> InitQuery:
     return dataclasses.replace(query, outcome="running", order="newest", limit=None, now=None)
 
 
-def fleet_status(store: EventStore, query: InitQuery = ANY_INIT) -> list[InitStatus]:
-    """Every matching init still in progress, newest first."""
+def fleet_status(store: EventStore, query: InitQuery = ANY_INIT, *,
+                 on_disagreement: Callable[[InitStatus], None] | None = None
+                 ) -> list[InitStatus]:
+    """Every matching init still in progress, newest first. The index chooses which inits to
+    read; their logs have the last word: one whose log has ended (completed or failed) is left
+    out and handed to ``on_disagreement``, as the index is then wrong."""
     out = []
     running = dataclasses.replace(running_query(query), now=query.now or datetime.now(UTC))
     for init_id in query_initializations(store, running):
@@ -91,6 +95,8 @@ def fleet_status(store: EventStore, query: InitQuery = ANY_INIT) -> list[InitSta
             found = status_of(events, running.now)
             if found.outcome == "running":
                 out.append(found)
+            elif found.outcome in ("completed", "failed") and on_disagreement is not None:
+                on_disagreement(found)
     return out
 
 
