@@ -116,6 +116,7 @@ class HookStarted(Event):
     phase: str
     hook: str
     callback: str
+    ray_hook: str | None = None  # the Ray Serve LLM hook this call runs (a Ray callback's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +129,7 @@ class HookCompleted(Event):
     returned: JsonValue
     skipped_default: bool
     changed_fields: tuple[str, ...]
+    ray_hook: str | None = None  # the Ray Serve LLM hook this call ran (a Ray callback's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +143,7 @@ class HookFailed(Event):
     message: str
     timed_out: bool
     aborted: bool
+    ray_hook: str | None = None  # the Ray Serve LLM hook this call ran (a Ray callback's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
