@@ -284,3 +284,26 @@ def test_the_replicas_placement_group_is_set_before_any_hook():
     ctx = asyncio.run(initialize_node(config, event_store=store, steps=steps))
     assert seen == [group]
     assert ctx.placement_group == {"bundles": [{"CPU": 1}]}  # the (test) step's own
+
+
+def test_the_hook_metric_counts_a_passed_over_ray_failure_as_failed():
+    """llm_init_hook_duration_seconds has outcome="failed" for the failed Ray hook and
+    "completed" for the others."""
+    from prometheus_client import CollectorRegistry
+
+    from llm_init.telemetry import names
+    from llm_init.telemetry.backends import PrometheusBackend
+    from llm_init.telemetry.metrics import MetricsCallback
+
+    registry = CollectorRegistry()
+    ray_config, callback = ray_setup("raise", raise_error=False)
+    config = llm_init_config(ray_config, LLMInitSettings(), callback)
+    asyncio.run(initialize_node(config, event_store=InMemoryEventStore(), steps=local_steps(),
+                                observers=[MetricsCallback(PrometheusBackend(registry,
+                                                                             port=None))]))
+    counts = {(s.labels["hook"], s.labels["outcome"]): s.value
+              for m in registry.collect() if m.name == names.METRIC_HOOK_DURATION
+              for s in m.samples if s.name.endswith("_count") and s.labels["callback"] == ADAPTER}
+    assert counts == {("on_pre_initialization", "failed"): 1.0,
+                      ("on_pre_download", "completed"): 1.0,
+                      ("on_post_download", "completed"): 1.0}
