@@ -100,7 +100,8 @@ class BoundHook:
     ray_hook: str | None = None
     # This callback's own ``raise_error_on_callback``; None: the initialization's.
     raise_errors: bool | None = None
-    # Decides when the hook is due which binding runs; None: nothing runs, nothing is recorded.
+    # Called when the hook is due, to choose the binding that runs then (returning None: none
+    # runs and nothing is recorded); None: this binding runs.
     pick: Callable[[], BoundHook | None] | None = None
 
 
@@ -199,7 +200,8 @@ def validate_callback_class(cls: type, kwargs: Mapping[str, Any]) -> None:
 
 
 def bind_hooks(instances: Sequence[object]) -> dict[str, tuple[BoundHook, ...]]:
-    """Resolve every implemented hook once, in callback order, so the dispatcher just calls."""
+    """Resolve every implemented hook once, in callback order, so the dispatcher just calls.
+    A callback with ``llm_init_bound_hook`` (``BindsOwnHooks``) adjusts or drops each binding."""
     bound: dict[str, tuple[BoundHook, ...]] = {hook: () for hook in HOOK_NAMES}
     for instance in instances:
         name = callback_name(instance)
