@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -96,6 +96,20 @@ class BoundHook:
     hook: str
     fn: Any
     is_async: bool
+    # An adapted Ray Serve LLM callback's: the Ray hook this call runs, recorded with it.
+    ray_hook: str | None = None
+    # This callback's own ``raise_error_on_callback``; None: the initialization's.
+    raise_errors: bool | None = None
+    # Called when the hook is due, to choose the binding that runs then (returning None: none
+    # runs and nothing is recorded); None: this binding runs.
+    pick: Callable[[], BoundHook | None] | None = None
+
+
+class BindsOwnHooks(Protocol):
+    """A callback that adjusts how its hooks are bound (the Ray callback adapter does)."""
+
+    def llm_init_bound_hook(self, bound: BoundHook) -> BoundHook | None:
+        """The binding to dispatch for ``bound``, or None to leave the hook out."""
 
 
 def callback_name(obj: object) -> str:
@@ -186,11 +200,17 @@ def validate_callback_class(cls: type, kwargs: Mapping[str, Any]) -> None:
 
 
 def bind_hooks(instances: Sequence[object]) -> dict[str, tuple[BoundHook, ...]]:
-    """Resolve every implemented hook once, in callback order, so the dispatcher just calls."""
+    """Resolve every implemented hook once, in callback order, so the dispatcher just calls.
+    A callback with ``llm_init_bound_hook`` (``BindsOwnHooks``) adjusts or drops each binding."""
     bound: dict[str, tuple[BoundHook, ...]] = {hook: () for hook in HOOK_NAMES}
     for instance in instances:
         name = callback_name(instance)
+        refine = getattr(instance, "llm_init_bound_hook", None)
         for hook in implemented_hooks(type(instance)):
             fn = getattr(instance, hook)
-            bound[hook] += (BoundHook(name, hook, fn, inspect.iscoroutinefunction(fn)),)
+            one: BoundHook | None = BoundHook(name, hook, fn, inspect.iscoroutinefunction(fn))
+            if refine is not None:
+                one = refine(one)
+            if one is not None:
+                bound[hook] += (one,)
     return bound

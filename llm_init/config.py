@@ -161,6 +161,7 @@ def _resolve_callbacks(
     classes = tuple(resolve_class(s) for s in specs)
     for cls, kw in zip(classes, kwargs_list, strict=True):
         if not isinstance(kw, Mapping):
-            raise CallbackConfigError(f"callback_kwargs for {cls.__qualname__} must be a mapping")
+            raise CallbackConfigError(
+                f"callback_kwargs for {cls.__module__}.{cls.__qualname__} must be a mapping")
         validate_callback_class(cls, kw)
     return classes, tuple(kwargs_list)

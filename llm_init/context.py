@@ -74,9 +74,9 @@ class NodeInitializationContext:
                 allowed = ", ".join(m.value for m in NodeModelDownloadable)
                 raise self._error(name, f"must be one of {allowed}, got {value!r}") from None
         if name == "runtime_env" and value is not None and not isinstance(value, dict):
-            raise self._error(name, f"must be a dict or None, got {type(value).__name__}")
+            raise self._error(name, f"must be a dict or None, got {_qualified(value)}")
         if name in DICT_FIELDS and not isinstance(value, dict):
-            raise self._error(name, f"must be a dict, got {type(value).__name__}")
+            raise self._error(name, f"must be a dict, got {_qualified(value)}")
         if name not in RECORDED_FIELDS:
             raise self._error(name, "is not a field of NodeInitializationContext")
         return value
@@ -87,3 +87,9 @@ class NodeInitializationContext:
     def snapshot(self) -> dict[str, Any]:
         """A JSON-safe, redacted copy of the recorded fields: what events and replay compare."""
         return {name: json_safe(getattr(self, name), name) for name in RECORDED_FIELDS}
+
+
+def _qualified(value: object) -> str:
+    """The type of ``value`` as errors name types: ``module.Qualname``."""
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"

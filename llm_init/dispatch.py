@@ -157,7 +157,10 @@ class Dispatcher:
         """Call every callback's ``hook`` in order; return the first callback that returned
         ``False`` (its default step is then skipped), or ``None``."""
         skipped_by: str | None = None
-        for bound in self.hooks.get(hook, ()):
+        for due in self.hooks.get(hook, ()):
+            bound = due if due.pick is None else due.pick()
+            if bound is None:
+                continue
             returned = await self._observe(phase, hook, bound.callback_name, bound)
             if returned is False and hook.startswith("on_pre_") and skipped_by is None:
                 skipped_by = bound.callback_name
@@ -171,9 +174,10 @@ class Dispatcher:
         is_hook = isinstance(target, BoundHook)
         rec, ctx = self.recorder, self.ctx
         changed_by, hook = (actor, name) if is_hook else (name, None)
-        with self._span(name, actor, is_hook) as span:
+        ray_hook = target.ray_hook if isinstance(target, BoundHook) else None
+        with self._span(name, actor, is_hook, ray_hook) as span:
             if is_hook:
-                rec.emit(HookStarted, phase=phase, hook=name, callback=actor)
+                rec.emit(HookStarted, phase=phase, hook=name, callback=actor, ray_hook=ray_hook)
             else:
                 rec.emit(StepStarted, phase=phase, step=name)
             rec.checkpoint()
@@ -193,7 +197,10 @@ class Dispatcher:
                 # What the hook changed before it failed is recorded too, so replay matches.
                 with contextlib.suppress(ContextFieldError):  # its own failure says enough
                     self._record_changes(span, changed_by, hook)
-                self._failed(span, phase, name, actor, is_hook, exc, duration)
+                own = target.raise_errors if isinstance(target, BoundHook) else None
+                self._failed(span, phase, name, actor, is_hook, exc, duration,
+                             raise_errors=self.raise_errors if own is None else own,
+                             ray_hook=ray_hook)
                 return None
             duration = time.perf_counter() - started
             ctx._actor = "llm_init"
@@ -207,7 +214,7 @@ class Dispatcher:
                 safe_returned = json_safe(returned)
                 rec.emit(HookCompleted, phase=phase, hook=name, callback=actor,
                          duration_s=duration, returned=safe_returned,
-                         skipped_default=skipped, changed_fields=changed)
+                         skipped_default=skipped, changed_fields=changed, ray_hook=ray_hook)
                 if span.is_recording():
                     _set_outcome(span, changed, safe_returned, skipped)
             else:
@@ -218,14 +225,17 @@ class Dispatcher:
             rec.checkpoint()
             return returned
 
-    def _span(self, name: str, actor: str,
-              is_hook: bool) -> contextlib.AbstractContextManager[Span]:
+    def _span(self, name: str, actor: str, is_hook: bool,
+              ray_hook: str | None = None) -> contextlib.AbstractContextManager[Span]:
         if self.tracer is None:
             return spans.NO_SPAN
         # Phase and init id are on the parent spans; every attribute costs on this hot path.
         if is_hook:
-            return spans.start(self.tracer, names.SPAN_HOOK_PREFIX + name,
-                               {names.ATTR_HOOK: name, names.ATTR_CALLBACK: actor})
+            attributes: dict[str, AttributeValue] = {names.ATTR_HOOK: name,
+                                                     names.ATTR_CALLBACK: actor}
+            if ray_hook is not None:
+                attributes[names.ATTR_RAY_HOOK] = ray_hook
+            return spans.start(self.tracer, names.SPAN_HOOK_PREFIX + name, attributes)
         return spans.start(self.tracer, names.SPAN_STEP_PREFIX + name, {names.ATTR_STEP: name})
 
     def _call_hook(self, bound: BoundHook) -> Any:
@@ -261,7 +271,8 @@ class Dispatcher:
         return tuple(dict.fromkeys(c.field for c in changes))
 
     def _failed(self, span: Span, phase: str, name: str, actor: str, is_hook: bool,
-                exc: BaseException, duration: float) -> None:
+                exc: BaseException, duration: float, *, raise_errors: bool,
+                ray_hook: str | None) -> None:
         message = exception_message(exc)
         timed_out = isinstance(exc, asyncio.TimeoutError | TimeoutError) and is_hook
         if timed_out:
@@ -269,12 +280,13 @@ class Dispatcher:
         spans.record_error(span, exc, message=message)
         interrupted = isinstance(exc, INTERRUPTS)
         if is_hook:
-            aborted = self.raise_errors or interrupted
+            aborted = raise_errors or interrupted
             if span.is_recording():
                 span.set_attribute(names.ATTR_TIMED_OUT, timed_out)
             self.recorder.emit(HookFailed, phase=phase, hook=name, callback=actor,
                                duration_s=duration, error_type=type(exc).__name__,
-                               message=message, timed_out=timed_out, aborted=aborted)
+                               message=message, timed_out=timed_out, aborted=aborted,
+                               ray_hook=ray_hook)
             self.recorder.commit()
             if interrupted:
                 raise exc

@@ -147,6 +147,7 @@ class HookStarted(Event):
     phase: str
     hook: str
     callback: str
+    ray_hook: str | None = None  # the Ray Serve LLM hook this call runs (a Ray callback's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +160,7 @@ class HookCompleted(Event):
     returned: JsonValue
     skipped_default: bool
     changed_fields: tuple[str, ...]
+    ray_hook: str | None = None  # the Ray Serve LLM hook this call ran (a Ray callback's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +174,7 @@ class HookFailed(Event):
     message: str
     timed_out: bool
     aborted: bool
+    ray_hook: str | None = None  # the Ray Serve LLM hook this call ran (a Ray callback's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

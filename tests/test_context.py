@@ -46,6 +46,14 @@ def test_bad_assignment_names_callback_hook_and_field(cls: type, hook: str, fiel
     assert f"tests.test_context.{cls.__qualname__}.{hook} set ctx.{field}" in str(cause)
 
 
+def test_a_wrongly_typed_value_names_its_type_fully_qualified() -> None:
+    """The error says which type was given, by module and name."""
+    with pytest.raises(CallbackError) as info:
+        initialize_node_sync(LLMConfig(model_id="m", callback_class=SetsBadType),
+                             event_store=InMemoryEventStore(), steps=local_steps())
+    assert str(info.value.__cause__).endswith("which must be a dict, got builtins.list")
+
+
 def test_download_mode_accepts_the_plain_string() -> None:
     """The user example assigns a string; the context stores the enum member."""
     ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=SetsDownloadMode),

@@ -15,7 +15,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from llm_init.serve.settings import SETTINGS_KEY, LLMInitSettings, ServeConfigError, merged
+from llm_init.config import LLMConfig as OwnLLMConfig
+from llm_init.serve.convert import LLM_INIT_CONFIG, ray_llm_config
+from llm_init.serve.settings import (
+    SETTINGS_KEY,
+    LLMInitSettings,
+    ServeConfigError,
+    merged,
+    qualified_name,
+)
 
 ENGINE_CLS_ENV = "RAYLLM_VLLM_ENGINE_CLS"
 ENGINE_CLS_PATH = "llm_init.serve.engine.LLMInitVLLMEngine"
@@ -25,7 +33,8 @@ _log = logging.getLogger(__name__)
 
 def with_llm_init(llm_config: Any, settings: Mapping[str, Any] | LLMInitSettings | None = None
                   ) -> Any:
-    """A copy of a Ray Serve ``LLMConfig`` (or its dict, or a YAML file path) whose replicas
+    """A copy of a Ray Serve ``LLMConfig`` (or its dict, a YAML file path, or llm-init's own
+    ``llm_init.LLMConfig``, converted by ``llm_init.serve.convert``) whose replicas
     start through llm-init, with ``settings`` under its own ``experimental_configs`` ones, and
     the time of this call as ``app_built_at`` (with ``serve run``/``serve deploy`` the builder
     runs as the deploy starts, so replicas measure their scheduling from it)."""
@@ -37,9 +46,12 @@ def with_llm_init(llm_config: Any, settings: Mapping[str, Any] | LLMInitSettings
         config = LLMConfig.model_validate(dict(llm_config))
     elif isinstance(llm_config, LLMConfig):
         config = llm_config
+    elif isinstance(llm_config, OwnLLMConfig):
+        config = ray_llm_config(llm_config)
     else:
-        raise ServeConfigError(f"llm_configs entries must be LLMConfig, dict or a YAML path, got "
-                               f"{type(llm_config).__name__}")
+        raise ServeConfigError(
+            f"llm_configs entries must be a ray.serve.llm.LLMConfig, an {LLM_INIT_CONFIG}, a "
+            f"dict or a YAML path, got {qualified_name(type(llm_config))}")
     if isinstance(settings, LLMInitSettings):
         settings = settings.to_dict()
     experimental = dict(config.experimental_configs or {})
@@ -91,4 +103,4 @@ def _as_dict(builder_config: Any) -> dict[str, Any]:
     if fields is not None:
         return {name: getattr(builder_config, name) for name in fields}
     raise ServeConfigError(f"build_openai_app takes a dict of args, got "
-                           f"{type(builder_config).__name__}")
+                           f"{qualified_name(type(builder_config))}")

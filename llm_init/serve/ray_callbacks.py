@@ -12,8 +12,10 @@ dispatcher (so it is recorded and traced like any hook), and what it changes on 
 ``run_init_node = False`` skips the download step. ``worker_node_download_model`` sets both of
 llm-init's download modes (Ray applies it to every node), ``placement_group`` and
 ``runtime_env`` replace llm-init's, and ``custom_data`` keys are copied into llm-init's
-``custom_data``. Ray's ``raise_error_on_callback`` keeps its meaning: a failing hook either
-fails the initialization or is logged and passed over.
+``custom_data``. Only the Ray hooks the class overrides are called (Ray's are no-ops), each
+recorded with its Ray name (the events' ``ray_hook``, the span's ``llm_init.ray_hook``). Ray's
+``raise_error_on_callback`` keeps its meaning: a failing hook either fails the initialization
+or is recorded as failed (``HookFailed``, with Ray's error text) and passed over.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ray.llm._internal.common.callbacks.base import CallbackBase
 
+from llm_init.callbacks import BoundHook
 from llm_init.config import NodeModelDownloadable
 from llm_init.serve.settings import ServeConfigError
 from llm_init.steps.engine import model_path_from
@@ -58,6 +62,18 @@ def point_engine_at(ray_llm_config: Any, path: str | None) -> None:
     engine_config.mirror_config = None  # the model is local now: no mirror to resolve
 
 
+RAY_HOOKS = {
+    "on_pre_initialization": "on_before_node_init",
+    "on_pre_download": "on_before_download_model_files_distributed",
+    "on_post_download": "on_after_node_init",
+}  # llm-init hook -> the Ray hook it runs
+
+
+def overrides(ray_callback_class: type, ray_hook: str) -> bool:
+    """Whether a Ray callback class has its own ``ray_hook`` (not ``CallbackBase``'s no-op)."""
+    return getattr(ray_callback_class, ray_hook, None) is not getattr(CallbackBase, ray_hook)
+
+
 class RayCallbackAdapter:
     """An llm-init callback that runs one Ray ``CallbackBase``'s hooks; see the module docs."""
 
@@ -82,12 +98,47 @@ class RayCallbackAdapter:
         point_engine_at(self.ray_callback.llm_config, model_path_from(ctx.download_result))
         await self._run("on_after_node_init", ctx)
 
+    def llm_init_bound_hook(self, bound: BoundHook) -> BoundHook | None:
+        """Only the Ray hooks the class overrides are called and recorded, each under its Ray
+        name and with the Ray callback's ``raise_error_on_callback``. The download hook is
+        decided when it is due: ``run_init_node`` may be switched off until then."""
+        ray_hook = RAY_HOOKS.get(bound.hook)
+        if ray_hook is None:
+            return bound
+        ray_callback = self.ray_callback
+        own = replace(bound, ray_hook=ray_hook,
+                      raise_errors=bool(ray_callback.raise_error_on_callback))
+        overridden = overrides(type(ray_callback), ray_hook)
+        if bound.hook != "on_pre_download":
+            return own if overridden else None
+        skip = replace(bound, raise_errors=own.raise_errors)  # no Ray hook runs: it skips
+
+        def pick() -> BoundHook | None:
+            if not ray_callback.ctx.run_init_node:
+                return skip
+            return own if overridden else None
+
+        return replace(bound, pick=pick)
+
     async def _run(self, hook: str, ctx: NodeInitializationContext) -> None:
-        before = _state(self.ray_callback.ctx)
+        ray_callback = self.ray_callback
+        before = _state(ray_callback.ctx)
         try:
-            await self.ray_callback.run_callback(hook)  # Ray's own error policy
+            # Not Ray's run_callback: with raise_error_on_callback=False it swallows the
+            # error, and the failure would be recorded as a success. The dispatcher applies
+            # that setting instead (see llm_init_bound_hook); the error reads as Ray's.
+            method, is_async = ray_callback._get_method(hook)
+            try:
+                if is_async:
+                    await method()
+                else:
+                    method()
+            except Exception as exc:
+                raise Exception(  # Ray's own type and words
+                    f"Error running callback method '{hook}' on "
+                    f"{type(ray_callback).__name__}: {exc}") from exc
         finally:
-            _carry_over(before, self.ray_callback.ctx, ctx)
+            _carry_over(before, ray_callback.ctx, ctx)
 
 
 def adapter_class_for(ray_callback_class: type) -> type[RayCallbackAdapter]:

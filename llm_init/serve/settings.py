@@ -82,7 +82,7 @@ class LLMInitSettings:
             return data
         if not isinstance(data, Mapping):
             raise ServeConfigError(
-                f"llm_init settings must be a mapping, got {type(data).__name__}")
+                f"llm_init settings must be a mapping, got {qualified_name(type(data))}")
         known = [f.name for f in fields(cls)]
         for key in data:
             if key not in known:
@@ -123,6 +123,11 @@ class LLMInitSettings:
         factory = import_path(self.download_step, "llm_init.download_step")
         step: DefaultStep = factory(**self.download_options)
         return step
+
+
+def qualified_name(cls: type) -> str:
+    """``module.Qualname`` of a class, as errors name types (``builtins.int``)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def merged(*layers: Mapping[str, Any] | None) -> dict[str, Any]:

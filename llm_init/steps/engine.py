@@ -42,14 +42,16 @@ def model_path_from(download_result: Any) -> str | None:
         value = getattr(download_result, attr, None)
         if value is not None:
             return _path(value, f"download_result.{attr}")
-    raise TypeError(f"ctx.download_result is a {type(download_result).__name__} with no "
+    kind = type(download_result)
+    raise TypeError(f"ctx.download_result is a {kind.__module__}.{kind.__qualname__} with no "
                     "'local_path' or 'path'; set a path, a mapping or an object with one")
 
 
 def _path(value: Any, where: str) -> str:
     if isinstance(value, str | os.PathLike):
         return os.fspath(value)
-    raise TypeError(f"ctx.{where} must be a path, got {type(value).__name__}")
+    kind = type(value)
+    raise TypeError(f"ctx.{where} must be a path, got {kind.__module__}.{kind.__qualname__}")
 
 
 def merged_engine_kwargs(ctx: NodeInitializationContext) -> dict[str, Any]:

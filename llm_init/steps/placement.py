@@ -102,8 +102,9 @@ class PlacementGroupStep:
             pg, source = current, "current"
         else:
             if ctx.placement_group is not None:
+                kind = type(ctx.placement_group)
                 raise StepError(
-                    f"ctx.placement_group holds a {type(ctx.placement_group).__name__}, not a "
+                    f"ctx.placement_group holds a {kind.__module__}.{kind.__qualname__}, not a "
                     "ray.util.placement_group.PlacementGroup; set a real one or None",
                     step=STEP, phase=_PHASE)
             bundles = default_bundles(

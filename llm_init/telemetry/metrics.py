@@ -7,7 +7,7 @@ runtime adds one to every initialization unless ``LLMConfig.enable_metrics`` is 
 Metrics (names in ``telemetry.names``; under Ray each gets Ray's ``ray_`` prefix):
 
 - ``llm_init_phase_duration_seconds{phase,model,outcome}`` histogram, 0.1 s to 1 h;
-- ``llm_init_hook_duration_seconds{hook,callback}`` histogram;
+- ``llm_init_hook_duration_seconds{hook,callback,outcome}`` histogram;
 - ``llm_init_initializations_total{model,outcome}`` counter; ``outcome="abandoned"`` counts the
   initializations of dead processes that a later process on their host closed at its start-up;
 - ``llm_init_in_progress{model,phase}`` gauge: initializations of this process in that phase;
@@ -68,7 +68,7 @@ class Instruments:
             (n.LABEL_PHASE, n.LABEL_MODEL, n.LABEL_OUTCOME), n.PHASE_DURATION_BUCKETS)
         self.hook_duration: Histogram = backend.histogram(
             n.METRIC_HOOK_DURATION, "Duration of each callback hook invocation.",
-            (n.LABEL_HOOK, n.LABEL_CALLBACK), n.HOOK_DURATION_BUCKETS)
+            (n.LABEL_HOOK, n.LABEL_CALLBACK, n.LABEL_OUTCOME), n.HOOK_DURATION_BUCKETS)
         self.initializations: Counter = backend.counter(
             n.METRIC_INITIALIZATIONS, "Finished initializations, by outcome.",
             (n.LABEL_MODEL, n.LABEL_OUTCOME))
@@ -205,7 +205,8 @@ class MetricsCallback:
         self._sample_gpus(m, e.phase, names.BOUNDARY_END)
 
     def _hook_ended(self, m: Instruments, e: HookCompleted | HookFailed) -> None:
-        m.hook_duration.observe(e.duration_s, (e.hook, e.callback))
+        outcome = names.OUTCOME_FAILED if isinstance(e, HookFailed) else names.OUTCOME_COMPLETED
+        m.hook_duration.observe(e.duration_s, (e.hook, e.callback, outcome))
 
     def _progressed(self, m: Instruments, e: StepProgressed) -> None:
         details = e.details

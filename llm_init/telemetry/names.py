@@ -22,6 +22,7 @@ ATTR_PHASE = "llm_init.phase"
 ATTR_HOOK = "llm_init.hook"
 ATTR_STEP = "llm_init.step"
 ATTR_CALLBACK = "llm_init.callback"
+ATTR_RAY_HOOK = "llm_init.ray_hook"  # a Ray Serve LLM callback's own hook name
 ATTR_RETURNED = "llm_init.hook.returned"
 ATTR_SKIPPED_DEFAULT = "llm_init.hook.skipped_default"
 ATTR_CHANGED_FIELDS = "llm_init.context.changed_fields"

@@ -122,3 +122,17 @@ class LocalDirectoryDownload:
     async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
         report(node_id="local", stage="node_completed", bytes_delta=0)
         ctx.download_result = str(self.path)
+
+
+class FailingRayCallback(CallbackBase):
+    """A Ray Serve LLM callback overriding two of Ray's three hooks, the first of which
+    raises; with ``raise_error_on_callback=False`` Ray goes on, and so must the replica."""
+
+    async def on_before_node_init(self) -> None:
+        _append(self.kwargs["log"], {"hook": "on_before_node_init"})
+        raise RuntimeError("no accelerator quota today")
+
+    async def on_after_node_init(self) -> None:
+        _append(self.kwargs["log"], {
+            "hook": "on_after_node_init",
+            "hf_model_id": self.llm_config.get_engine_config().hf_model_id})

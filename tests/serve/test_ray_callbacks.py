@@ -14,7 +14,15 @@ from ray.llm._internal.common.utils.download_utils import NodeModelDownloadable
 from ray.serve.llm import LLMConfig as RayLLMConfig
 
 from llm_init import CallbackError, InMemoryEventStore, initialize_node, read_events
-from llm_init.events import ContextChanged, Event, HookCompleted, HookFailed, PhaseSkipped
+from llm_init.events import (
+    ContextChanged,
+    Event,
+    HookCompleted,
+    HookFailed,
+    HookStarted,
+    InitializationCompleted,
+    PhaseSkipped,
+)
 from llm_init.serve.configs import llm_init_config
 from llm_init.serve.ray_callbacks import hooks_already_ran
 from llm_init.serve.settings import LLMInitSettings, ServeConfigError
@@ -121,12 +129,103 @@ def test_a_failing_ray_hook_fails_the_initialization_naming_the_callback():
         initialize(ray_config, callback)
 
 
-def test_raise_error_on_callback_false_logs_and_goes_on():
-    """Ray's raise_error_on_callback=False keeps its meaning: logged, and the rest runs."""
+def test_raise_error_on_callback_false_records_the_failure_and_goes_on():
+    """Ray's raise_error_on_callback=False keeps its meaning (the rest runs), and the failure
+    is recorded as one, with Ray's error text, as for an llm-init callback."""
     ray_config, callback = ray_setup("raise", raise_error=False)
     events = initialize(ray_config, callback)
-    assert not [e for e in events if isinstance(e, HookFailed)]
+    (failed,) = [e for e in events if isinstance(e, HookFailed)]
+    assert (failed.callback, failed.hook, failed.ray_hook, failed.aborted) == (
+        ADAPTER, "on_pre_initialization", "on_before_node_init", False)
+    assert failed.message == ("Exception: Error running callback method 'on_before_node_init' "
+                              "on UserRayCallback: no GPUs today")
+    assert not [e for e in events if isinstance(e, HookCompleted)
+                and e.hook == "on_pre_initialization" and e.callback == ADAPTER]
     assert [c for c, _ in callback.calls][-1] == "on_after_node_init"
+    assert isinstance(events[-1], InitializationCompleted)
+
+
+def test_raise_error_on_callback_is_the_ray_callbacks_own():
+    """A Ray callback's raise_error_on_callback=True fails the initialization even where
+    llm-init's own callbacks may fail without stopping it."""
+    ray_config, callback = ray_setup("raise", raise_error=True)
+    config = llm_init_config(ray_config, LLMInitSettings(raise_error_on_callback=False),
+                             callback)
+    with pytest.raises(CallbackError, match="no GPUs today"):
+        asyncio.run(initialize_node(config, event_store=InMemoryEventStore(),
+                                    steps=local_steps()))
+
+
+def test_each_ray_hook_is_recorded_under_its_ray_name():
+    """HookStarted and HookCompleted carry the Ray hook each call ran."""
+    ray_config, callback = ray_setup()
+    events = initialize(ray_config, callback)
+    recorded = [(type(e).__name__, e.hook, e.ray_hook) for e in events
+                if isinstance(e, HookStarted | HookCompleted) and e.callback == ADAPTER]
+    assert recorded == [
+        ("HookStarted", "on_pre_initialization", "on_before_node_init"),
+        ("HookCompleted", "on_pre_initialization", "on_before_node_init"),
+        ("HookStarted", "on_pre_download", "on_before_download_model_files_distributed"),
+        ("HookCompleted", "on_pre_download", "on_before_download_model_files_distributed"),
+        ("HookStarted", "on_post_download", "on_after_node_init"),
+        ("HookCompleted", "on_post_download", "on_after_node_init")]
+
+
+RAY_CTX = {"worker_node_download_model": NodeModelDownloadable.MODEL_AND_TOKENIZER}
+
+
+class OneHookRayCallback(CallbackBase):
+    """Overrides one Ray hook; the other two are Ray's no-ops."""
+
+    async def on_before_node_init(self) -> None:
+        self.ctx.custom_data["seen"] = True
+
+
+def test_only_the_ray_hooks_a_class_overrides_are_called_and_recorded():
+    """A class overriding one hook shows one call, not Ray's empty defaults too."""
+    ray_config = RayLLMConfig(model_loading_config={"model_id": "m", "model_source": "hub/m"})
+    callback = OneHookRayCallback(llm_config=ray_config, ctx_kwargs=RAY_CTX)
+    events = initialize(ray_config, callback)
+    name = f"llm_init.serve.ray_callbacks.RayCallback[{__name__}.OneHookRayCallback]"
+    assert [(e.hook, e.ray_hook) for e in events
+            if isinstance(e, HookCompleted) and e.callback == name] == [
+        ("on_pre_initialization", "on_before_node_init")]
+
+
+def test_run_init_node_false_skips_without_a_ray_hook_to_override():
+    """run_init_node=False skips the download even when no hook is overridden; the skipping
+    call names no Ray hook (none ran)."""
+    ray_config = RayLLMConfig(model_loading_config={"model_id": "m", "model_source": "hub/m"})
+    callback = OneHookRayCallback(llm_config=ray_config,
+                                  ctx_kwargs={**RAY_CTX, "run_init_node": False})
+    events = initialize(ray_config, callback)
+    (skip,) = [e for e in events if isinstance(e, HookCompleted) and e.hook == "on_pre_download"]
+    assert (skip.skipped_default, skip.ray_hook) == (True, None)
+    assert [e.phase for e in events if isinstance(e, PhaseSkipped)] == ["download"]
+
+
+def test_hook_spans_carry_the_ray_hook_name():
+    """Each adapted call's span has llm_init.ray_hook, and a failed one says so."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from llm_init.telemetry import names
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ray_config, callback = ray_setup("raise", raise_error=False)
+    config = llm_init_config(ray_config, LLMInitSettings(), callback)
+    asyncio.run(initialize_node(config, event_store=InMemoryEventStore(), steps=local_steps(),
+                                tracer_provider=provider))
+    hooks = {s.attributes[names.ATTR_RAY_HOOK]: s for s in exporter.get_finished_spans()
+             if s.attributes and names.ATTR_RAY_HOOK in s.attributes}
+    assert sorted(hooks) == ["on_after_node_init", "on_before_download_model_files_distributed",
+                             "on_before_node_init"]
+    assert hooks["on_before_node_init"].status.status_code is StatusCode.ERROR
+    assert hooks["on_after_node_init"].status.status_code is not StatusCode.ERROR
 
 
 def test_a_download_mode_without_equivalent_is_an_error():
@@ -185,3 +284,26 @@ def test_the_replicas_placement_group_is_set_before_any_hook():
     ctx = asyncio.run(initialize_node(config, event_store=store, steps=steps))
     assert seen == [group]
     assert ctx.placement_group == {"bundles": [{"CPU": 1}]}  # the (test) step's own
+
+
+def test_the_hook_metric_counts_a_passed_over_ray_failure_as_failed():
+    """llm_init_hook_duration_seconds has outcome="failed" for the failed Ray hook and
+    "completed" for the others."""
+    from prometheus_client import CollectorRegistry
+
+    from llm_init.telemetry import names
+    from llm_init.telemetry.backends import PrometheusBackend
+    from llm_init.telemetry.metrics import MetricsCallback
+
+    registry = CollectorRegistry()
+    ray_config, callback = ray_setup("raise", raise_error=False)
+    config = llm_init_config(ray_config, LLMInitSettings(), callback)
+    asyncio.run(initialize_node(config, event_store=InMemoryEventStore(), steps=local_steps(),
+                                observers=[MetricsCallback(PrometheusBackend(registry,
+                                                                             port=None))]))
+    counts = {(s.labels["hook"], s.labels["outcome"]): s.value
+              for m in registry.collect() if m.name == names.METRIC_HOOK_DURATION
+              for s in m.samples if s.name.endswith("_count") and s.labels["callback"] == ADAPTER}
+    assert counts == {("on_pre_initialization", "failed"): 1.0,
+                      ("on_pre_download", "completed"): 1.0,
+                      ("on_post_download", "completed"): 1.0}

@@ -21,6 +21,8 @@ from llm_init.steps.download import (
 from llm_init.summary import json_safe
 from tests.support.models import TOKENIZER_FILES, read_tree, weight_files, write_model
 
+COPY = {"copy_local_source": True}  # a local source is used in place unless copying is asked
+
 
 def run_step(step: DownloadStep, source: str | Path, *,
              local: str = "MODEL_AND_TOKENIZER") -> tuple[DownloadResult, list[dict[str, Any]]]:
@@ -43,7 +45,7 @@ def model(tmp_path: Path) -> tuple[Path, dict[str, int]]:
 def test_model_and_tokenizer_copies_every_file(tmp_path, model) -> None:
     """MODEL_AND_TOKENIZER brings weights, config and tokenizer into the cache, byte for byte."""
     src, files = model
-    result, _ = run_step(download_step(cache_dir=tmp_path / "cache"), src)
+    result, _ = run_step(download_step(cache_dir=tmp_path / "cache", **COPY), src)
     assert result.path is not None
     assert read_tree(Path(result.path)) == read_tree(src)
     assert result.bytes_fetched == sum(files.values()) == result.bytes_total
@@ -52,7 +54,7 @@ def test_model_and_tokenizer_copies_every_file(tmp_path, model) -> None:
 def test_tokenizer_only_copies_no_weights(tmp_path, model) -> None:
     """TOKENIZER_ONLY brings the config and tokenizer files and leaves the weights."""
     src, _ = model
-    result, _ = run_step(download_step(cache_dir=tmp_path / "cache"), src,
+    result, _ = run_step(download_step(cache_dir=tmp_path / "cache", **COPY), src,
                          local="TOKENIZER_ONLY")
     assert result.path is not None
     assert sorted(read_tree(Path(result.path))) == sorted(TOKENIZER_FILES)
@@ -61,7 +63,7 @@ def test_tokenizer_only_copies_no_weights(tmp_path, model) -> None:
 def test_none_fetches_nothing(tmp_path, model) -> None:
     """NONE fetches no file and reports no local path."""
     src, _ = model
-    result, _ = run_step(download_step(cache_dir=tmp_path / "cache"), src, local="NONE")
+    result, _ = run_step(download_step(cache_dir=tmp_path / "cache", **COPY), src, local="NONE")
     assert (result.path, result.bytes_fetched, result.nodes[0].files) == (None, 0, ())
     assert not (tmp_path / "cache").exists()
 
@@ -69,7 +71,7 @@ def test_none_fetches_nothing(tmp_path, model) -> None:
 def test_second_run_fetches_nothing(tmp_path, model) -> None:
     """A model already complete in the cache is found there: zero bytes fetched."""
     src, files = model
-    step = download_step(cache_dir=tmp_path / "cache")
+    step = download_step(cache_dir=tmp_path / "cache", **COPY)
     run_step(step, src)
     result, _ = run_step(step, src)
     assert (result.bytes_fetched, result.files_fetched) == (0, 0)
@@ -79,7 +81,7 @@ def test_second_run_fetches_nothing(tmp_path, model) -> None:
 def test_changed_source_file_is_fetched_again(tmp_path, model) -> None:
     """A source file that changed since the last run is fetched again, and only it."""
     src, _ = model
-    step = download_step(cache_dir=tmp_path / "cache")
+    step = download_step(cache_dir=tmp_path / "cache", **COPY)
     run_step(step, src)
     (src / "config.json").write_text('{"changed": true}')
     result, _ = run_step(step, src)
@@ -90,7 +92,7 @@ def test_changed_source_file_is_fetched_again(tmp_path, model) -> None:
 def test_tokenizer_then_full_model_fetches_only_the_weights(tmp_path, model) -> None:
     """A full download after a tokenizer-only one in the same cache fetches just the weights."""
     src, files = model
-    step = download_step(cache_dir=tmp_path / "cache")
+    step = download_step(cache_dir=tmp_path / "cache", **COPY)
     run_step(step, src, local="TOKENIZER_ONLY")
     result, _ = run_step(step, src)
     assert result.bytes_fetched == sum(files[n] for n in weight_files(files)) + files[
@@ -101,7 +103,7 @@ def test_cache_dir_from_environment(tmp_path, model, monkeypatch) -> None:
     """Without ``cache_dir``, LLM_INIT_CACHE_DIR holds the model, in a directory named after it."""
     src, _ = model
     monkeypatch.setenv("LLM_INIT_CACHE_DIR", str(tmp_path / "env-cache"))
-    result, _ = run_step(download_step(), src)
+    result, _ = run_step(download_step(**COPY), src)
     expected = "local--" + "--".join(p for p in src.parts if p != "/")
     assert Path(result.path or "") == tmp_path / "env-cache" / expected
 
@@ -115,16 +117,33 @@ def test_in_place_source_is_not_copied(tmp_path, model) -> None:
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_local_source_is_used_in_place_by_default(tmp_path, model) -> None:
+    """As Ray Serve LLM does: the directory itself is the model path, nothing is copied, and
+    the files are still listed and sized."""
+    src, files = model
+    result, _ = run_step(download_step(cache_dir=tmp_path / "cache"), src)
+    assert (result.path, result.bytes_fetched, result.bytes_total) == (
+        str(src.resolve()), 0, sum(files.values()))
+    assert result.nodes[0].resolved_from == "in place"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_missing_directory_used_in_place_is_named(tmp_path) -> None:
+    """In place, a source directory that does not exist fails as it does when copied."""
+    with pytest.raises(SourceNotFoundError, match=r"model directory .*does-not-exist does not"):
+        run_step(download_step(cache_dir=tmp_path / "cache"), tmp_path / "does-not-exist")
+
+
 def test_missing_directory_is_named(tmp_path) -> None:
     """A source directory that does not exist fails with an error naming it."""
     with pytest.raises(SourceNotFoundError, match="does-not-exist"):
-        run_step(download_step(cache_dir=tmp_path / "cache"), tmp_path / "does-not-exist")
+        run_step(download_step(cache_dir=tmp_path / "cache", **COPY), tmp_path / "does-not-exist")
 
 
 def test_progress_reports_sum_to_the_bytes_fetched(tmp_path, model) -> None:
     """The ``bytes_delta`` of all progress reports add up to the bytes fetched."""
     src, files = model
-    _, reports = run_step(download_step(cache_dir=tmp_path / "cache"), src)
+    _, reports = run_step(download_step(cache_dir=tmp_path / "cache", **COPY), src)
     assert sum(r["bytes_delta"] for r in reports) == sum(files.values())
     assert reports[-1]["stage"] == "node_completed"
     assert {"bytes_delta", "bytes_done", "bytes_total", "files_done", "files_total",
@@ -134,7 +153,7 @@ def test_progress_reports_sum_to_the_bytes_fetched(tmp_path, model) -> None:
 def test_result_is_recorded_as_json(tmp_path, model) -> None:
     """The result's JSON-safe form carries source, path, bytes and each node by id."""
     src, _ = model
-    result, _ = run_step(download_step(cache_dir=tmp_path / "cache"), src)
+    result, _ = run_step(download_step(cache_dir=tmp_path / "cache", **COPY), src)
     recorded = json_safe(result)
     assert recorded["source_kind"] == "local"
     assert recorded["nodes"][0]["node_id"] == result.nodes[0].node_id

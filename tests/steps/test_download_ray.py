@@ -78,7 +78,8 @@ def test_local_node_in_process_and_worker_node_in_a_task(cluster, model, tmp_pat
     tokenizer only) and the worker node in a pinned task with the worker mode."""
     head, worker = cluster
     monkeypatch.setenv("LLM_INIT_CACHE_DIR", str(tmp_path / "local"))
-    result = run_step(DownloadStep(nodes=[worker]), model, local="TOKENIZER_ONLY",
+    result = run_step(DownloadStep(nodes=[worker], copy_local_source=True), model,
+                      local="TOKENIZER_ONLY",
                       runtime_env={"env_vars": {"LLM_INIT_CACHE_DIR": str(tmp_path / "w")}})
     local, remote = result.nodes
     assert (local.node_id, local.ran_in, sorted(local.files)) == (head, "process",

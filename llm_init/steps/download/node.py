@@ -52,7 +52,7 @@ class NodePlan:
     prefer_safetensors: bool = True
     allow_patterns: tuple[str, ...] | None = None
     ignore_patterns: tuple[str, ...] = ()
-    copy_local_source: bool = True
+    copy_local_source: bool = False  # as Ray Serve LLM: a local directory is used in place
     lock_timeout_s: float | None = None
     verify: LocalVerify = "header"  # how a local directory's files are checked
 
@@ -91,6 +91,8 @@ class _NodeRun:
             return self._result(None, (), 0, revision=None, resolved_from="none")
         source = plan.source.open(verify=plan.verify)
         if isinstance(source, LocalDirSource) and not plan.copy_local_source:
+            if not source.root.is_dir():
+                raise SourceNotFoundError(f"model directory {source.root} does not exist")
             return self._in_place(source.root, None, "in place")
         dest = cache_root(plan.cache_dir) / source.cache_name
         if isinstance(source, HFSource) and source.offline:

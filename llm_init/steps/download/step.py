@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DownloadStep:
-    """Downloads the model on every node of the initialization into a per-node cache.
+    """Downloads the model on every node of the initialization into a per-node cache; a local
+    directory source is used in place, as Ray Serve LLM does, unless ``copy_local_source``.
 
     ``source`` overrides ``llm_config.source``; ``revision`` (Hub only) defaults to
     ``engine_kwargs["revision"]``, else ``main``. See docs/download.md for every option.
@@ -59,7 +60,7 @@ class DownloadStep:
     prefer_safetensors: bool = True
     allow_patterns: Sequence[str] | None = None
     ignore_patterns: Sequence[str] = ()
-    copy_local_source: bool = True
+    copy_local_source: bool = False  # as Ray Serve LLM: a local directory is used in place
     local_in_process: bool = True  # False: the local node downloads in a Ray task too
     lock_timeout_s: float | None = None
     placement_group_timeout_s: float = 300.0
