@@ -197,17 +197,14 @@ class Dispatcher:
                 # What the hook changed before it failed is recorded too, so replay matches.
                 with contextlib.suppress(ContextFieldError):  # its own failure says enough
                     self._record_changes(span, changed_by, hook)
-                own = target.raise_errors if isinstance(target, BoundHook) else None
-                self._failed(span, phase, name, actor, is_hook, exc, duration,
-                             raise_errors=self.raise_errors if own is None else own,
-                             ray_hook=ray_hook)
+                self._failed(span, phase, name, actor, target, exc, duration)
                 return None
             duration = time.perf_counter() - started
             ctx._actor = "llm_init"
             try:
                 changed = self._record_changes(span, changed_by, hook)
             except ContextFieldError as exc:  # it left a value that cannot be recorded
-                self._failed(span, phase, name, actor, is_hook, exc, duration)
+                self._failed(span, phase, name, actor, target, exc, duration)
                 return None
             if is_hook:
                 skipped = returned is False and name.startswith("on_pre_")
@@ -270,9 +267,13 @@ class Dispatcher:
                 span.add_event(names.SPAN_EVENT_CONTEXT_CHANGED, attrs)
         return tuple(dict.fromkeys(c.field for c in changes))
 
-    def _failed(self, span: Span, phase: str, name: str, actor: str, is_hook: bool,
-                exc: BaseException, duration: float, *, raise_errors: bool,
-                ray_hook: str | None) -> None:
+    def _failed(self, span: Span, phase: str, name: str, actor: str,
+                target: BoundHook | DefaultStep, exc: BaseException, duration: float) -> None:
+        is_hook = isinstance(target, BoundHook)
+        ray_hook = target.ray_hook if isinstance(target, BoundHook) else None
+        # A Ray callback keeps its own raise_error_on_callback; llm-init's applies otherwise.
+        own = target.raise_errors if isinstance(target, BoundHook) else None
+        raise_errors = self.raise_errors if own is None else own
         message = exception_message(exc)
         timed_out = isinstance(exc, asyncio.TimeoutError | TimeoutError) and is_hook
         if timed_out:
