@@ -67,9 +67,15 @@ def test_parallel_sizes_go_into_the_engine_kwargs():
 
 def test_build_openai_app_takes_an_own_llm_config():
     """The README's config in build_openai_app builds an application, as Ray's does."""
+    import ray
     from ray.serve.deployment import Application
 
-    app = build_openai_app({"llm_configs": [own_config()]})
+    started_here = not ray.is_initialized()
+    try:
+        app = build_openai_app({"llm_configs": [own_config()]})
+    finally:  # Ray's builder starts a local Ray; later tests expect none in this process
+        if started_here:
+            ray.shutdown()
     assert isinstance(app, Application)
 
 
