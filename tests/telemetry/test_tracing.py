@@ -205,3 +205,20 @@ def test_stalled_receiver_costs_one_warning_bounded_time_and_memory(
     assert max(durations) < FLUSH_TIMEOUT_S + 2
     assert grown < 200_000  # unbounded, the last 30 runs' 350 spans would hold about 1 MB
     assert len(warnings) == 1, warnings
+
+
+@pytest.mark.parametrize("environ", [{}, {"OTEL_TRACES_EXPORTER": "console"},
+                                     {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}],
+                         ids=["nothing", "console", "endpoint"])
+def test_demo_reports_traces_as_its_replicas_set_them_up(
+        monkeypatch: pytest.MonkeyPatch, environ: dict[str, str],
+        configured: list[TracerProvider]) -> None:
+    """The demo's "traces:" line says off exactly when its replicas (which get its ``OTEL_*``
+    variables) set up no tracing."""
+    from llm_init.demo.run import _traces_note
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    provider = tracing.configure_tracing(set_global=False)
+    configured.extend([provider] if provider else [])
+    assert _traces_note().startswith("off") is (provider is None)
