@@ -14,7 +14,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 from rich.tree import Tree
 
 from llm_init import fleet
@@ -65,6 +64,16 @@ Label = Annotated[list[str] | None, typer.Option(
 
 _STATUS_STYLE = {"completed": "green", "failed": "bold red", "skipped": "yellow",
                  "running": "cyan", "abandoned": "magenta"}
+
+
+# On a narrow console (80 columns, or a pipe) the least important columns go first; the init
+# id, the handle for every other command, is never cut.
+_LIST_COLS = (render.Col("init id"), render.Col("model", fold=True), render.Col("outcome"),
+              render.Col("started (UTC)", 5), render.Col("total", 1), render.Col("download", 4),
+              render.Col("placement", 6), render.Col("engine", 3), render.Col("phase now", 2),
+              render.Col("host", 7))
+_EVENT_COLS = (render.Col("seq"), render.Col("time (UTC)", 2), render.Col("type"),
+               render.Col("phase", 1), render.Col("what", fold=True, room=20))
 
 
 def _fail(message: str) -> typer.Exit:
@@ -147,22 +156,19 @@ def list_cmd(store: StoreOption = None,
         for r, where in inits:
             print(json.dumps({**_summary(r), "host": where}))
         return
-    table = Table(title="initializations", title_justify="left")
-    for col in ("init id", "model", "outcome", "started (UTC)", "total", "download",
-                "placement", "engine", "phase now", "host"):
-        table.add_column(col)
+    rows = []
     for r, where in inits:
         d = r.phase_durations
-        table.add_row(
+        rows.append((
             r.init_id[:12], r.model_id,
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/]",
             r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
             _secs(r.duration_s), _secs(d.get("download")), _secs(d.get("placement_group")),
             _secs(d.get("engine_init")),
-            r.current_phase if r.outcome in ("running", "abandoned") else "",
+            (r.current_phase or "") if r.outcome in ("running", "abandoned") else "",
             where,
-        )
-    console.print(table)
+        ))
+    console.print(render.fitted_table("initializations", _LIST_COLS, rows, console.width))
 
 
 @app.command()
@@ -252,17 +258,16 @@ def events(init_id: str, store: StoreOption = None,
                               "schema_version": rec.schema_version, "timestamp": rec.timestamp,
                               **json.loads(rec.state)}))
         return
-    table = Table(title=f"events of {evs[0].init_id}", title_justify="left")
-    for col in ("seq", "time (UTC)", "type", "phase", "what"):
-        table.add_column(col)
+    rows = []
     for e in evs:
         rec = json.loads(encode(e).state)
         what = " ".join(f"{k}={v}" for k, v in rec.items()
                         if k not in ("phase", "trace_id", "span_id", "node_id", "config",
                                      "context") and v not in (None, "", [], {}))
-        table.add_row(str(e.sequence), e.timestamp.strftime("%H:%M:%S.%f")[:-3], e.TYPE,
-                      str(rec.get("phase", "")), what[:120])
-    console.print(table)
+        rows.append((str(e.sequence), e.timestamp.strftime("%H:%M:%S.%f")[:-3], e.TYPE,
+                     str(rec.get("phase", "")), what[:120]))
+    console.print(render.fitted_table(f"events of {evs[0].init_id}", _EVENT_COLS, rows,
+                                      console.width))
 
 
 @app.command("replay")
@@ -314,7 +319,7 @@ def stats(store: StoreOption = None, as_json: JsonOption = False,
         print(json.dumps([p.to_dict() for p in found]))
         return
     title = f"phase durations{' of ' + model if model else ''}"
-    console.print(render.stats_table(found, title))
+    console.print(render.stats_table(found, title, console.width))
 
 
 @app.command()
@@ -342,7 +347,8 @@ def status(store: StoreOption = None, as_json: JsonOption = False,
             for st in running:
                 print(json.dumps(st.to_dict(now)))
             return
-        console.print(render.status_table(running, now, f"{len(running)} in progress"))
+        console.print(render.status_table(running, now, f"{len(running)} in progress",
+                                          console.width))
         return
 
     def follow_in(s: EventStore) -> None:
@@ -359,7 +365,8 @@ def status(store: StoreOption = None, as_json: JsonOption = False,
             def show(running: list[fleet.InitStatus], _: list[fleet.InitStatus]) -> None:
                 now = datetime.now(UTC)
                 title = f"{len(running)} in progress  (following; {now:%H:%M:%S} UTC)"
-                live.update(render.status_table(running, now, title), refresh=True)
+                live.update(render.status_table(running, now, title, console.width),
+                            refresh=True)
 
             follower.follow(show, timeout_s=timeout)
 

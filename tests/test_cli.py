@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
-from llm_init.cli import app
 from tests.conftest import local_steps
+from tests.support.cli import invoke
 from tests.test_replay import Busy
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def recorded(tmp_path: Path) -> tuple[Path, str]:
 
 
 def cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    result = invoke(*args)
     return result.exit_code, result.output
 
 

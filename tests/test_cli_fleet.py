@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from llm_init import DefaultSteps, LLMConfig, initialize_node_sync
-from llm_init.cli import app
 from llm_init.stores import SQLiteEventStore, open_store
 from tests.conftest import SettingStep
 from tests.stores.contract import fleet_records
+from tests.support.cli import invoke
 from tests.support.logs import records, synthetic_log
 
 runner = CliRunner()
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    result = invoke(*args)
     return result.exit_code, result.output
 
 

@@ -256,13 +256,19 @@ def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port:
 
 
 def _traces_note() -> str:
+    """What the replicas do with their spans: the demo forwards its ``OTEL_*`` variables, and
+    every process follows ``tracing_configured``'s rule (off unless configured)."""
     endpoint = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     if importlib.util.find_spec("llm_init.telemetry.tracing") is None:
         return "off (this installation has no llm_init.telemetry.tracing)"
-    if not endpoint:
+    from llm_init.telemetry.tracing import tracing_configured
+
+    if not tracing_configured():
         return "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export the spans)"
-    return f"exported over OTLP to {endpoint}"
+    if endpoint:
+        return f"exported over OTLP to {endpoint}"
+    return f"exported by OTEL_TRACES_EXPORTER={os.environ.get('OTEL_TRACES_EXPORTER', '')}"
 
 
 def _stepper(started: float) -> Any:

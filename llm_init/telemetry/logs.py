@@ -3,8 +3,10 @@
 ``LogObserver`` (added to every initialization by the runtime) writes each event to the standard
 ``logging`` logger ``llm_init.events`` with its fields attached: ``init_id``, ``phase``, ``hook``,
 ``callback``, ``step``, ``trace_id`` and ``span_id`` (absent outside a span), and the event's own
-fields. Until the application calls ``configure_logging`` nothing is printed below WARNING, so
-the library stays quiet and nearly free (a level check per event).
+fields. At INFO that is one line per initialization (its end: outcome, total and phase
+durations) and one per failure; the per-event lines are DEBUG. Until the application calls
+``configure_logging`` nothing is printed below WARNING, so the library stays quiet and nearly
+free (a level check per event).
 
 ``configure_logging`` (application layer) renders llm-init's lines through structlog: JSON lines,
 or ``structlog.dev.ConsoleRenderer`` when the stream is a terminal. Event lines then take
@@ -26,39 +28,28 @@ from typing import Any, TextIO
 from opentelemetry import trace
 
 from llm_init.events import (
-    ContextChanged,
     Event,
-    HeartbeatRecorded,
-    HookCompleted,
     HookFailed,
-    HookStarted,
     InitializationAbandoned,
     InitializationCompleted,
     InitializationFailed,
-    InitializationStarted,
     PhaseCompleted,
     PhaseFailed,
-    PhaseSkipped,
-    PhaseStarted,
-    StepCompleted,
     StepFailed,
-    StepProgressed,
-    StepStarted,
     payload_of,
 )
 from llm_init.summary import json_safe
 from llm_init.telemetry import names
 
 FIELDS_ATTR = "llm_init_fields"  # the LogRecord attribute carrying an event's fields
+# At INFO a replica's console shows one line per initialization (its end, with the outcome and
+# phase durations) and one per failure; every other event is a DEBUG line.
 _LEVELS: dict[type[Event], int] = {
-    InitializationStarted: logging.INFO, InitializationCompleted: logging.INFO,
-    InitializationFailed: logging.ERROR, PhaseStarted: logging.DEBUG,
-    PhaseCompleted: logging.INFO, PhaseSkipped: logging.INFO, PhaseFailed: logging.ERROR,
-    HookStarted: logging.DEBUG, HookCompleted: logging.INFO, HookFailed: logging.ERROR,
-    StepStarted: logging.DEBUG, StepProgressed: logging.DEBUG, StepCompleted: logging.INFO,
-    StepFailed: logging.ERROR, ContextChanged: logging.INFO,
-    HeartbeatRecorded: logging.DEBUG, InitializationAbandoned: logging.WARNING,
+    InitializationCompleted: logging.INFO, InitializationFailed: logging.ERROR,
+    PhaseFailed: logging.ERROR, HookFailed: logging.ERROR, StepFailed: logging.ERROR,
+    InitializationAbandoned: logging.WARNING,
 }
+_PHASE_ENDS = (PhaseCompleted, PhaseFailed)
 # Large or duplicated payload fields the event store keeps and log lines leave out.
 _LEFT_OUT = frozenset({"config", "context"})
 # The structlog logger ``configure_logging`` set up for event lines, and its level.
@@ -69,16 +60,22 @@ _sink_level = logging.CRITICAL + 1
 class LogObserver:
     """Writes one structured log line per event (see the module docs). With ``logger`` given,
     lines always go to that ``logging`` logger; by default they take the fast path that
-    ``configure_logging`` sets up, or else the ``llm_init.events`` logger."""
+    ``configure_logging`` sets up, or else the ``llm_init.events`` logger. The line that ends
+    an initialization also carries its ``outcome`` and ``phase_durations_s``."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger(names.LOGGER_EVENTS)
         self._use_sink = logger is None
+        self._phases: dict[str, dict[str, float]] = {}
 
     def on_event(self, event: Event) -> None:
-        level = _LEVELS.get(type(event), logging.INFO)
+        if isinstance(event, _PHASE_ENDS):
+            self._phases.setdefault(event.init_id, {})[event.phase] = event.duration_s
+        level = _LEVELS.get(type(event), logging.DEBUG)
         if isinstance(event, HookFailed) and not event.aborted:
             level = logging.WARNING  # the policy let the initialization go on
+        ended = isinstance(event, InitializationCompleted | InitializationFailed)
+        phases = self._phases.pop(event.init_id, {}) if ended else None
         sink = _sink if self._use_sink else None
         if sink is not None:
             if level < _sink_level:
@@ -86,6 +83,10 @@ class LogObserver:
         elif not self.logger.isEnabledFor(level):
             return
         fields = event_fields(event)
+        if phases is not None:
+            fields["outcome"] = "completed" if isinstance(event, InitializationCompleted) \
+                else "failed"
+            fields["phase_durations_s"] = phases
         if sink is not None:
             fields["logger"] = self.logger.name
             sink.log(level, event.TYPE, fields)

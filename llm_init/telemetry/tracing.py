@@ -1,7 +1,10 @@
 """OpenTelemetry SDK set-up for the application layer, from the standard ``OTEL_*`` variables.
 
 Library code depends on the OpenTelemetry API only; the CLI, the demo and the Serve integration
-call ``configure_tracing()`` once per process. It honours:
+call ``configure_tracing()`` once per process. Tracing is off unless configured (see
+``tracing_configured``): a process with no ``OTEL_TRACES_EXPORTER`` and no
+``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` exports nothing and warns about nothing, instead of
+sending to the OTLP default ``localhost:4318`` where no collector may listen. It honours:
 
 - ``OTEL_SDK_DISABLED``; ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` (default service
   name ``llm-init``);
@@ -26,7 +29,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -173,14 +176,16 @@ def configure_tracing(*, set_global: bool = True,
                       service_name: str = DEFAULT_SERVICE_NAME) -> TracerProvider | None:
     """Build an SDK ``TracerProvider`` from the ``OTEL_*`` variables (see the module docs) and,
     with ``set_global``, install it as the global provider. Returns ``None`` when tracing is
-    disabled or no exporter is configured (the API's no-op tracer then costs nothing). If a
-    global SDK provider is already installed (by the application or by vLLM) it is returned
-    unchanged, since a process can have only one."""
+    disabled or not configured (``tracing_configured``) or no exporter is usable (the API's
+    no-op tracer then costs nothing). If a global SDK provider is already installed (by the
+    application or by vLLM) it is returned unchanged, since a process can have only one."""
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     existing = trace.get_tracer_provider()
     if set_global and isinstance(existing, TracerProvider):
         return existing
+    if not tracing_configured():
+        return None
     exporters = _exporters()
     if not exporters:
         return None
@@ -197,6 +202,21 @@ def configure_tracing(*, set_global: bool = True,
     if set_global:
         trace.set_tracer_provider(provider)
     return provider
+
+
+# Setting any of these asks for traces; without one, tracing stays off.
+TRACING_VARIABLES = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                     "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def tracing_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """The rule every llm-init process follows: traces are on when ``OTEL_TRACES_EXPORTER`` or
+    an OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``)
+    is set to a non-empty value, and off otherwise or when ``OTEL_SDK_DISABLED=true``."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return any(env.get(name, "").strip() for name in TRACING_VARIABLES)
 
 
 def shutdown(provider: TracerProvider, timeout_s: float | None = None) -> bool:

@@ -243,3 +243,14 @@ def test_failure_is_a_step_error_naming_the_source(moto_s3, tmp_path) -> None:
     with pytest.raises(StepError, match="s3://models/nothing-here"):
         initialize_node_sync(LLMConfig(model_id="tiny", model_source="s3://models/nothing-here"),
                              event_store=InMemoryEventStore(), steps=steps)
+
+
+def test_moto_server_keeps_flask_out_of_the_test_process() -> None:
+    """The S3 server runs apart: Flask, whose proxies break an in-process vLLM engine started
+    later in the same process, is never imported into it."""
+    code = ("import sys\nfrom tests.support.s3 import running_moto_s3\n"
+            "with running_moto_s3() as s3:\n    s3.client().create_bucket(Bucket='models')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'moto')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr

@@ -6,17 +6,23 @@
 
 Objects above ``multipart_threshold`` are uploaded in 8 MiB parts (multipart ETags).
 Clients need credentials of any value: ``ENV`` holds fake ones. ``S3Store(endpoint_url)`` has
-the same client and upload helpers for a server started elsewhere.
+the same client and upload helpers for a server started elsewhere. The server runs in a
+process of its own (see ``MotoS3``).
 """
 
 from __future__ import annotations
 
-import logging
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.support.net import free_port
 
 MIB = 1024 * 1024
 ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -64,23 +70,46 @@ class S3Store:
 
 
 class MotoS3(S3Store):
-    """moto's ``ThreadedMotoServer`` on 127.0.0.1 and a free port."""
+    """moto's S3 server on 127.0.0.1 and a free port, in a process of its own.
+
+    Not moto's in-process ``ThreadedMotoServer``: that imports Flask into the test process,
+    and vLLM's start-up (``register_triton_kernel_overrides``) then probes every module's
+    globals with ``hasattr``, which Flask's ``current_app``/``g``/``request`` proxies answer
+    with "Working outside of application context": an in-process engine started after an S3
+    test would fail. A separate process keeps Flask out of this one (and off its GIL)."""
 
     def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         super().__init__("")
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> MotoS3:
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
-        return self
+    def start(self, timeout_s: float = 60.0) -> MotoS3:
+        port = free_port()
+        self._server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._server.poll() is not None:
+                raise RuntimeError(f"moto's S3 server exited with {self._server.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                time.sleep(0.1)
+                continue
+            self.endpoint_url = f"http://127.0.0.1:{port}"
+            return self
+        self.stop()
+        raise RuntimeError(f"moto's S3 server did not listen on port {port} in {timeout_s} s")
 
     def stop(self) -> None:
-        self._server.stop()
+        if self._server is not None:
+            self._server.terminate()
+            try:
+                self._server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+                self._server.wait()
+            self._server = None
 
     def __enter__(self) -> MotoS3:
         return self.start()

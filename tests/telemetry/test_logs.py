@@ -16,7 +16,7 @@ from llm_init import InMemoryEventStore, LLMConfig, initialize_node_sync, read_e
 from llm_init.telemetry import health
 from llm_init.telemetry.logs import configure_logging
 from tests.support.steps import local_steps
-from tests.telemetry.callbacks import Tracing
+from tests.telemetry.callbacks import Failing, Tracing
 
 CALLBACK = f"{Tracing.__module__}.Tracing"
 
@@ -32,32 +32,49 @@ def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_info_lines_follow_the_initialization_event_by_event(
+def test_debug_lines_follow_the_initialization_event_by_event(
         store: InMemoryEventStore, provider: TracerProvider) -> None:
-    """At INFO, the JSON lines are the completions, skips and changes, in order."""
+    """At DEBUG there is one JSON line per recorded event, in order."""
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream, fmt="json")
+    init_id = initialize(store, provider)
+    assert [(d["event"], d["sequence"]) for d in json_lines(stream)] == [
+        (e.TYPE, e.sequence) for e in read_events(store, init_id)]
+
+
+def test_info_shows_one_line_when_the_initialization_ends(
+        store: InMemoryEventStore, provider: TracerProvider) -> None:
+    """At INFO a completed initialization writes a single line: its end, with the outcome,
+    the total and each phase's duration."""
     stream = io.StringIO()
     configure_logging("INFO", stream=stream, fmt="json")
-    initialize(store, provider)
-    assert [(d["event"], d.get("phase"), d.get("field") or d.get("hook") or d.get("step"))
-            for d in json_lines(stream)] == [
-        ("InitializationStarted", None, None),
-        ("PhaseCompleted", "pre_initialization", None),
-        ("ContextChanged", None, "custom_data"),
-        ("HookCompleted", "download", "on_pre_download"),
-        ("ContextChanged", None, "download_result"),
-        ("StepCompleted", "download", "download"),
-        ("PhaseCompleted", "download", None),
-        ("HookCompleted", "placement_group", "on_pre_placement_group"),
-        ("PhaseSkipped", "placement_group", "on_pre_placement_group"),
-        ("PhaseCompleted", "placement_group", None),
-        ("ContextChanged", None, "engine"),
-        ("StepCompleted", "engine_init", "engine"),
-        ("ContextChanged", None, "custom_data"),
-        ("HookCompleted", "engine_init", "on_post_engine_init"),
-        ("PhaseCompleted", "engine_init", None),
-        ("PhaseCompleted", "post_initialization", None),
-        ("InitializationCompleted", None, None),
-    ]
+    init_id = initialize(store, provider)
+    (line,) = json_lines(stream)
+    phases = {e.phase: e.duration_s for e in read_events(store, init_id)  # type: ignore[attr-defined]
+              if e.TYPE == "PhaseCompleted"}
+    assert {k: line[k] for k in ("event", "level", "init_id", "outcome", "phase_durations_s")} == {
+        "event": "InitializationCompleted", "level": "info", "init_id": init_id,
+        "outcome": "completed", "phase_durations_s": phases}
+    assert list(phases) == ["pre_initialization", "download", "placement_group", "engine_init",
+                            "post_initialization"]
+    assert line["duration_s"] >= sum(phases.values())
+
+
+def test_info_shows_one_line_per_failure(store: InMemoryEventStore) -> None:
+    """At INFO a failing hook writes its failure, its phase's and the initialization's end
+    (outcome failed, with the phases that ran), each once."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream, fmt="json")
+    with pytest.raises(Exception, match="cannot reach"):
+        initialize_node_sync(LLMConfig(model_id="tiny-llama", callback_class=Failing,
+                                       enable_metrics=False),
+                             event_store=store, steps=local_steps())
+    lines = json_lines(stream)
+    assert [(d["event"], d["level"], d.get("phase")) for d in lines] == [
+        ("HookFailed", "error", "download"), ("PhaseFailed", "error", "download"),
+        ("InitializationFailed", "error", "download")]
+    assert lines[-1]["outcome"] == "failed"
+    assert list(lines[-1]["phase_durations_s"]) == ["pre_initialization", "download"]
 
 
 def test_every_hook_line_carries_init_phase_hook_callback_and_span_ids(
@@ -77,7 +94,7 @@ def test_every_hook_line_carries_init_phase_hook_callback_and_span_ids(
     for line in hook_lines:
         event = events[line["sequence"]]
         assert (line["init_id"], line["callback"], line["phase"], line["level"]) == (
-            init_id, CALLBACK, event.phase, "debug" if line["event"] == "HookStarted" else "info")  # type: ignore[attr-defined]
+            init_id, CALLBACK, event.phase, "debug")  # type: ignore[attr-defined]
         assert (line["trace_id"], line["span_id"]) == (event.trace_id, event.span_id)
         assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])
         assert re.fullmatch(r"[0-9a-f]{16}", line["span_id"])
@@ -101,7 +118,7 @@ def test_terminal_gets_console_lines_for_humans(store: InMemoryEventStore) -> No
         text = os.read(leader, 1 << 16).decode(errors="replace")
     os.close(leader)
     first = text.splitlines()[0]
-    assert "InitializationStarted" in first
+    assert "InitializationCompleted" in first
     assert not first.lstrip().startswith("{")
     assert "\x1b[" in text  # colours
 

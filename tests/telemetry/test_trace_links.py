@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from typer.testing import CliRunner
 
 from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
-from llm_init.cli import app
 from llm_init.telemetry import names
+from tests.support.cli import invoke
 from tests.support.steps import local_steps
 from tests.telemetry.callbacks import Tracing
 
@@ -33,7 +32,7 @@ def recorded(tmp_path: Path, provider: TracerProvider,
 
 
 def cli(*args: str, **env: str) -> str:
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "250", **env})
+    result = invoke(*args, width=250, env=env)
     assert result.exit_code == 0, result.output
     return result.output
 

@@ -89,9 +89,54 @@ def test_spans_arrive_over_otlp_http_parented_and_attributed(
     }
 
 
+@pytest.mark.parametrize(("environ", "on"), [
+    ({}, False),
+    ({"OTEL_SERVICE_NAME": "replica", "OTEL_TRACES_SAMPLER": "always_on"}, False),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, False),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+    ({"OTEL_TRACES_EXPORTER": "console"}, True),
+    ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"},
+     False),
+], ids=["nothing", "only-service-and-sampler", "empty-endpoint", "endpoint", "traces-endpoint",
+        "console-exporter", "otlp-exporter", "sdk-disabled"])
+def test_tracing_is_off_unless_configured(environ: dict[str, str], on: bool) -> None:
+    """Traces are on only where an exporter or an OTLP endpoint is named, and not disabled."""
+    assert tracing.tracing_configured(environ) is on
+
+
+def test_unconfigured_process_sets_up_nothing_and_warns_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With no ``OTEL_*`` variable (a replica of ``llm-init demo`` or ``serve run``), no provider
+    is built, so nothing tries the OTLP default localhost:4318 or warns that it cannot."""
+    caplog.set_level(logging.DEBUG)
+    assert tracing.configure_tracing(set_global=False) is None
+    initialize_node_sync(LLMConfig(model_id="tiny-llama", enable_metrics=False,
+                                   callback_class=Tracing),
+                         event_store=InMemoryEventStore(), steps=local_steps())
+    assert telemetry_warnings(caplog) == []
+
+
+def test_second_failing_set_up_in_a_process_does_not_warn_again(
+        configured: list[TracerProvider], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Set up twice in one process against a dead endpoint and an unknown exporter, tracing
+    warns once about each, not once per set-up or per export."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp,zipkin")
+    caplog.set_level(logging.DEBUG)
+    for provider in (configure(configured), configure(configured)):
+        initialize(provider, callback_class=Tracing)
+    warnings = telemetry_warnings(caplog)
+    assert len(warnings) == 2, warnings
+    assert sorted(w.split()[0] for w in warnings) == ["OTEL_TRACES_EXPORTER='zipkin'", "cannot"]
+
+
 def test_service_name_defaults_to_llm_init(monkeypatch: pytest.MonkeyPatch,
                                            configured: list[TracerProvider]) -> None:
     """Without ``OTEL_SERVICE_NAME`` the resource is named ``llm-init``."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     provider = configure(configured)
     assert provider.resource.attributes["service.name"] == tracing.DEFAULT_SERVICE_NAME
 
@@ -160,3 +205,20 @@ def test_stalled_receiver_costs_one_warning_bounded_time_and_memory(
     assert max(durations) < FLUSH_TIMEOUT_S + 2
     assert grown < 200_000  # unbounded, the last 30 runs' 350 spans would hold about 1 MB
     assert len(warnings) == 1, warnings
+
+
+@pytest.mark.parametrize("environ", [{}, {"OTEL_TRACES_EXPORTER": "console"},
+                                     {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}],
+                         ids=["nothing", "console", "endpoint"])
+def test_demo_reports_traces_as_its_replicas_set_them_up(
+        monkeypatch: pytest.MonkeyPatch, environ: dict[str, str],
+        configured: list[TracerProvider]) -> None:
+    """The demo's "traces:" line says off exactly when its replicas (which get its ``OTEL_*``
+    variables) set up no tracing."""
+    from llm_init.demo.run import _traces_note
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    provider = tracing.configure_tracing(set_global=False)
+    configured.extend([provider] if provider else [])
+    assert _traces_note().startswith("off") is (provider is None)
