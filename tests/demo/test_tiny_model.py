@@ -104,17 +104,10 @@ def test_fills_empty_dir_and_refuses_foreign_one(tmp_path):
 
 @pytest.mark.vllm
 def test_vllm_generates(model_dir, monkeypatch):
-    import torch
     import vllm
 
     for name, value in FAST_START_ENV.items():
         monkeypatch.setenv(name, value)
-    # vLLM's CPU attention takes its AMX kernels wherever the CPU has AMX tiles, but Linux lets
-    # a process use them only after it asked for the tile state (arch_prctl XTILEDATA), and an
-    # engine in this process never asks: its first attention call then dies of SIGILL, taking
-    # the test run with it. Ask as torch's own AMX users do (no-op without AMX).
-    torch.cpu._init_amx()
-
     llm = vllm.LLM(
         model=str(model_dir),
         dtype="bfloat16",
