@@ -49,7 +49,8 @@ def test_truncated_safetensors_source_fails_the_step_naming_the_file(
     fails, and its StepFailed names the shard and says it is truncated."""
     truncate(src / SHARD, 250_000)
     store = SQLiteEventStore(tmp_path / "events.sqlite")
-    steps = local_steps(download=download_step(cache_dir=tmp_path / "cache"))
+    steps = local_steps(download=download_step(cache_dir=tmp_path / "cache",
+                                               copy_local_source=True))
     with pytest.raises(StepError):
         initialize_node_sync(LLMConfig(model_id="tiny", model_source=str(src)),
                              event_store=store, steps=steps)
@@ -75,7 +76,7 @@ def test_safetensors_header_overwritten_in_place_is_refused(tmp_path: Path, src:
 def test_well_formed_safetensors_are_copied_and_counted_as_header_checked(
         tmp_path: Path, src: Path) -> None:
     """Intact shards pass the header check; the result counts how each file was verified."""
-    result, _ = run_step(download_step(cache_dir=tmp_path / "cache"), src)
+    result, _ = run_step(download_step(cache_dir=tmp_path / "cache", copy_local_source=True), src)
     assert result.nodes[0].verified == {"safetensors-header": 2, "size": 6}
     assert result.path is not None
     assert read_tree(Path(result.path)) == read_tree(src)
@@ -100,7 +101,8 @@ def test_sha256_catches_data_overwritten_against_the_directory_checksums(
 def test_sha256_without_stated_checksums_hashes_the_source(tmp_path: Path, src: Path) -> None:
     """With ``verify="sha256"`` and no stated digest, every copy is compared with the SHA-256
     of its source file."""
-    result, _ = run_step(download_step(cache_dir=tmp_path / "cache", verify="sha256"), src)
+    result, _ = run_step(download_step(cache_dir=tmp_path / "cache", copy_local_source=True,
+                                       verify="sha256"), src)
     assert result.nodes[0].verified == {"safetensors-header+sha256": 2, "sha256": 6}
 
 
