@@ -167,20 +167,36 @@ def complete(port: int, deadline_s: float = 600.0, poll_s: float = 0.1) -> None:
         time.sleep(poll_s)
 
 
-def deploy_once(arm: str, round_no: int, model_dir: Path, store: str, otlp: str,
-                http_port: int) -> Run:
-    from ray import serve
+def build_app(arm: str, model_dir: Path, store: str, otlp: str,
+              engine_kwargs: dict[str, Any] | None = None) -> Any:
+    """The Serve application of ``arm``: Ray Serve LLM's builder for ``ray``, llm-init's for the
+    others; ``engine_kwargs`` go over the demo's engine arguments."""
     from ray.serve.llm import build_openai_app as ray_build
 
     from llm_init.serve import build_openai_app as llm_init_build
 
+    args = ray_args(model_dir) if arm == "ray" else llm_init_args(arm, model_dir, store, otlp)
+    args["llm_configs"][0]["engine_kwargs"].update(engine_kwargs or {})
+    return (ray_build if arm == "ray" else llm_init_build)(args)
+
+
+def quiet_clean_process() -> None:
+    """Ray's INFO logs off the console, and no ``OTEL_*`` settings inherited from the shell:
+    only the instrumented arms get an exporter."""
+    for name in ("ray.serve", "ray.llm", "ray"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for key in [k for k in os.environ if k.startswith("OTEL_")]:
+        del os.environ[key]
+
+
+def deploy_once(arm: str, round_no: int, model_dir: Path, store: str, otlp: str,
+                http_port: int) -> Run:
+    from ray import serve
+
     name = f"bench-{arm}-{round_no}"
     cpu_started = machine_cpu_s()
     started = time.time()
-    if arm == "ray":
-        app = ray_build(ray_args(model_dir))
-    else:
-        app = llm_init_build(llm_init_args(arm, model_dir, store, otlp))
+    app = build_app(arm, model_dir, store, otlp)
     # serve.run polls the application's status once a second: the first completion, polled
     # meanwhile, tells when the model really serves.
     served: list[float] = []
@@ -273,10 +289,7 @@ def main() -> None:
     unknown = set(arms) - set(ARMS)
     if unknown:
         parser.error(f"unknown arms {sorted(unknown)}; known: {ARMS}")
-    for name in ("ray.serve", "ray.llm", "ray"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for key in [k for k in os.environ if k.startswith("OTEL_")]:
-        del os.environ[key]  # only the instrumented arms get an exporter
+    quiet_clean_process()
     with tempfile.TemporaryDirectory(prefix="llm-init-bench-") as tmp:
         runs = measure(args, arms, Path(tmp))
     if args.json:
