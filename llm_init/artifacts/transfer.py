@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,9 +87,10 @@ def manifest_name(key: str) -> str:
     return f"{key}/{MANIFEST_NAME}"
 
 
-def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path) -> RestoreOutcome:
-    """Fetch the artifact ``key``, verify it and unpack it into ``dest`` (created; must not
-    hold files the artifact would replace). Only a complete, verified artifact lands there."""
+def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path, *,
+            cancelled: Callable[[], bool] | None = None) -> RestoreOutcome:
+    """Fetch the artifact ``key``, verify it and unpack it into ``dest``. Only a complete,
+    verified artifact lands there, and nothing does once ``cancelled()`` is true."""
     started = time.perf_counter()
 
     def miss(reason: str, message: str) -> RestoreOutcome:
@@ -136,6 +137,8 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
         except OSError as exc:
             return miss(LOCAL_ERROR, exception_message(exc))
         (tree / RESTORED_MARK).write_text(key, encoding="utf-8")
+        if cancelled is not None and cancelled():
+            return miss(TIMEOUT, "cancelled before the files were put in place")
         try:
             _move_into(tree, dest)
         except OSError as exc:

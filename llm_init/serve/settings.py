@@ -39,6 +39,8 @@ class LLMInitSettings:
     ``cpu_in_process_worker``: on the CPU, run a single vLLM worker inside EngineCore.
     ``app_built_at``: Unix time the application was built, which the builders set, so that the
     replica can record how long it waited to be scheduled (``ReplicaLaunched``).
+    ``artifact_store``: warm starts (``file:///dir``, ``s3://bucket/prefix`` or a mapping of
+    ``llm_init.artifacts.settings.ArtifactSettings`` fields); off by default.
     """
 
     event_store: str | None = None
@@ -56,10 +58,19 @@ class LLMInitSettings:
     cpu_in_process_worker: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     app_built_at: float | None = None
+    artifact_store: Any = None  # warm starts: a URL or a mapping; see docs/warm-starts.md
 
     def __post_init__(self) -> None:
         if self.status_port is not None and not 0 <= int(self.status_port) < 65536:
             raise ServeConfigError(f"llm_init.status_port must be 0-65535, got {self.status_port}")
+        if self.artifact_store is not None:
+            from llm_init.artifacts.settings import artifact_settings
+            from llm_init.errors import CallbackConfigError
+
+            try:
+                artifact_settings(self.artifact_store)
+            except CallbackConfigError as exc:
+                raise ServeConfigError(f"llm_init.{exc}") from exc
         for name in ("download_options", "labels"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ServeConfigError(f"llm_init.{name} must be a mapping")

@@ -16,6 +16,10 @@ Metrics (names in ``telemetry.names``; under Ray each gets Ray's ``ray_`` prefix
   the engine step's ``StepProgressed`` events (``names.DETAIL_SUBPHASE``, ``DETAIL_DURATION_S``);
 - ``llm_init_gpu_memory_used_bytes{model,phase,boundary,gpu}``: NVML, at each phase's start and
   end, for each visible GPU; absent without a GPU.
+- ``llm_init_artifact_cache_total{model,result}``: warm-start restores per node, ``hit``,
+  ``miss`` (nothing to restore) or ``error`` (a corrupt artifact, an unreachable store);
+- ``llm_init_artifact_bytes_total{model,direction}`` and ``llm_init_artifact_seconds{model,
+  direction}``: warm-start artifacts restored and published (``restore``/``publish``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from collections.abc import Callable
 from typing import Any
 
 from llm_init.events import (
+    ArtifactMissed,
+    ArtifactPublished,
+    ArtifactRestored,
     Event,
     HookCompleted,
     HookFailed,
@@ -87,6 +94,15 @@ class Instruments:
         self.gpu_memory: Gauge = backend.gauge(
             n.METRIC_GPU_MEMORY_USED, "GPU memory used at the start and end of each phase.",
             (n.LABEL_MODEL, n.LABEL_PHASE, n.LABEL_BOUNDARY, n.LABEL_GPU))
+        self.artifact_cache: Counter = backend.counter(
+            n.METRIC_ARTIFACT_CACHE, "Warm-start artifact restores per node, by result.",
+            (n.LABEL_MODEL, n.LABEL_RESULT))
+        self.artifact_bytes: Counter = backend.counter(
+            n.METRIC_ARTIFACT_BYTES, "Bytes of warm-start artifacts restored or published.",
+            (n.LABEL_MODEL, n.LABEL_DIRECTION))
+        self.artifact_seconds: Histogram = backend.histogram(
+            n.METRIC_ARTIFACT_SECONDS, "Time to restore or publish a warm-start artifact.",
+            (n.LABEL_MODEL, n.LABEL_DIRECTION), n.PHASE_DURATION_BUCKETS)
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -132,7 +148,8 @@ class MetricsCallback:
             PhaseCompleted: self._phase_ended, PhaseFailed: self._phase_ended,
             HookCompleted: self._hook_ended, HookFailed: self._hook_ended,
             StepProgressed: self._progressed, ReplicaLaunched: self._launched,
-            ReplicaReady: self._ready,
+            ReplicaReady: self._ready, ArtifactRestored: self._restored,
+            ArtifactMissed: self._missed, ArtifactPublished: self._published,
         }
 
     @property
@@ -183,6 +200,20 @@ class MetricsCallback:
 
     def _ready(self, m: Instruments, e: ReplicaReady) -> None:
         m.replica_startup.observe(e.since_initialization_s, (self._model, names.SEGMENT_READY))
+
+    def _restored(self, m: Instruments, e: ArtifactRestored) -> None:
+        m.artifact_cache.inc(1, (self._model, names.RESULT_HIT))
+        m.artifact_bytes.inc(e.bytes, (self._model, names.DIRECTION_RESTORE))
+        m.artifact_seconds.observe(e.seconds, (self._model, names.DIRECTION_RESTORE))
+
+    def _missed(self, m: Instruments, e: ArtifactMissed) -> None:
+        result = (names.RESULT_ERROR if e.reason in names.ARTIFACT_ERROR_REASONS
+                  else names.RESULT_MISS)
+        m.artifact_cache.inc(1, (self._model, result))
+
+    def _published(self, m: Instruments, e: ArtifactPublished) -> None:
+        m.artifact_bytes.inc(e.bytes, (self._model, names.DIRECTION_PUBLISH))
+        m.artifact_seconds.observe(e.seconds, (self._model, names.DIRECTION_PUBLISH))
 
     def _phase_started(self, m: Instruments, e: PhaseStarted) -> None:
         self._phase = e.phase
