@@ -211,6 +211,8 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
             branch.add(line)
     if r.error:
         tree.add(f"[bold red]error:[/] {r.error}")
+    if r.warm_start:
+        tree.add(_warm_start_line(r.warm_start))
     if r.ready_s is not None:
         tree.add(f"[dim]after it: Serve readiness {_secs(r.ready_s)} (to the replica's first "
                  f"passed health check)[/]")
@@ -417,13 +419,32 @@ def demo(workdir: Annotated[str | None, typer.Option(help="Model and event store
                               keep=keep))
 
 
+def _warm_start_line(warm: dict[str, Any]) -> str:
+    """The timeline's warm-start line: hit or miss (and why), then what was published."""
+    if warm.get("result") == "hit":
+        line = (f"[green]warm start: HIT[/] artifact {warm.get('key')} "
+                f"({warm.get('bytes', 0) / 1e6:.1f} MB restored in {_secs(warm.get('seconds'))})")
+    elif warm.get("result") == "miss":
+        line = (f"[yellow]warm start: MISS[/] ({warm.get('reason')}) artifact {warm.get('key')}"
+                f" in {_secs(warm.get('seconds'))}")
+    else:
+        line = "warm start:"
+    published = warm.get("published")
+    if published:
+        line += (f"; published {published.get('bytes', 0) / 1e6:.1f} MB in "
+                 f"{_secs(published.get('seconds'))}" if published["result"] == "published"
+                 else f"; not published ({published.get('reason')})")
+    return line
+
+
 def _summary(r: ReplayedInitialization) -> dict[str, Any]:
     return {"init_id": r.init_id, "model_id": r.model_id, "outcome": r.outcome,
             "started_at": r.started_at.isoformat() if r.started_at else None,
             "duration_s": r.duration_s, "phases": r.phase_durations,
             "current_phase": r.current_phase, "error": r.error, "labels": r.labels,
             "launch": {"scheduling_s": r.scheduling_s, "boot_s": r.boot_s,
-                       "ready_s": r.ready_s, "startup_s": r.startup_s}}
+                       "ready_s": r.ready_s, "startup_s": r.startup_s},
+            "warm_start": r.warm_start}
 
 
 def main() -> None:

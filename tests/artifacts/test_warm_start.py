@@ -46,6 +46,7 @@ class CachingEngineStep:
         cached = root / "torch_compile_cache" / "abc" / "rank_0_0" / "graph.py"
         self.seen.append({"root": root, "model": model_path_from(ctx.download_result),
                           "warm": cached.exists()})
+        report(subphase="torch_compile", duration_s=1.0 if cached.exists() else 9.0)
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text("compiled\n")
 
@@ -84,6 +85,7 @@ def cache_root_env() -> Iterator[None]:
 
 def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, *,
           callbacks: list[type] | None = None, publish: bool = True,
+          observers: list[Any] | None = None,
           ) -> tuple[NodeInitializationContext, list[Event]]:
     """One initialization on a "node" with its own download and compile caches."""
     source = tmp_path / "model"
@@ -97,9 +99,10 @@ def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, 
     steps = DefaultSteps(download=DownloadStep(cache_dir=tmp_path / node / "models"),
                          placement_group=SettingStep("placement_group", None), engine=engine)
     store = InMemoryEventStore()
-    ctx = initialize_node_sync(config, event_store=store, steps=steps)
+    ctx = initialize_node_sync(config, event_store=store, steps=steps,
+                               observers=observers or [])
     if publish:
-        thread = start_publish(ctx, event_store=store)
+        thread = start_publish(ctx, event_store=store, observers=observers or [])
         if thread is not None:
             thread.join(60)
     return ctx, list(read_events(store, ctx.init_id))
