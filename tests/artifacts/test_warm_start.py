@@ -20,6 +20,7 @@ from llm_init.events import (
     ArtifactPublished,
     ArtifactPublishSkipped,
     ArtifactRestored,
+    ContextChanged,
     Event,
 )
 from llm_init.replay import read_events
@@ -145,13 +146,16 @@ def test_the_restore_is_recorded_in_the_download_phase(tmp_path: Path) -> None:
 
 def test_callbacks_read_the_warm_start_from_the_context(tmp_path: Path) -> None:
     """``on_post_download`` sees the key, the result and the cache directory."""
-    _, events = start(tmp_path, "node-a", f"file://{tmp_path / 'store'}", CachingEngineStep(),
-                      callbacks=[ReadsWarmStart], publish=False)
-    changed = [e for e in events if e.TYPE == "ContextChanged"
-               and getattr(e, "key", None) == "llm_init.warm_start"]
-    assert changed[0].new["result"] == "miss"
-    assert changed[0].new["reason"] == "no_match"
-    assert changed[0].new["cache_dir"].endswith(changed[0].new["artifact"])
+    ctx, events = start(tmp_path, "node-a", f"file://{tmp_path / 'store'}", CachingEngineStep(),
+                        callbacks=[ReadsWarmStart], publish=False)
+    reader = ctx.llm_config.get_or_create_callbacks()[0]
+    assert isinstance(reader, ReadsWarmStart)
+    (seen,) = reader.seen
+    assert (seen["result"], seen["reason"]) == ("miss", "no_match")
+    assert seen["cache_dir"].endswith(seen["artifact"])
+    changed = [e for e in events if isinstance(e, ContextChanged)
+               and e.key == "llm_init.warm_start"]
+    assert changed[0].new == seen  # on record, as every context change
 
 
 def test_a_pre_download_hook_returning_false_skips_the_restore(tmp_path: Path) -> None:
