@@ -411,8 +411,17 @@ def import_cmd(source: Annotated[str, typer.Argument(help="A file from export, o
 def demo(workdir: Annotated[str | None, typer.Option(help="Model and event store go here")] = None,
          port: Annotated[int, typer.Option(help="Serve's HTTP port (loopback)")] = 8000,
          metrics_port: Annotated[int, typer.Option(help="Ray's Prometheus port")] = 8080,
-         keep: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = False) -> None:
+         keep: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = False,
+         warm_start: Annotated[bool, typer.Option(
+             "--warm-start", help="Deploy twice with compilation on: a cold start that "
+             "publishes its cache, then a warm start that restores it (minutes)")] = False,
+         ) -> None:
     """Deploy a tiny model on a local Ray cluster through llm-init and show its start-up."""
+    if warm_start:
+        from llm_init.demo.warm import run_warm_demo
+
+        raise typer.Exit(run_warm_demo(workdir=workdir, http_port=port,
+                                       metrics_port=metrics_port))
     from llm_init.demo.run import run_demo
 
     raise typer.Exit(run_demo(workdir=workdir, http_port=port, metrics_port=metrics_port,

@@ -52,6 +52,9 @@ RAY_METRIC_PREFIX = "ray_"
 METRIC_ARTIFACT_CACHE = "llm_init_artifact_cache_total"
 METRIC_ARTIFACT_BYTES = "llm_init_artifact_bytes_total"
 METRIC_ARTIFACT_SECONDS = "llm_init_artifact_seconds"
+# Engine sub-phases (and the whole engine_init phase) of starts with a warm start, by its result:
+# what a hit saves against a miss.
+METRIC_WARM_START_SUBPHASE = "llm_init_warm_start_subphase_seconds"
 
 # Metric label names: low cardinality only (never an init id).
 LABEL_PHASE = "phase"
