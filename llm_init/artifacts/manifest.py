@@ -11,7 +11,7 @@ import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -97,17 +97,29 @@ def pack(root: Path, archive: Path) -> tuple[tuple[ArtifactFile, ...], int, str]
     with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
         for path in scan(root):
             name = path.relative_to(root).as_posix()
-            digest = hashlib.sha256()
             with path.open("rb") as source:
                 info = tar.gettarinfo(fileobj=source, arcname=name)
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
-                for chunk in iter(lambda: source.read(_CHUNK), b""):
-                    digest.update(chunk)
-                source.seek(0)
-                tar.addfile(info, source)
-            files.append(ArtifactFile(name, info.size, digest.hexdigest()))
+                # One read: the digest is of the very bytes the archive holds, even if the
+                # file changes while it is packed.
+                reader = _HashingReader(source)
+                tar.addfile(info, reader)
+            files.append(ArtifactFile(name, info.size, reader.digest.hexdigest()))
     return tuple(files), archive.stat().st_size, file_sha256(archive)
+
+
+class _HashingReader:
+    """A binary file whose reads also feed a SHA-256."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.digest.update(data)
+        return data
 
 
 def file_sha256(path: Path) -> str:
@@ -130,9 +142,11 @@ def verify_archive(archive: Path, manifest: Manifest) -> None:
                                    f"the manifest says {manifest.archive_sha256[:16]}...")
 
 
-def unpack(archive: Path, manifest: Manifest, dest: Path) -> None:
-    """Extract exactly the manifest's files into ``dest``, checking each one's size and
-    SHA-256; anything else in the archive (another path, a link, a device) is corruption."""
+def unpack(archive: Path, manifest: Manifest, dest: Path, *, file_digests: bool = False) -> None:
+    """Extract exactly the manifest's files into ``dest``, checking each one's size (and with
+    ``file_digests`` its SHA-256: redundant once the archive's own digest matched, and a
+    third pass over the bytes); anything else in the archive (another path, a link, a device)
+    is corruption."""
     expected = {f.path: f for f in manifest.files}
     seen: set[str] = set()
     with tarfile.open(archive, "r:") as tar:
@@ -147,13 +161,14 @@ def unpack(archive: Path, manifest: Manifest, dest: Path) -> None:
             if source is None:
                 raise CorruptArtifactError(f"entry {member.name!r} has no data")
             target.parent.mkdir(parents=True, exist_ok=True)
-            digest, size = hashlib.sha256(), 0
+            digest, size = hashlib.sha256() if file_digests else None, 0
             with target.open("wb") as out:
                 while chunk := source.read(_CHUNK):
-                    digest.update(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
-            if size != entry.size or digest.hexdigest() != entry.sha256:
+            if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
                 raise CorruptArtifactError(f"file {entry.path} does not match its manifest")
             os.utime(target, (member.mtime, member.mtime))
             seen.add(member.name)

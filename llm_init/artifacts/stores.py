@@ -100,10 +100,18 @@ class DirectoryArtifactStore:
             os.unlink(tmp)
 
     def get(self, name: str, dest: Path) -> bool:
+        source = self._path(name)
         try:
-            shutil.copyfile(self._path(name), dest)
+            # A hard link where the store shares the file system: objects are never rewritten
+            # in place (``put`` replaces, ``put_new`` never overwrites), so the link is a copy.
+            os.link(source, dest)
         except FileNotFoundError:
             return False
+        except OSError:
+            try:
+                shutil.copyfile(source, dest)
+            except FileNotFoundError:
+                return False
         return True
 
     def read(self, name: str) -> bytes | None:
