@@ -5,9 +5,7 @@ on a "node" of its own (its own download cache and local compile cache):
 1. cold: nothing in the store, vLLM compiles; the cache is published after the replica is ready;
 2. warm: the model lies at another path, the artifact is restored, compilation is shorter;
 3. corrupt: the published archive is damaged; a miss with its reason, the start succeeds;
-4. unreachable: no store at the endpoint; a miss within the restore's time limit. This one
-   runs with ``enforce_eager=True``: what it shows (the miss and its bounded delay) happens
-   before the engine starts, and a fourth compile would only cost minutes.
+4. unreachable: no store at the endpoint; a miss within the restore's time limit.
 
 Each compile-on start takes minutes on a 2-core machine, so they share one module.
 """
@@ -94,8 +92,7 @@ def _events(store_url: str, wait_for_publish: bool) -> list[Event]:
 
 
 def _deploy(cluster: Cluster, model: pathlib.Path, workdir: pathlib.Path, name: str,
-            artifact_store: dict[str, Any], *, wait_for_publish: bool,
-            compile_: bool = True) -> Start:
+            artifact_store: dict[str, Any], *, wait_for_publish: bool) -> Start:
     from ray import serve
 
     from llm_init.demo.run import FAST_ENGINE_KWARGS, app_args
@@ -109,7 +106,7 @@ def _deploy(cluster: Cluster, model: pathlib.Path, workdir: pathlib.Path, name: 
         settings={"download_options": {"cache_dir": str(node / "models")},
                   "artifact_store": {**artifact_store, "cache_dir": str(node / "warm"),
                                      "model_link_dir": str(workdir / "links")}},
-        llm_config={"engine_kwargs": {**FAST_ENGINE_KWARGS, "enforce_eager": not compile_}},
+        llm_config={"engine_kwargs": {**FAST_ENGINE_KWARGS, "enforce_eager": False}},
         env={"PYTHONPATH": replica_pythonpath(), **ENV,
              # inductor's own default cache (C++ headers) counts as local to the node
              "TORCHINDUCTOR_CACHE_DIR": str(node / "inductor")})
@@ -146,7 +143,7 @@ def starts(cluster: Cluster, tiny_model: pathlib.Path,
     dead = {"url": f"s3://{bucket}/artifacts", "endpoint_url": "http://127.0.0.1:9",
             "timeout_s": UNREACHABLE_TIMEOUT_S}
     found.by_name["unreachable"] = _deploy(cluster, tiny_model, workdir, "unreachable", dead,
-                                           wait_for_publish=False, compile_=False)
+                                           wait_for_publish=False)
     for start in found.by_name.values():
         print(f"{start.name}: deploy to first completion {start.deploy_s:.1f} s, engine_init "
               f"{start.phase_s('engine_init'):.1f} s, engine_config "
