@@ -10,6 +10,7 @@ tests use), else a directory.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pathlib
 import shutil
@@ -56,6 +57,7 @@ def artifact_store(base: pathlib.Path) -> Iterator[tuple[dict[str, Any], dict[st
         return
     import boto3
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
