@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -114,7 +115,7 @@ async def restore_warm_start(ctx: NodeInitializationContext, report: ProgressRep
                      exception_message(exc))
         return
     cache_root = Path(settings.cache_dir).expanduser() / key.digest
-    local = _local_node_id(ctx)
+    local = _local_node_id()
     attributes = {names.ATTR_ARTIFACT_KEY: key.digest, names.ATTR_NODE_ID: local}
     with _tracer.start_as_current_span(names.SPAN_ARTIFACT_RESTORE, attributes=attributes) as span:
         outcome = await _restore_here(settings, key, cache_root) if settings.restore else \
@@ -194,7 +195,7 @@ async def _restore_on_other_nodes(ctx: NodeInitializationContext, settings: Arti
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    task = ray.remote(restore_on_node)
+    task = _remote_restore()
     refs = {}
     for node in nodes:
         options: dict[str, Any] = {
@@ -217,6 +218,14 @@ async def _restore_on_other_nodes(ctx: NodeInitializationContext, settings: Arti
             found[node_id] = RestoreOutcome(result="miss", key=key.digest, reason=LOCAL_ERROR,
                                             message=exception_message(exc))
     return found
+
+
+@functools.cache
+def _remote_restore() -> Any:
+    """``restore_on_node`` as a Ray remote function, made once per process."""
+    import ray
+
+    return ray.remote(restore_on_node)
 
 
 def _record(record: Any, report: ProgressReporter, settings: ArtifactSettings, key: ArtifactKey,
@@ -283,7 +292,7 @@ def _with_path(download_result: Any, path: str) -> Any:
     return download_result
 
 
-def _local_node_id(ctx: NodeInitializationContext) -> str:
+def _local_node_id() -> str:
     from llm_init.steps.download.fanout import this_node_id
 
     return this_node_id()
