@@ -304,6 +304,41 @@ def download_engine_row(d: db.Dashboard) -> None:
         min_value=None))
 
 
+def warm_start_row(d: db.Dashboard) -> None:
+    d.with_row(db.Row("Warm starts"))
+    cache = n.METRIC_ARTIFACT_CACHE
+    hit = f'{n.LABEL_RESULT}="{n.RESULT_HIT}"'
+    d.with_panel(graph(
+        "Warm-start hit ratio", "Share of warm-start restores (one per node and start) that "
+        "found a usable artifact. Empty where no artifact_store is configured.", "percentunit",
+        [Query(f"{total(cache, n.LABEL_MODEL, hit)} / {total(cache, n.LABEL_MODEL)}",
+               "{{model}}")], width=8,
+        max_value=1))
+    d.with_panel(graph(
+        "Warm-start restores by result", "Restores per interval: hit, miss (nothing "
+        "published yet for the key) and error (a corrupt artifact, an unreachable store, a "
+        "timeout); the log's ArtifactMissed events say why.", "short",
+        [Query(total(cache, n.LABEL_RESULT), "{{result}}")], width=8, stacked=True,
+        bars=True))
+    sub = n.METRIC_WARM_START_SUBPHASE
+    d.with_panel(graph(
+        "Engine sub-phases, warm-start hits against misses", "Mean duration of each engine "
+        "sub-phase (and the whole engine_init phase) in starts whose restore hit and in "
+        "starts that missed, side by side: the gap between a sub-phase's miss and hit lines "
+        "is the compilation and inspection time a restored artifact gives back per start.",
+        "s", [Query(mean(sub, f"{n.LABEL_SUBPHASE}, {n.LABEL_RESULT}"),
+                    "{{subphase}} {{result}}")], width=8))
+    artifact_bytes, seconds = n.METRIC_ARTIFACT_BYTES, n.METRIC_ARTIFACT_SECONDS
+    d.with_panel(graph(
+        "Artifact bytes by direction", "Bytes of warm-start artifacts restored (unpacked on "
+        "a node) and published (uploaded after a replica was ready), per interval.", "bytes",
+        [Query(total(artifact_bytes, n.LABEL_DIRECTION), "{{direction}}")]))
+    d.with_panel(graph(
+        "Artifact transfer time by direction", "Mean seconds to restore (fetch, verify, "
+        "unpack) and to publish (pack, upload) an artifact.", "s",
+        [Query(mean(seconds, n.LABEL_DIRECTION), "{{direction}}")]))
+
+
 def hooks_row(d: db.Dashboard) -> None:
     d.with_row(db.Row("Callback hooks"))
     hook = n.METRIC_HOOK_DURATION
@@ -373,8 +408,8 @@ def build() -> db.Dashboard:
              "application", "Application",
              "Ray Serve application. Filters on an 'application' metric label; llm-init's "
              "metrics do not carry one yet, so only 'All' is offered until they do.")))
-    for row in (overview_row, activity_row, latency_rows, download_engine_row, hooks_row,
-                slowest_row):
+    for row in (overview_row, activity_row, latency_rows, download_engine_row, warm_start_row,
+                hooks_row, slowest_row):
         row(d)
     return d
 

@@ -233,6 +233,8 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
     if r.error:
         what = "[bold magenta]abandoned:[/]" if r.outcome == "abandoned" else "[bold red]error:[/]"
         tree.add(f"{what} {r.error}")
+    if r.warm_start:
+        tree.add(_warm_start_line(r.warm_start))
     if r.ready_s is not None:
         tree.add(f"[dim]after it: Serve readiness {_secs(r.ready_s)} (to the replica's first "
                  f"passed health check)[/]")
@@ -465,12 +467,39 @@ def check(store: StoreOption = None,
 def demo(workdir: Annotated[str | None, typer.Option(help="Model and event store go here")] = None,
          port: Annotated[int, typer.Option(help="Serve's HTTP port (loopback)")] = 8000,
          metrics_port: Annotated[int, typer.Option(help="Ray's Prometheus port")] = 8080,
-         keep: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = False) -> None:
+         keep: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = False,
+         warm_start: Annotated[bool, typer.Option(
+             "--warm-start", help="Deploy twice with compilation on: a cold start that "
+             "publishes its cache, then a warm start that restores it (minutes)")] = False,
+         ) -> None:
     """Deploy a tiny model on a local Ray cluster through llm-init and show its start-up."""
+    if warm_start:
+        from llm_init.demo.warm import run_warm_demo
+
+        raise typer.Exit(run_warm_demo(workdir=workdir, http_port=port,
+                                       metrics_port=metrics_port))
     from llm_init.demo.run import run_demo
 
     raise typer.Exit(run_demo(workdir=workdir, http_port=port, metrics_port=metrics_port,
                               keep=keep))
+
+
+def _warm_start_line(warm: dict[str, Any]) -> str:
+    """The timeline's warm-start line: hit or miss (and why), then what was published."""
+    if warm.get("result") == "hit":
+        line = (f"[green]warm start: HIT[/] artifact {warm.get('key')} "
+                f"({warm.get('bytes', 0) / 1e6:.1f} MB restored in {_secs(warm.get('seconds'))})")
+    elif warm.get("result") == "miss":
+        line = (f"[yellow]warm start: MISS[/] ({warm.get('reason')}) artifact {warm.get('key')}"
+                f" in {_secs(warm.get('seconds'))}")
+    else:
+        line = "warm start:"
+    published = warm.get("published")
+    if published:
+        line += (f"; published {published.get('bytes', 0) / 1e6:.1f} MB in "
+                 f"{_secs(published.get('seconds'))}" if published["result"] == "published"
+                 else f"; not published ({published.get('reason')})")
+    return line
 
 
 def _summary(r: ReplayedInitialization) -> dict[str, Any]:
@@ -479,7 +508,8 @@ def _summary(r: ReplayedInitialization) -> dict[str, Any]:
             "duration_s": r.duration_s, "phases": r.phase_durations,
             "current_phase": r.current_phase, "error": r.error, "labels": r.labels,
             "launch": {"scheduling_s": r.scheduling_s, "boot_s": r.boot_s,
-                       "ready_s": r.ready_s, "startup_s": r.startup_s}}
+                       "ready_s": r.ready_s, "startup_s": r.startup_s},
+            "warm_start": r.warm_start}
 
 
 def main() -> None:

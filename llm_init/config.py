@@ -46,6 +46,7 @@ class LLMConfig:
     raise_error_on_callback: bool = True
     hook_timeout_s: float | None = None
     enable_metrics: bool = True
+    artifact_store: str | Mapping[str, Any] | None = None  # warm starts; see docs/warm-starts.md
 
     _classes: tuple[type, ...] = field(init=False, repr=False, compare=False, default=())
     _kwargs: tuple[Mapping[str, Any], ...] = field(init=False, repr=False, compare=False,
@@ -77,6 +78,10 @@ class LLMConfig:
                     f"LLMConfig.{name} must be one of {[m.value for m in NodeModelDownloadable]}"
                 ) from exc
         self._classes, self._kwargs = _resolve_callbacks(self.callback_class, self.callback_kwargs)
+        if self.artifact_store is not None:
+            from llm_init.artifacts.settings import artifact_settings
+
+            artifact_settings(self.artifact_store)  # bad settings fail here, naming the key
 
     @property
     def callback_classes(self) -> tuple[type, ...]:

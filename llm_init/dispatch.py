@@ -22,6 +22,7 @@ from llm_init.context import DICT_FIELDS, RECORDED_FIELDS, NodeInitializationCon
 from llm_init.errors import CallbackError, ContextFieldError, HookTimeoutError, StepError
 from llm_init.events import (
     ContextChanged,
+    Event,
     HookCompleted,
     HookFailed,
     HookStarted,
@@ -307,11 +308,28 @@ class Dispatcher:
                         step=name, phase=phase) from exc
 
     def _reporter(self, phase: str, step: str) -> Callable[..., None]:
-        def report(**details: Any) -> None:
-            self.recorder.emit(StepProgressed, phase=phase, step=step,
-                               details=json_safe(details))
-            self.recorder.checkpoint()
-        return report
+        return _Reporter(self.recorder, phase, step)
+
+
+class _Reporter:
+    """A step's ``report(**details)`` (a ``StepProgressed`` event), and ``report.record(type,
+    **fields)`` for a typed event of the step's own (a warm start's ``ArtifactRestored``)."""
+
+    __slots__ = ("phase", "recorder", "step")
+
+    def __init__(self, recorder: EventRecorder, phase: str, step: str) -> None:
+        self.recorder = recorder
+        self.phase = phase
+        self.step = step
+
+    def __call__(self, **details: Any) -> None:
+        self.recorder.emit(StepProgressed, phase=self.phase, step=self.step,
+                           details=json_safe(details))
+        self.recorder.checkpoint()
+
+    def record(self, event_type: type[Event], /, **fields: Any) -> None:
+        self.recorder.emit(event_type, **fields)
+        self.recorder.checkpoint()
 
 
 def _set_outcome(span: Span, changed: tuple[str, ...], returned: Any, skipped: bool) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -244,6 +244,65 @@ class EventRejected(Event):
     field: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactRestored(Event):
+    """A warm-start artifact was fetched, verified and unpacked on ``node`` before the engine
+    started: ``bytes`` unpacked in ``seconds``. ``parts`` are what went into ``key``."""
+
+    TYPE: ClassVar[str] = "ArtifactRestored"
+    key: str
+    store: str
+    bytes: int
+    files: int
+    seconds: float
+    node: str | None = None
+    path: str | None = None
+    parts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactMissed(Event):
+    """No usable warm-start artifact on ``node``; the engine compiles as usual. ``reason``:
+    ``no_match``, ``corrupt``, ``version_mismatch``, ``unreachable``, ``timeout`` or
+    ``local_error``; ``parts`` explain the ``key`` that was looked for."""
+
+    TYPE: ClassVar[str] = "ArtifactMissed"
+    key: str
+    store: str
+    reason: str
+    message: str = ""
+    seconds: float = 0.0
+    node: str | None = None
+    parts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactPublished(Event):
+    """What vLLM cached for this engine was published as ``key``: ``bytes`` uploaded in
+    ``seconds``, after the replica was ready."""
+
+    TYPE: ClassVar[str] = "ArtifactPublished"
+    key: str
+    store: str
+    bytes: int
+    files: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactPublishSkipped(Event):
+    """Nothing was published for ``key``. ``reason``: ``exists``, ``too_large``, ``empty``,
+    ``vetoed`` (a callback said no) or ``failed`` (the store refused; ``message`` says why)."""
+
+    TYPE: ClassVar[str] = "ArtifactPublishSkipped"
+    key: str
+    store: str
+    reason: str
+    message: str = ""
+    bytes: int = 0
+    seconds: float = 0.0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -253,6 +312,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         HookStarted, HookCompleted, HookFailed,
         StepStarted, StepProgressed, StepCompleted, StepFailed,
         ContextChanged, EventRejected,
+        ArtifactRestored, ArtifactMissed, ArtifactPublished, ArtifactPublishSkipped,
     )
 }
 

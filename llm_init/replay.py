@@ -11,6 +11,10 @@ from typing import Any, TypeGuard
 from llm_init import liveness
 from llm_init.errors import UnknownInitializationError
 from llm_init.events import (
+    ArtifactMissed,
+    ArtifactPublished,
+    ArtifactPublishSkipped,
+    ArtifactRestored,
     ContextChanged,
     Event,
     HeartbeatRecorded,
@@ -72,6 +76,8 @@ class ReplayedInitialization:
     scheduling_s: float | None = None  # Serve replicas: deploy request -> process start
     boot_s: float | None = None  # process start -> initialization
     ready_s: float | None = None  # initialization -> Serve's first health check passed
+    # Warm starts: this node's restore (result, reason, key, bytes, seconds) and the publish.
+    warm_start: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval_s: float | None = None  # as declared or last beaten; None: no heartbeat
     last_beat_at: datetime | None = None  # its start or its last HeartbeatRecorded
     last_event_at: datetime | None = None
@@ -277,6 +283,25 @@ def _ready(r: ReplayedInitialization, _: _OpenItems, e: ReplicaReady) -> None:
     r.ready_s = e.since_initialization_s
 
 
+def _artifact_restored(r: ReplayedInitialization, _: _OpenItems, e: ArtifactRestored) -> None:
+    if not r.warm_start.get("result"):  # the first node's (this process's) restore
+        r.warm_start.update(result="hit", key=e.key, bytes=e.bytes, seconds=e.seconds)
+
+
+def _artifact_missed(r: ReplayedInitialization, _: _OpenItems, e: ArtifactMissed) -> None:
+    if not r.warm_start.get("result"):
+        r.warm_start.update(result="miss", reason=e.reason, key=e.key, seconds=e.seconds)
+
+
+def _artifact_published(r: ReplayedInitialization, _: _OpenItems,
+                        e: ArtifactPublished | ArtifactPublishSkipped) -> None:
+    if isinstance(e, ArtifactPublished):
+        r.warm_start["published"] = {"result": "published", "bytes": e.bytes,
+                                     "seconds": e.seconds}
+    else:
+        r.warm_start["published"] = {"result": "skipped", "reason": e.reason}
+
+
 def _init_completed(r: ReplayedInitialization, _: _OpenItems,
                     e: InitializationCompleted) -> None:
     r.outcome, r.duration_s, r.current_phase = "completed", e.duration_s, None
@@ -317,6 +342,10 @@ _HANDLERS: dict[type, _Apply] = {
     StepFailed: _step_failed,
     ReplicaLaunched: _launched,
     ReplicaReady: _ready,
+    ArtifactRestored: _artifact_restored,
+    ArtifactMissed: _artifact_missed,
+    ArtifactPublished: _artifact_published,
+    ArtifactPublishSkipped: _artifact_published,
     InitializationCompleted: _init_completed,
     InitializationFailed: _init_failed,
     HeartbeatRecorded: _heartbeat,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -92,7 +93,8 @@ async def initialize_node(
     dispatcher = Dispatcher(ctx, recorder, bind_hooks(callbacks),
                             raise_errors=llm_config.raise_error_on_callback,
                             hook_timeout_s=llm_config.hook_timeout_s, tracer=tracer)
-    run = _Run(ctx, recorder, dispatcher, steps or DefaultSteps())
+    run = _Run(ctx, recorder, dispatcher,
+               _with_warm_start(steps or DefaultSteps(), llm_config))
     model_id = redact_text(llm_config.model_id)
     host = socket.gethostname()
     sweeper = sweep_in_background(store, host=host, observers=[
@@ -256,6 +258,17 @@ def _builtin_observers(config: LLMConfig, present: Sequence[object]) -> list[Eve
     if not any(isinstance(o, LogObserver) for o in present):
         added.append(LogObserver())
     return added
+
+
+def _with_warm_start(steps: DefaultSteps, config: LLMConfig) -> DefaultSteps:
+    """The download step wrapped with the warm-start restore when ``artifact_store`` is set."""
+    if config.artifact_store is None:
+        return steps
+    from llm_init.artifacts.settings import artifact_settings
+    from llm_init.artifacts.step import with_warm_start
+
+    download = with_warm_start(steps.download, artifact_settings(config.artifact_store))
+    return dataclasses.replace(steps, download=download)
 
 
 def _env_float(name: str, default: float) -> float:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from llm_init.events import Event, InitializationStarted
+from llm_init.events import Event, InitializationStarted, StepProgressed
 from llm_init.replay import ReplayedInitialization, replay
 from llm_init.summary import JsonValue
 
@@ -15,7 +15,7 @@ from llm_init.summary import JsonValue
 class TimeDelta:
     """One row of the time comparison: the whole init, a phase, a default step or a hook."""
 
-    kind: str  # init | phase | step | hook
+    kind: str  # init | phase | step | hook | subphase
     phase: str
     name: str
     a_s: float | None
@@ -60,6 +60,11 @@ def diff_initializations(a: Sequence[Event], b: Sequence[Event]) -> InitDiff:
     for key in list(ta) + [k for k in tb if k not in ta]:
         kind, phase, name = key
         out.times.append(TimeDelta(kind, phase, name, ta.get(key), tb.get(key)))
+    # vLLM's start-up sub-phases (torch_compile, ...): where a warm start gave time back.
+    sub_a, sub_b = _subphases(a), _subphases(b)
+    for name in list(sub_a) + [n for n in sub_b if n not in sub_a]:
+        out.times.append(TimeDelta("subphase", "engine_init", name, sub_a.get(name),
+                                   sub_b.get(name)))
     sa, sb = _started(a), _started(b)
     sections: list[tuple[str, Mapping[str, Any], Mapping[str, Any]]] = [
         ("run", _run_facts(ra, sa), _run_facts(rb, sb)),
@@ -76,6 +81,17 @@ def diff_initializations(a: Sequence[Event], b: Sequence[Event]) -> InitDiff:
 
 
 _ABSENT: Any = object()
+
+
+def _subphases(events: Sequence[Event]) -> dict[str, float]:
+    """The engine step's reported sub-phases (the last report of each), in report order."""
+    found: dict[str, float] = {}
+    for e in events:
+        if isinstance(e, StepProgressed) and e.step == "engine":
+            name, seconds = e.details.get("subphase"), e.details.get("duration_s")
+            if isinstance(name, str) and isinstance(seconds, int | float):
+                found[name] = float(seconds)
+    return found
 
 
 def _started(events: Sequence[Event]) -> InitializationStarted | None:

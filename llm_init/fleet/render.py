@@ -111,7 +111,8 @@ def diff_view(d: InitDiff) -> Group:
     for col in ("what", "A", "B", "B - A", "B / A"):
         times.add_column(col, justify="left" if col == "what" else "right")
     for t in d.times:
-        indent = {"init": "", "phase": "", "step": "  step ", "hook": "  hook "}[t.kind]
+        indent = {"init": "", "phase": "", "step": "  step ", "hook": "  hook ",
+                  "subphase": "  vLLM "}[t.kind]
         delta = t.delta_s
         ratio = (f"{t.b_s / t.a_s:.2f}x" if t.a_s and t.b_s is not None else "-")
         style = ("red" if delta is not None and delta > 0.1 * max(t.a_s or 0, 1e-3)

@@ -69,6 +69,7 @@ def llm_init_config(ray_llm_config: Any, settings: LLMInitSettings,
         raise_error_on_callback=settings.raise_error_on_callback,
         hook_timeout_s=settings.hook_timeout_s,
         enable_metrics=settings.metrics,
+        artifact_store=settings.artifact_store,
     )
 
 

@@ -105,6 +105,12 @@ class LLMInitVLLMEngine(VLLMEngine):
         mark, self.readiness = self.readiness, None  # only the first passed check counts
         if mark is not None:
             await asyncio.to_thread(mark.record)
+            if self.init_context is not None and self.init_context.llm_config.artifact_store:
+                from llm_init.artifacts.publishing import start_publish
+
+                # Off the critical path: the replica serves while its cache is uploaded.
+                start_publish(self.init_context, event_store_location=mark.store_location,
+                              observers=mark.observers)
 
     async def shutdown(self) -> None:
         if self.status_server is not None:

@@ -42,6 +42,8 @@ class LLMInitSettings:
     replica can record how long it waited to be scheduled (``ReplicaLaunched``).
     ``heartbeat_interval_s``: seconds between the replica's heartbeat events while it
     initializes (default ``LLM_INIT_HEARTBEAT_INTERVAL_S``, else 5; 0 turns them off).
+    ``artifact_store``: warm starts (``file:///dir``, ``s3://bucket/prefix`` or a mapping of
+    ``llm_init.artifacts.settings.ArtifactSettings`` fields); off by default.
     """
 
     event_store: str | None = None
@@ -60,6 +62,7 @@ class LLMInitSettings:
     labels: dict[str, str] = field(default_factory=dict)
     app_built_at: float | None = None
     heartbeat_interval_s: float | None = None
+    artifact_store: Any = None  # warm starts: a URL or a mapping; see docs/warm-starts.md
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval_s is not None:
@@ -69,6 +72,14 @@ class LLMInitSettings:
                 raise ServeConfigError(f"llm_init.{exc}") from None
         if self.status_port is not None and not 0 <= int(self.status_port) < 65536:
             raise ServeConfigError(f"llm_init.status_port must be 0-65535, got {self.status_port}")
+        if self.artifact_store is not None:
+            from llm_init.artifacts.settings import artifact_settings
+            from llm_init.errors import CallbackConfigError
+
+            try:
+                artifact_settings(self.artifact_store)
+            except CallbackConfigError as exc:
+                raise ServeConfigError(f"llm_init.{exc}") from exc
         for name in ("download_options", "labels"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ServeConfigError(f"llm_init.{name} must be a mapping")

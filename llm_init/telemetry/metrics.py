@@ -17,6 +17,12 @@ Metrics (names in ``telemetry.names``; under Ray each gets Ray's ``ray_`` prefix
   the engine step's ``StepProgressed`` events (``names.DETAIL_SUBPHASE``, ``DETAIL_DURATION_S``);
 - ``llm_init_gpu_memory_used_bytes{model,phase,boundary,gpu}``: NVML, at each phase's start and
   end, for each visible GPU; absent without a GPU.
+- ``llm_init_artifact_cache_total{model,result}``: warm-start restores per node, ``hit``,
+  ``miss`` (nothing to restore) or ``error`` (a corrupt artifact, an unreachable store);
+- ``llm_init_artifact_bytes_total{model,direction}`` and ``llm_init_artifact_seconds{model,
+  direction}``: warm-start artifacts restored and published (``restore``/``publish``);
+- ``llm_init_warm_start_subphase_seconds{model,subphase,result}``: with a warm start, each engine
+  sub-phase and the whole ``engine_init`` phase, by the restore's ``hit``/``miss``/``error``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from collections.abc import Callable
 from typing import Any
 
 from llm_init.events import (
+    ArtifactMissed,
+    ArtifactPublished,
+    ArtifactRestored,
     Event,
     HookCompleted,
     HookFailed,
@@ -54,6 +63,7 @@ from llm_init.telemetry.redaction import redact_text
 
 _log = logging.getLogger(__name__)
 _SUBPHASES = frozenset(names.ENGINE_SUBPHASES)
+_ENGINE_INIT = "engine_init"  # the phase (llm_init.phases.Phase.ENGINE_INIT)
 
 
 class Instruments:
@@ -89,6 +99,20 @@ class Instruments:
         self.gpu_memory: Gauge = backend.gauge(
             n.METRIC_GPU_MEMORY_USED, "GPU memory used at the start and end of each phase.",
             (n.LABEL_MODEL, n.LABEL_PHASE, n.LABEL_BOUNDARY, n.LABEL_GPU))
+        self.artifact_cache: Counter = backend.counter(
+            n.METRIC_ARTIFACT_CACHE, "Warm-start artifact restores per node, by result.",
+            (n.LABEL_MODEL, n.LABEL_RESULT))
+        self.artifact_bytes: Counter = backend.counter(
+            n.METRIC_ARTIFACT_BYTES, "Bytes of warm-start artifacts restored or published.",
+            (n.LABEL_MODEL, n.LABEL_DIRECTION))
+        self.artifact_seconds: Histogram = backend.histogram(
+            n.METRIC_ARTIFACT_SECONDS, "Time to restore or publish a warm-start artifact.",
+            (n.LABEL_MODEL, n.LABEL_DIRECTION), n.PHASE_DURATION_BUCKETS)
+        self.warm_start_subphase: Histogram = backend.histogram(
+            n.METRIC_WARM_START_SUBPHASE,
+            "Engine sub-phases and the engine_init phase of starts with a warm start, by the "
+            "restore's result.", (n.LABEL_MODEL, n.LABEL_SUBPHASE, n.LABEL_RESULT),
+            n.ENGINE_SUBPHASE_BUCKETS)
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -128,6 +152,7 @@ class MetricsCallback:
         self._off = False
         self._model = "unknown"
         self._phase: str | None = None
+        self._warm: str | None = None  # this initialization's restore result, if any
         self._handlers: dict[type[Event], Callable[[Instruments, Any], None]] = {
             InitializationStarted: self._started, InitializationCompleted: self._finished,
             InitializationFailed: self._finished, PhaseStarted: self._phase_started,
@@ -135,6 +160,8 @@ class MetricsCallback:
             HookCompleted: self._hook_ended, HookFailed: self._hook_ended,
             StepProgressed: self._progressed, ReplicaLaunched: self._launched,
             ReplicaReady: self._ready, InitializationAbandoned: self._abandoned,
+            ArtifactRestored: self._restored, ArtifactMissed: self._missed,
+            ArtifactPublished: self._published,
         }
 
     @property
@@ -168,6 +195,7 @@ class MetricsCallback:
 
     def _started(self, m: Instruments, e: InitializationStarted) -> None:
         self._model = redact_text(e.model_id)
+        self._warm = None
 
     def _finished(self, m: Instruments, e: InitializationCompleted | InitializationFailed) -> None:
         if self._phase is not None:  # the phase never recorded its end (a crash in between)
@@ -190,6 +218,22 @@ class MetricsCallback:
     def _ready(self, m: Instruments, e: ReplicaReady) -> None:
         m.replica_startup.observe(e.since_initialization_s, (self._model, names.SEGMENT_READY))
 
+    def _restored(self, m: Instruments, e: ArtifactRestored) -> None:
+        self._warm = self._warm or names.RESULT_HIT
+        m.artifact_cache.inc(1, (self._model, names.RESULT_HIT))
+        m.artifact_bytes.inc(e.bytes, (self._model, names.DIRECTION_RESTORE))
+        m.artifact_seconds.observe(e.seconds, (self._model, names.DIRECTION_RESTORE))
+
+    def _missed(self, m: Instruments, e: ArtifactMissed) -> None:
+        result = (names.RESULT_ERROR if e.reason in names.ARTIFACT_ERROR_REASONS
+                  else names.RESULT_MISS)
+        m.artifact_cache.inc(1, (self._model, result))
+        self._warm = self._warm or result
+
+    def _published(self, m: Instruments, e: ArtifactPublished) -> None:
+        m.artifact_bytes.inc(e.bytes, (self._model, names.DIRECTION_PUBLISH))
+        m.artifact_seconds.observe(e.seconds, (self._model, names.DIRECTION_PUBLISH))
+
     def _phase_started(self, m: Instruments, e: PhaseStarted) -> None:
         self._phase = e.phase
         m.enter(self._model, e.phase, +1)
@@ -199,6 +243,9 @@ class MetricsCallback:
         outcome = (names.OUTCOME_COMPLETED if isinstance(e, PhaseCompleted)
                    else names.OUTCOME_FAILED)
         m.phase_duration.observe(e.duration_s, (e.phase, self._model, outcome))
+        if (self._warm is not None and e.phase == _ENGINE_INIT
+                and isinstance(e, PhaseCompleted)):
+            m.warm_start_subphase.observe(e.duration_s, (self._model, e.phase, self._warm))
         if self._phase == e.phase:
             m.enter(self._model, e.phase, -1)
             self._phase = None
@@ -219,6 +266,9 @@ class MetricsCallback:
             duration = details.get(names.DETAIL_DURATION_S)
             if subphase in _SUBPHASES and isinstance(duration, int | float) and duration >= 0:
                 m.engine_subphase.observe(duration, (self._model, str(subphase)))
+                if self._warm is not None:
+                    m.warm_start_subphase.observe(duration,
+                                                  (self._model, str(subphase), self._warm))
             elif subphase is not None:
                 _log.debug("ignored engine sub-phase %r (known: %s)", subphase,
                            ", ".join(names.ENGINE_SUBPHASES))

@@ -53,6 +53,12 @@ METRIC_GPU_MEMORY_USED = "llm_init_gpu_memory_used_bytes"
 METRIC_ENGINE_SUBPHASE_DURATION = "llm_init_engine_subphase_duration_seconds"
 METRIC_REPLICA_STARTUP = "llm_init_replica_startup_seconds"
 RAY_METRIC_PREFIX = "ray_"
+METRIC_ARTIFACT_CACHE = "llm_init_artifact_cache_total"
+METRIC_ARTIFACT_BYTES = "llm_init_artifact_bytes_total"
+METRIC_ARTIFACT_SECONDS = "llm_init_artifact_seconds"
+# Engine sub-phases (and the whole engine_init phase) of starts with a warm start, by its result:
+# what a hit saves against a miss.
+METRIC_WARM_START_SUBPHASE = "llm_init_warm_start_subphase_seconds"
 
 # Metric label names: low cardinality only (never an init id).
 LABEL_PHASE = "phase"
@@ -64,6 +70,23 @@ LABEL_GPU = "gpu"
 LABEL_BOUNDARY = "boundary"
 LABEL_SUBPHASE = "subphase"
 LABEL_SEGMENT = "segment"
+LABEL_RESULT = "result"
+LABEL_DIRECTION = "direction"
+
+# Values of the warm-start metrics' labels: a restore's result, and the transfer's direction.
+RESULT_HIT = "hit"
+RESULT_MISS = "miss"
+RESULT_ERROR = "error"
+DIRECTION_RESTORE = "restore"
+DIRECTION_PUBLISH = "publish"
+# Miss reasons that mean the store or the artifact is broken, not merely absent.
+ARTIFACT_ERROR_REASONS = ("corrupt", "unreachable", "timeout", "local_error")
+SPAN_ARTIFACT_RESTORE = "llm_init.artifact.restore"
+SPAN_ARTIFACT_PUBLISH = "llm_init.artifact.publish"
+ATTR_ARTIFACT_KEY = "llm_init.artifact.key"
+ATTR_ARTIFACT_RESULT = "llm_init.artifact.result"
+ATTR_ARTIFACT_REASON = "llm_init.artifact.reason"
+ATTR_ARTIFACT_BYTES = "llm_init.artifact.bytes"
 
 # Values of the ``segment`` label of the replica start-up histogram: the parts of a Serve
 # replica's start-up that are not the initialization's phases.

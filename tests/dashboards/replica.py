@@ -30,6 +30,7 @@ from llm_init import (
     ReplicaReady,
     initialize_node_sync,
 )
+from llm_init.events import ArtifactMissed, ArtifactRestored
 from llm_init.telemetry import names
 from llm_init.telemetry.metrics import MetricsCallback
 from tests.support.steps import EngineStep, FailingStep, SettingStep
@@ -42,6 +43,7 @@ SUBPHASES = ((names.SUBPHASE_WEIGHT_LOADING, 1.5), (names.SUBPHASE_KV_CACHE_PROF
              (names.SUBPHASE_KV_CACHE_ALLOCATION, 0.2), (names.SUBPHASE_TORCH_COMPILE, 6.0),
              (names.SUBPHASE_CUDA_GRAPH_CAPTURE, 2.0))
 MODES = ("ok", "fail", "stuck")
+ARTIFACT_BYTES = 2 << 20
 
 
 class Warmup:
@@ -56,9 +58,11 @@ class Warmup:
 
 @dataclass
 class SlowDownloadStep:
-    """Once ``go`` exists, reports ``CHUNKS`` byte increments, ``CHUNK_INTERVAL_S`` apart."""
+    """Once ``go`` exists, reports ``CHUNKS`` byte increments, ``CHUNK_INTERVAL_S`` apart; then
+    the warm start's outcome, as the artifact restore records it: a hit, or a miss."""
 
     go: Path
+    warm_start: str | None = None
 
     async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
         while not self.go.exists():
@@ -67,6 +71,12 @@ class SlowDownloadStep:
             await asyncio.sleep(CHUNK_INTERVAL_S)
             report(**{names.DETAIL_BYTES_DELTA: CHUNK_BYTES})
         ctx.download_result = {"path": "/models/tiny", "bytes": CHUNKS * CHUNK_BYTES}
+        artifact = {"key": "0" * 24, "store": "s3://warm/prefix", "node": "node-1"}
+        if self.warm_start == "hit":
+            report.record(ArtifactRestored, bytes=ARTIFACT_BYTES, files=12, seconds=0.3,
+                          **artifact)
+        elif self.warm_start == "miss":
+            report.record(ArtifactMissed, reason="no_match", seconds=0.05, **artifact)
 
 
 @dataclass
@@ -86,7 +96,10 @@ def steps_for(mode: str, go: Path, release: Path) -> DefaultSteps:
                       else SettingStep("placement_group", {"bundles": [{"CPU": 1}]}))
     engine: Any = (FailingStep("CUDA out of memory while allocating the KV cache")
                    if mode == "fail" else EngineStep(SUBPHASES))
-    return DefaultSteps(download=SlowDownloadStep(go), placement_group=placement, engine=engine)
+    # The completing replica started warm, the failing one missed: both show on the panels.
+    warm_start = {"ok": "hit", "fail": "miss"}.get(mode)
+    return DefaultSteps(download=SlowDownloadStep(go, warm_start), placement_group=placement,
+                        engine=engine)
 
 
 def run_replica(mode: str, go: Path, release: Path, metrics: MetricsCallback, *,

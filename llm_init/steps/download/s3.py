@@ -204,3 +204,9 @@ def _remote_file(path: str, obj: dict[str, Any]) -> RemoteFile:
         elif not parts:
             checksum = Checksum("md5", value)
     return RemoteFile(path, int(obj["Size"]), etag, checksum)
+
+
+def s3_client(endpoint_url: str | None) -> Any:
+    """The process's S3 client for ``endpoint_url`` (None: boto3's default), as the download
+    step's S3 source uses it; other parts of llm-init (the artifact store) share it."""
+    return _client(endpoint_url)

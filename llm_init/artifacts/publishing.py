@@ -1,0 +1,124 @@
+"""Capture and publish after the replica is ready, in a background thread.
+
+The outcome is appended to the initialization's log after its last event
+(``ArtifactPublished`` or ``ArtifactPublishSkipped``), as ``ReplicaReady`` is. A callback vetoes
+publishing by setting ``ctx.custom_data["llm_init.warm_start.publish"] = False``, or redirects it
+to another store by setting it to that store's URL, at any time before the replica is ready.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from llm_init.artifacts.step import PUBLISH_KEY, CapturePlan, pending_capture
+from llm_init.artifacts.stores import open_artifact_store
+from llm_init.artifacts.transfer import EXISTS, PUBLISHED, VETOED, PublishOutcome, publish
+from llm_init.callbacks import EventObserver
+from llm_init.events import ArtifactPublished, ArtifactPublishSkipped, Event
+from llm_init.recorder import notify
+from llm_init.stores import EventStore, decode, encode, open_store
+from llm_init.telemetry import names
+from llm_init.telemetry.redaction import exception_message, redact_text
+
+if TYPE_CHECKING:
+    from llm_init.context import NodeInitializationContext
+
+_log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(names.INSTRUMENTATION_NAME)
+APPEND_ATTEMPTS = 5
+
+
+def start_publish(ctx: NodeInitializationContext, *, event_store: EventStore | None = None,
+                  event_store_location: str | None = None,
+                  observers: Sequence[EventObserver] = ()) -> threading.Thread | None:
+    """Publish what vLLM cached for ``ctx``'s engine, in a daemon thread (returned; ``None``
+    when this initialization has no warm start). The outcome goes to ``event_store`` (or the
+    store at ``event_store_location``) and to ``observers``."""
+    plan = pending_capture(ctx.init_id)
+    if plan is None or not plan.settings.publish:
+        return None
+    choice = ctx.custom_data.get(PUBLISH_KEY)
+    thread = threading.Thread(target=_publish, name=f"llm-init-publish-{ctx.init_id[:8]}",
+                              args=(ctx.init_id, plan, choice, event_store,
+                                    event_store_location, tuple(observers)), daemon=True)
+    thread.start()
+    return thread
+
+
+def _publish(init_id: str, plan: CapturePlan, choice: Any, event_store: EventStore | None,
+             location: str | None, observers: Sequence[EventObserver]) -> None:
+    settings = plan.settings
+    if isinstance(choice, str) and choice:
+        settings = dataclasses.replace(settings, url=choice)
+    key = plan.key
+    with _tracer.start_as_current_span(names.SPAN_ARTIFACT_PUBLISH,
+                                       attributes={names.ATTR_ARTIFACT_KEY: key.digest,
+                                                   names.ATTR_INIT_ID: init_id}) as span:
+        if choice is False:
+            outcome = PublishOutcome(result="skipped", key=key.digest, reason=VETOED,
+                                     message=f"ctx.custom_data[{PUBLISH_KEY!r}] is False")
+        elif plan.restored:
+            outcome = PublishOutcome(result="skipped", key=key.digest, reason=EXISTS,
+                                     message="this replica started from the artifact")
+        else:
+            try:
+                store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url)
+                outcome = publish(store, key.digest, key.parts, Path(plan.cache_root),
+                                  max_bytes=settings.max_bytes)
+            except Exception as exc:
+                outcome = PublishOutcome(result="skipped", key=key.digest, reason="failed",
+                                         message=exception_message(exc))
+        span.set_attribute(names.ATTR_ARTIFACT_RESULT, outcome.result)
+        span.set_attribute(names.ATTR_ARTIFACT_BYTES, outcome.bytes)
+        if outcome.reason:
+            span.set_attribute(names.ATTR_ARTIFACT_REASON, outcome.reason)
+    if outcome.result == PUBLISHED:
+        fields: dict[str, Any] = dict(key=key.digest, store=settings.location,
+                                      bytes=outcome.bytes, files=outcome.files,
+                                      seconds=outcome.seconds)
+        event_type: type[Event] = ArtifactPublished
+    else:
+        fields = dict(key=key.digest, store=settings.location, reason=outcome.reason or "",
+                      message=redact_text(outcome.message or ""), bytes=outcome.bytes,
+                      seconds=outcome.seconds)
+        event_type = ArtifactPublishSkipped
+    _log.info("llm-init: warm-start artifact %s: %s%s", key.digest, outcome.result,
+              f" ({outcome.reason}: {outcome.message})" if outcome.reason else "")
+    event = append_after_last(init_id, event_type, fields, event_store, location)
+    if event is not None:
+        notify(observers, event)
+
+
+def append_after_last(init_id: str, event_type: type[Event], fields: dict[str, Any],
+                      event_store: EventStore | None, location: str | None) -> Event | None:
+    """Append one event after the last of ``init_id``'s log; a store error is logged."""
+    if event_store is None and (location or "").startswith("memory:"):
+        return None
+    try:
+        store = event_store if event_store is not None else open_store(location, create=False)
+    except Exception as exc:
+        _log.warning("llm-init: cannot record %s: %r", event_type.TYPE, exc)
+        return None
+    try:
+        for _attempt in range(APPEND_ATTEMPTS):
+            try:
+                last = decode(store.read(init_id)[-1])
+                event = event_type(init_id=init_id, sequence=last.sequence + 1,
+                                   timestamp=datetime.now(UTC), node_id=last.node_id, **fields)
+                store.append([encode(event)])
+                return event
+            except Exception as exc:  # another writer took that sequence number: try again
+                error = exc
+        _log.warning("llm-init: cannot record %s: %r", event_type.TYPE, error)
+        return None
+    finally:
+        if event_store is None:
+            store.close()

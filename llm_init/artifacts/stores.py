@@ -1,0 +1,237 @@
+"""Artifact stores: a small put/get/list interface over a shared directory or an S3 prefix.
+
+Objects are named ``<key>/<name>``. ``put_new`` is the one atomic operation publishing relies on:
+it creates an object only if none of that name exists (a hard link on a directory, a conditional
+``PUT`` with ``If-None-Match: *`` on S3), so of two writers exactly one wins.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from llm_init.errors import LLMInitError
+from llm_init.telemetry.redaction import redact_text
+
+
+class ArtifactStoreError(LLMInitError):
+    """The artifact store cannot be used: a bad URL, or the store did not answer."""
+
+
+class ArtifactStore(Protocol):
+    """Objects by name under one location; names are ``/``-separated, relative."""
+
+    @property
+    def location(self) -> str:
+        """The store's URL with any credential masked: safe for events, spans and logs."""
+        ...
+
+    def put(self, name: str, source: Path) -> None:
+        """Upload the file ``source`` as ``name`` (replacing an object of that name)."""
+        ...
+
+    def put_new(self, name: str, data: bytes) -> bool:
+        """Create ``name`` holding ``data`` unless it exists: ``True`` if this call created it."""
+        ...
+
+    def get(self, name: str, dest: Path) -> bool:
+        """Download ``name`` into the file ``dest``; ``False`` if there is no such object."""
+        ...
+
+    def read(self, name: str) -> bytes | None:
+        """The bytes of ``name``, or ``None`` if there is no such object."""
+        ...
+
+    def list(self, prefix: str = "") -> list[str]:
+        """The names that start with ``prefix``, sorted."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Remove ``name`` if it exists."""
+        ...
+
+
+class DirectoryArtifactStore:
+    """``file:///shared/dir``: objects are files under the directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return f"file://{self.root}"
+
+    def _path(self, name: str) -> Path:
+        parts = [p for p in name.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise ArtifactStoreError(f"invalid artifact object name {name!r}")
+        return self.root.joinpath(*parts)
+
+    def put(self, name: str, source: Path) -> None:
+        dest = self._path(name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_new(self, name: str, data: bytes) -> bool:
+        dest = self._path(name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(tmp, dest)  # atomic, and fails if ``dest`` exists: no overwrite
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            os.unlink(tmp)
+
+    def get(self, name: str, dest: Path) -> bool:
+        source = self._path(name)
+        try:
+            # A hard link where the store shares the file system: objects are never rewritten
+            # in place (``put`` replaces, ``put_new`` never overwrites), so the link is a copy.
+            os.link(source, dest)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            try:
+                shutil.copyfile(source, dest)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str = "") -> list[str]:
+        if not self.root.is_dir():
+            return []
+        names = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                 if p.is_file() and not p.name.startswith("."))
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+
+class S3ArtifactStore:
+    """``s3://bucket/prefix``, with the download step's S3 client (endpoint, credentials,
+    retries): ``endpoint_url`` overrides ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.endpoint_url = (endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                             or os.environ.get("AWS_ENDPOINT_URL"))
+        self._client: Any = None
+
+    @property
+    def location(self) -> str:
+        return redact_text(f"s3://{self.bucket}/{self.prefix}".rstrip("/"))
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from llm_init.steps.download.s3 import s3_client
+
+            self._client = s3_client(self.endpoint_url)
+        return self._client
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name.strip("/")
+
+    def put(self, name: str, source: Path) -> None:
+        self.client.upload_file(str(source), self.bucket, self._key(name))
+
+    def put_new(self, name: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data,
+                                   IfNoneMatch="*")
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise
+        return True
+
+    def get(self, name: str, dest: Path) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(name), str(dest))
+        except ClientError as exc:
+            if _not_found(exc):
+                return False
+            raise
+        return True
+
+    def read(self, name: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as exc:
+            if _not_found(exc):
+                return None
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    def list(self, prefix: str = "") -> list[str]:
+        names: list[str] = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix)
+        for page in pages:
+            names += [obj["Key"][len(self.prefix):] for obj in page.get("Contents", ())]
+        return sorted(names)
+
+    def delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+
+
+def _not_found(exc: Any) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+def open_artifact_store(url: str, *, endpoint_url: str | None = None) -> ArtifactStore:
+    """The store at ``url``: ``file:///dir`` (or a plain absolute path) or
+    ``s3://bucket/prefix``; a clear error naming the URL (masked) otherwise."""
+    if not isinstance(url, str) or not url:
+        raise ArtifactStoreError(f"artifact_store must be a non-empty URL, got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ArtifactStoreError(
+                f"artifact_store {redact_text(url)!r}: a file URL needs an absolute path "
+                "(file:///dir)")
+        return DirectoryArtifactStore(unquote(parts.path))
+    if parts.scheme == "" and url.startswith("/"):
+        return DirectoryArtifactStore(url)
+    if parts.scheme == "s3":
+        bucket = parts.netloc.rpartition("@")[2]
+        if not bucket:
+            raise ArtifactStoreError(f"artifact_store {redact_text(url)!r} names no bucket")
+        return S3ArtifactStore(bucket, parts.path, endpoint_url)
+    raise ArtifactStoreError(
+        f"artifact_store {redact_text(url)!r}: unsupported scheme; use file:///dir or "
+        "s3://bucket/prefix")

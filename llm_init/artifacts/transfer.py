@@ -1,0 +1,222 @@
+"""Publish a local cache directory as an artifact, and restore one into a local directory.
+
+Neither raises for what the store or the artifact does: each returns an outcome saying what
+happened and why, so that a warm start can only ever make an initialization faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_init.artifacts.manifest import (
+    MANIFEST_NAME,
+    CorruptArtifactError,
+    Manifest,
+    ManifestVersionError,
+    pack,
+    scan,
+    unpack,
+    verify_archive,
+)
+from llm_init.artifacts.stores import ArtifactStore
+from llm_init.telemetry.redaction import exception_message
+
+# Restore outcomes.
+HIT = "hit"
+MISS = "miss"
+# Miss reasons.
+NO_MATCH = "no_match"
+CORRUPT = "corrupt"
+VERSION_MISMATCH = "version_mismatch"
+UNREACHABLE = "unreachable"
+TIMEOUT = "timeout"
+LOCAL_ERROR = "local_error"
+# Publish outcomes.
+PUBLISHED = "published"
+SKIPPED = "skipped"
+# Skip reasons.
+EXISTS = "exists"
+TOO_LARGE = "too_large"
+EMPTY = "empty"
+VETOED = "vetoed"
+FAILED = "failed"
+
+RESTORED_MARK = ".llm-init-restored"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreOutcome:
+    """What a restore did: ``hit`` (with bytes and files) or ``miss`` with its reason."""
+
+    result: str
+    key: str
+    reason: str | None = None
+    message: str | None = None
+    bytes: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    path: str | None = None  # the local cache directory the artifact is in
+    created_by: str | None = None  # the host that published it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishOutcome:
+    """What a publish did: ``published`` (bytes uploaded) or ``skipped`` with its reason."""
+
+    result: str
+    key: str
+    reason: str | None = None
+    message: str | None = None
+    bytes: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+def manifest_name(key: str) -> str:
+    return f"{key}/{MANIFEST_NAME}"
+
+
+def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path, *,
+            cancelled: Callable[[], bool] | None = None) -> RestoreOutcome:
+    """Fetch the artifact ``key``, verify it and unpack it into ``dest``. Only a complete,
+    verified artifact lands there, and nothing does once ``cancelled()`` is true."""
+    started = time.perf_counter()
+
+    def miss(reason: str, message: str) -> RestoreOutcome:
+        return RestoreOutcome(result=MISS, key=key, reason=reason, message=message,
+                              seconds=time.perf_counter() - started)
+
+    try:
+        raw = store.read(manifest_name(key))
+    except Exception as exc:
+        return miss(UNREACHABLE, exception_message(exc))
+    if raw is None:
+        return miss(NO_MATCH, f"no artifact {key} in {store.location}")
+    try:
+        manifest = Manifest.from_json(raw)
+    except ManifestVersionError as exc:
+        return miss(VERSION_MISMATCH, str(exc))
+    except CorruptArtifactError as exc:
+        return miss(CORRUPT, str(exc))
+    differing = sorted(k for k in set(parts) | set(manifest.parts)
+                       if parts.get(k) != manifest.parts.get(k))
+    if manifest.key != key or differing:
+        return miss(VERSION_MISMATCH, "the artifact was made for other "
+                    + ", ".join(f"{k} ({manifest.parts.get(k)!r}, here {parts.get(k)!r})"
+                                for k in differing[:4]))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    except OSError as exc:
+        return miss(LOCAL_ERROR, exception_message(exc))
+    try:
+        archive = staging / "artifact.tar"
+        try:
+            if not store.get(f"{key}/{manifest.archive}", archive):
+                return miss(CORRUPT, f"the manifest names {manifest.archive}, which is missing")
+        except Exception as exc:
+            return miss(UNREACHABLE, exception_message(exc))
+        tree = staging / "tree"
+        tree.mkdir()
+        try:
+            verify_archive(archive, manifest)
+            unpack(archive, manifest, tree)
+        except (CorruptArtifactError, tarfile.TarError, EOFError, ValueError) as exc:
+            return miss(CORRUPT, str(exc) or type(exc).__name__)
+        except OSError as exc:
+            return miss(LOCAL_ERROR, exception_message(exc))
+        (tree / RESTORED_MARK).write_text(key, encoding="utf-8")
+        if cancelled is not None and cancelled():
+            return miss(TIMEOUT, "cancelled before the files were put in place")
+        try:
+            _move_into(tree, dest)
+        except OSError as exc:
+            return miss(LOCAL_ERROR, exception_message(exc))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RestoreOutcome(result=HIT, key=key, bytes=manifest.size, files=len(manifest.files),
+                          seconds=time.perf_counter() - started, path=str(dest),
+                          created_by=manifest.host or None)
+
+
+def _move_into(tree: Path, dest: Path) -> None:
+    """Put the verified files in place: the whole tree at once when ``dest`` is new or empty,
+    else file by file (what vLLM left there is replaced by the artifact's version)."""
+    if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
+        if dest.exists():
+            dest.rmdir()
+        os.replace(tree, dest)
+        return
+    for path in sorted(tree.rglob("*")):
+        if path.is_file():
+            target = dest / path.relative_to(tree)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+
+
+def publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Path, *,
+            max_bytes: int | None = None,
+            extra: Mapping[str, object] | None = None) -> PublishOutcome:
+    """Publish the files under ``source`` as the artifact ``key``: the archive under a name of
+    its own first, the manifest last and only if none exists. A complete artifact is never
+    replaced; of two publishers at once, one manifest wins and the other removes its archive;
+    a publisher that dies before its manifest leaves nothing a reader takes."""
+    started = time.perf_counter()
+
+    def skipped(reason: str, message: str, nbytes: int = 0, files: int = 0) -> PublishOutcome:
+        return PublishOutcome(result=SKIPPED, key=key, reason=reason, message=message,
+                              bytes=nbytes, files=files, seconds=time.perf_counter() - started)
+
+    try:
+        if store.read(manifest_name(key)) is not None:
+            return skipped(EXISTS, f"artifact {key} is already in {store.location}")
+    except Exception as exc:
+        return skipped(FAILED, exception_message(exc))
+    files = [p for p in scan(source) if p.name != RESTORED_MARK] if source.is_dir() else []
+    total = sum(p.stat().st_size for p in files)
+    if not files:
+        return skipped(EMPTY, f"nothing cached under {source}")
+    if max_bytes is not None and total > max_bytes:
+        return skipped(TOO_LARGE, f"{total} bytes cached, over the cap of {max_bytes}",
+                       total, len(files))
+    archive_name = f"data-{uuid.uuid4().hex}.tar"
+    with tempfile.TemporaryDirectory(prefix="llm-init-artifact-") as tmp:
+        archive = Path(tmp) / archive_name
+        try:
+            packed, archive_bytes, archive_sha256 = pack(source, archive)
+            manifest = Manifest(key=key, parts=dict(parts), archive=archive_name,
+                                archive_bytes=archive_bytes, archive_sha256=archive_sha256,
+                                files=packed, created_at=time.time(),
+                                host=socket.gethostname(), extra=dict(extra or {}))
+            store.put(f"{key}/{archive_name}", archive)
+        except Exception as exc:
+            _delete_quietly(store, f"{key}/{archive_name}")
+            return skipped(FAILED, exception_message(exc), total, len(files))
+    try:
+        created = store.put_new(manifest_name(key), manifest.to_json())
+    except Exception as exc:
+        _delete_quietly(store, f"{key}/{archive_name}")
+        return skipped(FAILED, exception_message(exc), total, len(files))
+    if not created:
+        _delete_quietly(store, f"{key}/{archive_name}")
+        return skipped(EXISTS, f"another publisher completed artifact {key} first",
+                       total, len(files))
+    return PublishOutcome(result=PUBLISHED, key=key, bytes=manifest.archive_bytes,
+                          files=len(packed), seconds=time.perf_counter() - started)
+
+
+def _delete_quietly(store: ArtifactStore, name: str) -> None:
+    # An orphaned archive without a manifest is never read; cleaning up is a courtesy.
+    with contextlib.suppress(Exception):
+        store.delete(name)

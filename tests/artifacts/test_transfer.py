@@ -1,0 +1,169 @@
+"""Publishing and restoring artifacts through real directories and moto's S3 server."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llm_init.artifacts import (
+    ArtifactStore,
+    ArtifactStoreError,
+    DirectoryArtifactStore,
+    Manifest,
+    open_artifact_store,
+    publish,
+    restore,
+)
+from llm_init.artifacts.transfer import manifest_name
+from tests.support.s3 import running_moto_s3
+
+PARTS = {"vllm": "0.32.0", "torch": "2.13.0", "model.weights": "abc"}
+KEY = "k" * 24
+
+
+def make_cache(root: Path) -> Path:
+    """A cache directory shaped like vLLM's: compiled code and model inspection."""
+    (root / "torch_compile_cache" / "abc" / "rank_0_0").mkdir(parents=True)
+    (root / "torch_compile_cache" / "abc" / "rank_0_0" / "vllm_compile_cache.py").write_text(
+        "{}\n" * 50)
+    (root / "modelinfos").mkdir()
+    (root / "modelinfos" / "llama.json").write_bytes(b"\x00\x01" * 3000)
+    return root
+
+
+@pytest.fixture(params=["dir", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
+    if request.param == "dir":
+        yield open_artifact_store(f"file://{tmp_path / 'store'}")
+        return
+    # moto keeps its buckets per process, not per server: a bucket of this test's own.
+    bucket = f"artifacts-{uuid.uuid4().hex[:12]}"
+    with running_moto_s3() as s3:
+        s3.client().create_bucket(Bucket=bucket)
+        yield open_artifact_store(f"s3://{bucket}/warm", endpoint_url=s3.endpoint_url)
+
+
+def test_restore_brings_back_every_published_file(store: ArtifactStore, tmp_path: Path) -> None:
+    """A published cache comes back byte for byte in another directory."""
+    source = make_cache(tmp_path / "cold")
+    published = publish(store, KEY, PARTS, source)
+    restored = restore(store, KEY, PARTS, tmp_path / "warm")
+    assert (published.result, restored.result) == ("published", "hit")
+    for path in source.rglob("*"):
+        if path.is_file():
+            twin = tmp_path / "warm" / path.relative_to(source)
+            assert twin.read_bytes() == path.read_bytes()
+    assert restored.files == 2
+    assert restored.bytes == sum(
+        p.stat().st_size for p in source.rglob("*") if p.is_file())
+
+
+def test_an_absent_artifact_is_a_miss_without_match(store: ArtifactStore, tmp_path: Path) -> None:
+    """Nothing published under the key: a miss whose reason is no_match."""
+    outcome = restore(store, KEY, PARTS, tmp_path / "warm")
+    assert (outcome.result, outcome.reason) == ("miss", "no_match")
+    assert not (tmp_path / "warm").exists()
+
+
+def test_a_corrupt_archive_is_a_miss_and_leaves_nothing(store: ArtifactStore,
+                                                        tmp_path: Path) -> None:
+    """An archive whose bytes changed after publishing is refused before anything is used."""
+    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
+    manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"x" * manifest.archive_bytes)
+    store.put(f"{KEY}/{manifest.archive}", bad)
+    outcome = restore(store, KEY, PARTS, tmp_path / "warm")
+    assert (outcome.result, outcome.reason) == ("miss", "corrupt")
+    assert not (tmp_path / "warm").exists()
+
+
+def test_an_archive_without_manifest_is_not_taken(store: ArtifactStore, tmp_path: Path) -> None:
+    """A publisher that died before its manifest leaves nothing a reader takes."""
+    archive = tmp_path / "orphan.tar"
+    archive.write_bytes(b"partial")
+    store.put(f"{KEY}/data-orphan.tar", archive)
+    assert restore(store, KEY, PARTS, tmp_path / "warm").reason == "no_match"
+
+
+def test_another_version_is_a_version_mismatch(store: ArtifactStore, tmp_path: Path) -> None:
+    """An artifact recorded for another vLLM version under the same key is refused."""
+    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
+    outcome = restore(store, KEY, {**PARTS, "vllm": "0.33.0"}, tmp_path / "warm")
+    assert (outcome.result, outcome.reason) == ("miss", "version_mismatch")
+    assert "vllm" in (outcome.message or "")
+
+
+def test_a_newer_manifest_format_is_a_version_mismatch(store: ArtifactStore,
+                                                       tmp_path: Path) -> None:
+    """A manifest of a format this llm-init cannot read is a version mismatch."""
+    store.put_new(manifest_name(KEY), b'{"format": 99}')
+    assert restore(store, KEY, PARTS, tmp_path / "warm").reason == "version_mismatch"
+
+
+def test_a_complete_artifact_is_never_overwritten(store: ArtifactStore, tmp_path: Path) -> None:
+    """A second publish of the same key is skipped and the first manifest stays."""
+    publish(store, KEY, PARTS, make_cache(tmp_path / "one"))
+    first = store.read(manifest_name(KEY))
+    again = publish(store, KEY, PARTS, make_cache(tmp_path / "two"))
+    assert (again.result, again.reason) == ("skipped", "exists")
+    assert store.read(manifest_name(KEY)) == first
+
+
+def test_concurrent_publishers_leave_one_complete_artifact(store: ArtifactStore,
+                                                           tmp_path: Path) -> None:
+    """Four publishers of one key at once: one publishes, the others skip, and exactly one
+    archive (the manifest's) remains."""
+    sources = [make_cache(tmp_path / f"src{i}") for i in range(4)]
+    barrier = threading.Barrier(len(sources))
+    outcomes: list[str] = []
+
+    def run(source: Path) -> None:
+        barrier.wait()
+        outcomes.append(publish(store, KEY, PARTS, source).result)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["published", "skipped", "skipped", "skipped"]
+    manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
+    assert store.list(KEY) == sorted([manifest_name(KEY), f"{KEY}/{manifest.archive}"])
+    assert restore(store, KEY, PARTS, tmp_path / "warm").result == "hit"
+
+
+def test_a_cache_over_the_cap_is_skipped(store: ArtifactStore, tmp_path: Path) -> None:
+    """Over ``max_bytes`` nothing is uploaded and the skip says why."""
+    outcome = publish(store, KEY, PARTS, make_cache(tmp_path / "cold"), max_bytes=100)
+    assert (outcome.result, outcome.reason) == ("skipped", "too_large")
+    assert store.list() == []
+
+
+def test_an_unreachable_store_is_a_miss(tmp_path: Path) -> None:
+    """No server at the endpoint: a miss whose reason is unreachable, within seconds."""
+    with running_moto_s3():  # fake credentials, no endpoint variables
+        store = open_artifact_store("s3://artifacts/warm", endpoint_url="http://127.0.0.1:9")
+        outcome = restore(store, KEY, PARTS, tmp_path / "warm")
+    assert (outcome.result, outcome.reason) == ("miss", "unreachable")
+    assert outcome.seconds < 30
+
+
+def test_a_store_url_of_unknown_scheme_is_named_in_the_error() -> None:
+    """An unsupported URL fails with a one-line error naming it, its credentials masked."""
+    with pytest.raises(ArtifactStoreError, match=r"ftp://\*\*\*@host/x.*unsupported"):
+        open_artifact_store("ftp://user:hunter2@host/x")
+
+
+def test_a_directory_store_lists_by_prefix(tmp_path: Path) -> None:
+    """Names list relative to the store's root, filtered by prefix."""
+    store = DirectoryArtifactStore(tmp_path)
+    store.put_new("a/one", b"1")
+    store.put_new("b/two", b"2")
+    assert store.list("a/") == ["a/one"]
+    assert store.put_new("a/one", b"again") is False
+    assert store.read("a/one") == b"1"

@@ -1,0 +1,86 @@
+"""The warm start's per-node fan-out on a real two-node Ray cluster (a head and one worker node
+on this machine): the worker node restores in a task pinned to it, and every node's outcome is
+an event naming that node."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node_sync
+from llm_init.artifacts.publishing import start_publish
+from llm_init.events import ArtifactMissed, ArtifactRestored, Event
+from llm_init.replay import read_events
+from llm_init.steps.download import DownloadStep
+from tests.artifacts.test_warm_start import CachingEngineStep
+from tests.support.models import write_model
+from tests.support.steps import SettingStep
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, str]]:
+    """A head node and one worker node; yields (head node id, worker node id)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+             include_dashboard=False, log_to_driver=False)
+    try:
+        head = ray.get_runtime_context().get_node_id()
+        alive = ray.nodes()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
+        (worker,) = [n["NodeID"] for n in alive if n["Alive"] and n["NodeID"] != head]
+        yield head, worker
+    finally:
+        ray.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
+
+
+def start(tmp_path: Path, run: str) -> tuple[list[Event], dict[str, str] | None]:
+    source = tmp_path / "model"
+    if not source.exists():
+        write_model(source, shards=1, shard_size=20_000)
+    config = LLMConfig(model_id="tiny", model_source=str(source),
+                       artifact_store={"url": f"file://{tmp_path / 'store'}",
+                                       "cache_dir": str(tmp_path / run / "warm"),
+                                       "model_link_dir": str(tmp_path / "links")})
+    steps = DefaultSteps(download=DownloadStep(cache_dir=tmp_path / run / "models", nodes="all"),
+                         placement_group=SettingStep("placement_group", None),
+                         engine=CachingEngineStep())
+    store = InMemoryEventStore()
+    before = os.environ.get("VLLM_CACHE_ROOT")
+    try:
+        ctx = initialize_node_sync(config, event_store=store, steps=steps)
+        thread = start_publish(ctx, event_store=store)
+        if thread is not None:
+            thread.join(60)
+    finally:
+        if before is None:
+            os.environ.pop("VLLM_CACHE_ROOT", None)
+        else:
+            os.environ["VLLM_CACHE_ROOT"] = before
+    env = (ctx.runtime_env or {}).get("env_vars")
+    return read_events(store, ctx.init_id), env
+
+
+def test_every_node_restores_and_says_so(cluster: tuple[str, str], tmp_path: Path) -> None:
+    """Cold: a miss on each node. Warm: a hit on each node, the worker's from a task pinned
+    there; the workers' environment points vLLM at the restored cache."""
+    head, worker = cluster
+    cold, _ = start(tmp_path, "cold")
+    warm, env = start(tmp_path, "warm")
+    assert {(e.node, e.reason) for e in cold if isinstance(e, ArtifactMissed)} == {
+        (head, "no_match"), (worker, "no_match")}
+    restored = {e.node: e for e in warm if isinstance(e, ArtifactRestored)}
+    assert set(restored) == {head, worker}
+    assert env is not None
+    assert env["VLLM_CACHE_ROOT"] == restored[head].path
