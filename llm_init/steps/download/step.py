@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
+
 from llm_init.config import NodeModelDownloadable
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download.checksums import MIB
@@ -19,6 +21,7 @@ from llm_init.steps.download.fanout import (
     NodeSelection,
     download_here,
     nodes_to_download,
+    record_node_span,
     submit_download,
     trace_carrier,
 )
@@ -106,18 +109,22 @@ class DownloadStep:
         local_plan = self.plan(spec, ctx.local_node_download_model)
         worker_plan = self.plan(spec, ctx.worker_node_download_model)
         carrier = trace_carrier()
+        parent = otel_context.get_current()  # the step's span: where each node's span hangs
         progress, stop = NodeProgress(), threading.Event()
         pending: dict[asyncio.Future[NodeDownloadResult], str] = {}
         refs: list[Any] = []  # Ray tasks' ObjectRefs: their errors are wrapped
+        submitted: dict[str, float] = {}  # nodes downloading in a Ray task, and since when
         in_process: asyncio.Future[NodeDownloadResult] | None = None
         if self.local_in_process:
             in_process = asyncio.ensure_future(asyncio.to_thread(
                 download_here, local_plan, node_id=local, progress=progress, stop=stop))
             pending[in_process] = local
         else:
+            submitted[local] = time.time()
             refs.append(submit_download(local_plan, local, carrier, ctx.runtime_env))
             pending[asyncio.wrap_future(refs[-1].future())] = local
         for node_id in others:
+            submitted[node_id] = time.time()
             refs.append(submit_download(worker_plan, node_id, carrier, ctx.runtime_env))
             pending[asyncio.wrap_future(refs[-1].future())] = node_id
         reports = _ProgressReports(report)
@@ -129,12 +136,17 @@ class DownloadStep:
                 for future in done:
                     node_id = pending.pop(future)
                     results[node_id] = _node_result(future, node_id, future is in_process)
+                    if node_id in submitted:
+                        record_node_span(parent, node_id, started_at=submitted.pop(node_id),
+                                         result=results[node_id])
                     reports.completed(results[node_id])
                 if in_process is not None and local not in results:
                     reports.live(local, progress)
-        except BaseException:
+        except BaseException as exc:
             stop.set()
             _cancel(refs)
+            for node_id, since in submitted.items():  # unfinished, or the one that failed
+                record_node_span(parent, node_id, started_at=since, error=exc)
             raise
         ordered = tuple(results[n] for n in (local, *others))
         seconds = time.perf_counter() - started

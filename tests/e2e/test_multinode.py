@@ -1,0 +1,114 @@
+"""Initializations on a real two-node Ray cluster (``ray.cluster_utils.Cluster``: a head and a
+worker node on this machine, each with its own resources, labels and model cache): per-node
+downloads in one trace, a placement group spanning both nodes, and the loss of a node."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node
+from llm_init.steps.download import DownloadStep
+from llm_init.telemetry import names
+from tests.support.models import write_model
+from tests.support.steps import SettingStep
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+ROOT = Path(__file__).resolve().parents[2]
+NODE_SPAN = "llm_init.download.node"
+
+
+@dataclass(frozen=True)
+class TwoNodes:
+    cluster: Any  # ray.cluster_utils.Cluster
+    worker_node: Any  # the worker's ray._private.node.Node, for remove_node
+    head: str
+    worker: str
+    head_cache: Path
+    worker_cache: Path
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
+    """A head and one worker node, 4 logical CPUs each, each with its own model cache (the
+    raylet's ``LLM_INIT_CACHE_DIR``, inherited by its workers); the driver runs on the head."""
+    from ray.cluster_utils import Cluster
+
+    caches = tmp_path_factory.mktemp("node-caches")
+    head_cache, worker_cache = caches / "head", caches / "worker"
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "include_dashboard": False, "labels": {"llm-init-test": "head"},
+        "env_vars": {"LLM_INIT_CACHE_DIR": str(head_cache)}})
+    worker_node = cluster.add_node(num_cpus=4, labels={"llm-init-test": "worker"},
+                                   env_vars={"LLM_INIT_CACHE_DIR": str(worker_cache)})
+    cluster.wait_for_nodes()
+    # Workers import this checkout of llm_init and these tests, whatever the venv points at.
+    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+             include_dashboard=False, log_to_driver=False)
+    try:
+        head = ray.get_runtime_context().get_node_id()
+        (worker,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head]
+        yield TwoNodes(cluster, worker_node, head, worker, head_cache, worker_cache)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    src = tmp_path / "source"
+    write_model(src, shards=2, shard_size=200_000)
+    return src
+
+
+@pytest.fixture
+def head_cache(two_nodes: TwoNodes, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The driver downloads the head node's part in process: into the head's cache."""
+    monkeypatch.setenv("LLM_INIT_CACHE_DIR", str(two_nodes.head_cache))
+    return two_nodes.head_cache
+
+
+def in_memory_provider() -> tuple[Any, Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def steps(download: DownloadStep) -> DefaultSteps:
+    return DefaultSteps(download=download,
+                        placement_group=SettingStep("placement_group", None),
+                        engine=SettingStep("engine", "engine-handle"))
+
+
+def test_each_nodes_download_span_goes_to_the_given_tracer_provider(two_nodes, model,
+                                                                    head_cache) -> None:
+    """With ``tracer_provider=`` (no global SDK provider) the download span of each node, the
+    head's in process and the worker's in a Ray task, is a child of the download step in the
+    trace under ``llm_init.initialize``."""
+    provider, exporter = in_memory_provider()
+    config = LLMConfig(model_id="tiny", model_source=str(model))
+    asyncio.run(initialize_node(config, event_store=InMemoryEventStore(),
+                                steps=steps(DownloadStep(nodes="all")),
+                                tracer_provider=provider))
+    spans = exporter.get_finished_spans()
+    (root,) = [s for s in spans if s.name == names.SPAN_INITIALIZE]
+    (step,) = [s for s in spans if s.name == names.SPAN_STEP_PREFIX + "download"]
+    nodes = {s.attributes[names.ATTR_NODE_ID]: s for s in spans if s.name == NODE_SPAN}
+    assert set(nodes) == {two_nodes.head, two_nodes.worker}
+    assert {s.context.trace_id for s in nodes.values()} == {root.context.trace_id}
+    assert {s.parent.span_id for s in nodes.values()} == {step.context.span_id}
+    assert {n: s.attributes["llm_init.download.ran_in"] for n, s in nodes.items()} == {
+        two_nodes.head: "process", two_nodes.worker: "ray_task"}
+    for span in nodes.values():  # each node's span lies within the step's
+        assert step.start_time <= span.start_time <= span.end_time <= step.end_time
