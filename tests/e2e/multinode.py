@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,57 @@ from llm_init.steps.download import DownloadStep
 from llm_init.steps.placement import PlacementGroupStep
 from llm_init.stores import open_store
 from tests.support.steps import SettingStep
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTS = 3  # tries at starting the cluster
+
+
+@dataclass(frozen=True)
+class TwoNodes:
+    cluster: Any  # ray.cluster_utils.Cluster
+    worker_node: Any  # the worker's ray._private.node.Node, for remove_node
+    head: str
+    worker: str
+    head_cache: Path
+    worker_cache: Path
+
+
+@contextmanager
+def two_node_cluster(caches: Path) -> Iterator[TwoNodes]:
+    """A head and one worker node, 4 logical CPUs each, each with its own model cache (the
+    raylet's ``LLM_INIT_CACHE_DIR``, inherited by its workers), this process connected as the
+    driver on the head; shut down on the way out."""
+    from ray.cluster_utils import Cluster
+
+    head_cache, worker_cache = caches / "head", caches / "worker"
+    for attempt in range(STARTS):
+        cluster = Cluster()
+        try:
+            # Ray gives a raylet 30 s to register, which a loaded machine can miss: try again.
+            cluster.add_node(num_cpus=4, include_dashboard=False,
+                             labels={"llm-init-test": "head"},
+                             env_vars={"LLM_INIT_CACHE_DIR": str(head_cache)})
+            worker_node = cluster.add_node(num_cpus=4, labels={"llm-init-test": "worker"},
+                                           env_vars={"LLM_INIT_CACHE_DIR": str(worker_cache)})
+            cluster.wait_for_nodes(timeout=120)
+            break
+        except Exception:
+            cluster.shutdown()
+            if attempt == STARTS - 1:
+                raise
+    try:
+        # Workers import this checkout of llm_init and these tests, whatever the venv has.
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+                 include_dashboard=False, log_to_driver=False)
+        try:
+            head = ray.get_runtime_context().get_node_id()
+            (worker,) = [n["NodeID"] for n in ray.nodes()
+                         if n["Alive"] and n["NodeID"] != head]
+            yield TwoNodes(cluster, worker_node, head, worker, head_cache, worker_cache)
+        finally:
+            ray.shutdown()
+    finally:
+        cluster.shutdown()
 
 
 class WorkerNodeDownloads:
@@ -42,6 +96,7 @@ class Replica:
 
     def initialize(self, source: str, store: str, *, init_id: str,
                    worker_mode: str = "MODEL_AND_TOKENIZER",
+                   local_mode: str = "MODEL_AND_TOKENIZER",
                    callbacks: list[tuple[str, dict[str, Any]]] | None = None,
                    download: dict[str, Any] | None = None,
                    labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -56,7 +111,9 @@ class Replica:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         extra = callbacks or []
         config = LLMConfig(
-            model_id="tiny", model_source=source, worker_node_download_model=worker_mode,  # type: ignore[arg-type]
+            model_id="tiny", model_source=source,
+            local_node_download_model=local_mode,  # type: ignore[arg-type]  # checked there
+            worker_node_download_model=worker_mode,  # type: ignore[arg-type]
             callback_class=["llm_init.serve.configs:ReplicaPlacementGroup",
                             *(name for name, _ in extra)],
             callback_kwargs=[{"placement_group": get_current_placement_group()},

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,48 +16,19 @@ import ray
 from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node, read_events
 from llm_init.steps.download import DownloadStep
 from llm_init.telemetry import names
+from tests.e2e.multinode import TwoNodes, two_node_cluster
 from tests.support.models import write_model
 from tests.support.steps import SettingStep
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray]
-ROOT = Path(__file__).resolve().parents[2]
 NODE_SPAN = "llm_init.download.node"
-
-
-@dataclass(frozen=True)
-class TwoNodes:
-    cluster: Any  # ray.cluster_utils.Cluster
-    worker_node: Any  # the worker's ray._private.node.Node, for remove_node
-    head: str
-    worker: str
-    head_cache: Path
-    worker_cache: Path
 
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
-    """A head and one worker node, 4 logical CPUs each, each with its own model cache (the
-    raylet's ``LLM_INIT_CACHE_DIR``, inherited by its workers); the driver runs on the head."""
-    from ray.cluster_utils import Cluster
-
-    caches = tmp_path_factory.mktemp("node-caches")
-    head_cache, worker_cache = caches / "head", caches / "worker"
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 4, "include_dashboard": False, "labels": {"llm-init-test": "head"},
-        "env_vars": {"LLM_INIT_CACHE_DIR": str(head_cache)}})
-    worker_node = cluster.add_node(num_cpus=4, labels={"llm-init-test": "worker"},
-                                   env_vars={"LLM_INIT_CACHE_DIR": str(worker_cache)})
-    cluster.wait_for_nodes()
-    # Workers import this checkout of llm_init and these tests, whatever the venv points at.
-    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-             include_dashboard=False, log_to_driver=False)
-    try:
-        head = ray.get_runtime_context().get_node_id()
-        (worker,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head]
-        yield TwoNodes(cluster, worker_node, head, worker, head_cache, worker_cache)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    """A head and one worker node with their own caches; the driver runs on the head."""
+    with two_node_cluster(tmp_path_factory.mktemp("node-caches")) as nodes:
+        yield nodes
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -29,7 +29,7 @@ from opentelemetry.context import Context
 
 from llm_init.steps.download.errors import DownloadError
 from llm_init.steps.download.node import NodePlan, download_on_node
-from llm_init.steps.download.progress import NodeProgress
+from llm_init.steps.download.progress import NodeProgress, ProgressSnapshot
 from llm_init.steps.download.result import NodeDownloadResult
 from llm_init.telemetry import names, spans
 
@@ -77,15 +77,55 @@ def download_here(plan: NodePlan, *, node_id: str, progress: NodeProgress,
         return result
 
 
-def download_task(plan: NodePlan, carrier: Mapping[str, str]) -> NodeDownloadResult:
-    """The body of the Ray task on one node: download in the caller's trace context (its id is
-    in the result); the caller records the node's span (``record_node_span``)."""
+def download_task(plan: NodePlan, carrier: Mapping[str, str],
+                  interval_s: float = 0.25) -> Iterator[ProgressSnapshot | NodeDownloadResult]:
+    """The body of the Ray task on one node (a streaming generator): download in the caller's
+    trace context (its id is in the result), yielding a progress snapshot every ``interval_s``
+    while something changed, then the result. The caller records the node's span
+    (``record_node_span``); closing the generator (the task cancelled) stops the download."""
     import ray
 
-    with continued_trace(carrier):
-        return download_on_node(plan, node_id=ray.get_runtime_context().get_node_id(),
-                                progress=NodeProgress(), stop=threading.Event(),
-                                ran_in="ray_task", trace_id=current_trace_id())
+    node_id = ray.get_runtime_context().get_node_id()
+    progress, stop = NodeProgress(), threading.Event()
+    outcome: list[NodeDownloadResult | BaseException] = []
+
+    def work() -> None:
+        with continued_trace(carrier):
+            try:
+                outcome.append(download_on_node(plan, node_id=node_id, progress=progress,
+                                                stop=stop, ran_in="ray_task",
+                                                trace_id=current_trace_id()))
+            except BaseException as exc:  # raised again in the task, where Ray reports it
+                outcome.append(exc)
+
+    thread = threading.Thread(target=work, name="llm-init-download-node", daemon=True)
+    thread.start()
+    last: ProgressSnapshot | None = None
+    try:
+        while thread.is_alive():
+            thread.join(interval_s)
+            snapshot = progress.snapshot()
+            if thread.is_alive() and snapshot != last:
+                last = snapshot
+                yield snapshot
+    finally:
+        stop.set()  # a no-op once the download is over; else the task was cancelled
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    yield outcome[0]
+
+
+async def follow_download(stream: Any,
+                          on_progress: Callable[[ProgressSnapshot], None]) -> NodeDownloadResult:
+    """Read a ``download_task`` stream (its ``ObjectRefGenerator``): hand every snapshot to
+    ``on_progress``; return the result."""
+    async for ref in stream:
+        item = await ref
+        if isinstance(item, NodeDownloadResult):
+            return item
+        on_progress(item)
+    raise DownloadError("the download task ended without a result")
 
 
 def record_node_span(parent: Context, node_id: str, *, started_at: float,
@@ -161,8 +201,9 @@ async def nodes_to_download(placement_group: Any, nodes: NodeSelection,
 
 
 def submit_download(plan: NodePlan, node_id: str, carrier: Mapping[str, str],
-                    runtime_env: dict[str, Any] | None) -> Any:
-    """Start ``download_task`` on ``node_id``, pinned there; return its ``ObjectRef``."""
+                    runtime_env: dict[str, Any] | None, interval_s: float = 0.25) -> Any:
+    """Start ``download_task`` on ``node_id``, pinned there; return its ``ObjectRefGenerator``
+    (read it with ``follow_download``)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     options: dict[str, Any] = {
@@ -172,7 +213,7 @@ def submit_download(plan: NodePlan, node_id: str, carrier: Mapping[str, str],
     }
     if runtime_env:
         options["runtime_env"] = runtime_env
-    return _remote_task().options(**options).remote(plan, dict(carrier))
+    return _remote_task().options(**options).remote(plan, dict(carrier), interval_s)
 
 
 @functools.cache
@@ -180,4 +221,4 @@ def _remote_task() -> Any:
     """``download_task`` as a Ray remote function, made once per process."""
     import ray
 
-    return ray.remote(download_task)
+    return ray.remote(num_returns="streaming")(download_task)
