@@ -125,9 +125,9 @@ class Replica:
         started = time.perf_counter()
         error = ""
         try:
-            ctx = asyncio.run(initialize_node(config, event_store=event_store, steps=steps,
-                                              init_id=init_id, tracer_provider=provider,
-                                              labels=labels))
+            ctx = asyncio.run(initialize_node(
+                config, event_store=event_store, steps=steps, init_id=init_id,
+                tracer_provider=provider, labels=labels or {"node_id": self.node_id()}))
             nodes = {n.node_id: {"path": n.path, "files": sorted(n.files), "what": str(n.what),
                                  "ran_in": n.ran_in, "seconds": n.seconds}
                      for n in ctx.download_result.nodes}

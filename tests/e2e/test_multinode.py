@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 import ray
+from typer.testing import CliRunner
 
 from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node, read_events
+from llm_init.cli import app as cli_app
 from llm_init.steps.download import DownloadStep
 from llm_init.telemetry import names
 from tests.e2e.multinode import TwoNodes, two_node_cluster
@@ -148,6 +150,15 @@ def test_a_group_spanning_two_nodes_downloads_each_nodes_part_on_that_node(
     assert set(completed) == {replica_node, other}
     assert completed[other]["files_total"] == len(TOKENIZER_FILES)
     assert completed[replica_node]["files_total"] == len(os.listdir(model))
+
+    timeline = CliRunner().invoke(cli_app, ["timeline", "spanning", "--store", store],
+                                  env={"COLUMNS": "200"})
+    print("\n" + timeline.output)
+    lines = timeline.output.splitlines()
+    (local_line,) = [line for line in lines if f"node {replica_node[:12]} this node" in line]
+    (worker_line,) = [line for line in lines if f"node {other[:12]} (ray_task)" in line]
+    assert f"{len(os.listdir(model))}/{len(os.listdir(model))} files" in local_line
+    assert f"{len(TOKENIZER_FILES)}/{len(TOKENIZER_FILES)} files" in worker_line
 
     spans = out["spans"]
     (root,) = [s for s in spans if s["name"] == names.SPAN_INITIALIZE]

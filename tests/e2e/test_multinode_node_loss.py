@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import ray
+from typer.testing import CliRunner
 
 from llm_init import read_events, replay
+from llm_init.cli import app as cli_app
 from llm_init.events import InitializationFailed, StepFailed, StepProgressed
 from llm_init.stores import open_store
 from tests.e2e.multinode import Replica, TwoNodes, two_node_cluster
@@ -87,6 +89,12 @@ def test_losing_the_worker_node_mid_download_fails_naming_it_and_the_next_attemp
     worker_progress = progress_of(store, "first", two_nodes.worker)
     assert 0 < max(p["bytes_done"] for p in worker_progress) < 2 * SHARD
     assert not any(p["stage"] == "node_completed" for p in worker_progress)
+    timeline = CliRunner().invoke(cli_app, ["timeline", "first", "--store", store],
+                                  env={"COLUMNS": "200"})
+    print("\n" + timeline.output)
+    (lost,) = [line for line in timeline.output.splitlines()
+               if f"node {two_nodes.worker[:12]}" in line]
+    assert "downloading, unfinished" in lost
     replayed = replay(events)
     assert replayed.outcome == "failed"
     assert [t.name for t in replayed.timeline if t.status == "running"] == []
