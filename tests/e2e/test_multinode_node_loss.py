@@ -86,6 +86,7 @@ def test_losing_the_worker_node_mid_download_fails_naming_it_and_the_next_attemp
     (init_failed,) = [e for e in events if isinstance(e, InitializationFailed)]
     assert (step_failed.step, init_failed.phase) == ("download", "download")
     assert two_nodes.worker in step_failed.message
+    assert "NodeDiedError" in step_failed.message  # the loss itself, not a retry's error
     worker_progress = progress_of(store, "first", two_nodes.worker)
     assert 0 < max(p["bytes_done"] for p in worker_progress) < 2 * SHARD
     assert not any(p["stage"] == "node_completed" for p in worker_progress)
@@ -93,7 +94,7 @@ def test_losing_the_worker_node_mid_download_fails_naming_it_and_the_next_attemp
                                   env={"COLUMNS": "200"})
     print("\n" + timeline.output)
     (lost,) = [line for line in timeline.output.splitlines()
-               if f"node {two_nodes.worker[:12]}" in line]
+               if f"node {two_nodes.worker[:12]} " in line]
     assert "downloading, unfinished" in lost
     replayed = replay(events)
     assert replayed.outcome == "failed"

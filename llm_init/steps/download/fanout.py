@@ -210,6 +210,9 @@ def submit_download(plan: NodePlan, node_id: str, carrier: Mapping[str, str],
         "num_cpus": 0,
         "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         "name": "llm_init.download",
+        # Pinned to one node: when that node is lost a retry can only be unschedulable, and
+        # its error would hide the loss. The next initialization resumes the download.
+        "max_retries": 0,
     }
     if runtime_env:
         options["runtime_env"] = runtime_env
