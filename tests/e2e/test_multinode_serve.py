@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 import ray
+from typer.testing import CliRunner
 
 from llm_init import read_events, replay
+from llm_init.cli import app as cli_app
 from llm_init.events import StepProgressed
 from llm_init.steps.download.sources import is_tokenizer_file
 from llm_init.stores import open_store
 from tests.e2e.multinode import TwoNodes, tree, two_node_cluster
 from tests.e2e.support import free_port, replica_pythonpath
+from tests.support.otlp_receiver import OTLPReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.vllm]
 APP = "spanning"
@@ -56,6 +59,7 @@ def test_a_serve_replica_spanning_two_nodes_downloads_on_each_and_serves(
 
     from llm_init.demo.run import app_args
 
+    receiver = OTLPReceiver().start()
     store = f"sqlite:///{tmp_path / 'events.sqlite'}"
     http_port = free_port()
     args = app_args(tiny_model, event_store=store, settings={
@@ -63,7 +67,10 @@ def test_a_serve_replica_spanning_two_nodes_downloads_on_each_and_serves(
         "callback_kwargs": [{"mode": "TOKENIZER_ONLY"}]},
         llm_config={"placement_group_config": {"bundles": [{"CPU": 1}, {"CPU": 1}],
                                                "strategy": "STRICT_SPREAD"}},
-        env={"PYTHONPATH": replica_pythonpath()})
+        env={"PYTHONPATH": replica_pythonpath(),
+             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.traces_endpoint,
+             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+             "OTEL_BSP_SCHEDULE_DELAY": "200"})
     try:
         serve_run_s = deploy(args, http_port)
         client = OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="none")
@@ -72,8 +79,12 @@ def test_a_serve_replica_spanning_two_nodes_downloads_on_each_and_serves(
             temperature=0)
         assert chat.usage is not None
         assert chat.usage.completion_tokens > 0
+        spans = receiver.wait_for_spans(
+            lambda got: sum(x.name == "llm_init.download.node" for x in got) >= 2
+            and any(x.name == "llm_init.initialize" for x in got), timeout=60)
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
+        receiver.close()
 
     log = open_store(store, create=False)
     try:
@@ -96,6 +107,20 @@ def test_a_serve_replica_spanning_two_nodes_downloads_on_each_and_serves(
     (worker_dir,) = os.listdir(caches[other])
     assert tree(str(caches[replica_node] / local_dir)) == tree(str(tiny_model))
     assert tree(str(caches[other] / worker_dir)) == tokenizer
+    # One trace: each node's download span under the download step, under the root.
+    (root,) = [x for x in spans if x.name == "llm_init.initialize"]
+    (step,) = [x for x in spans if x.name == "llm_init.step.download"]
+    node_spans = {x.attributes["llm_init.node_id"]: x for x in spans
+                  if x.name == "llm_init.download.node"}
+    assert set(node_spans) == {replica_node, other}
+    assert {x.trace_id for x in node_spans.values()} == {root.trace_id} == {r.trace_id}
+    assert {x.parent_span_id for x in node_spans.values()} == {step.span_id}
+    engine = [x for x in spans if x.trace_id == root.trace_id
+              and not x.name.startswith("llm_init.")]
+    timeline = CliRunner().invoke(cli_app, ["timeline", init_id, "--store", store],
+                                  env={"COLUMNS": "160"})
+    print("\n" + timeline.output)
+    print(f"vLLM spans in the trace: {sorted({x.name for x in engine})}")
     durations = {d["node_id"]: d["seconds"] for d in completed.values()}
     print(f"\nserve.run {serve_run_s:.1f} s; download per node {durations}; "
           f"phases {r.phase_durations}")
