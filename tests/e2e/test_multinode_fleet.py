@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from tests.e2e.support import free_port, replica_pythonpath
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.vllm]
 APP = "fleet"
+ROOT = Path(__file__).resolve().parents[2]
 LOAD_S = 420.0  # the load loop's bound
 
 
@@ -67,7 +71,7 @@ def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
         two_nodes: TwoNodes, tiny_model: Path, postgres_url: str) -> None:
     """Under a bounded load loop the deployment scales from one replica to two, the second on
     the other node; both initializations are in the one PostgreSQL log with their node, and
-    ``list --application``, ``stats`` and ``diff`` show the pair."""
+    ``status --follow``, ``list --application``, ``stats`` and ``diff`` show the pair."""
     from ray import serve
     from ray._common.utils import import_attr
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
@@ -87,6 +91,14 @@ def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
     app = call_user_app_builder_with_args_if_necessary(
         import_attr("llm_init.serve:build_openai_app"), args)
+    log = open_store(postgres_url)  # the log exists before anyone follows it
+    log.list_init_ids()
+    log.close()
+    # `status --follow` from before the deployment to after the scale-up: one line per change.
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "llm_init", "status", "--follow", "--json", "--application", APP,
+         "--store", postgres_url, "--timeout", str(LOAD_S + 300)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     started = time.perf_counter()
     stop, sent = threading.Event(), []
     workers: list[threading.Thread] = []
@@ -107,6 +119,8 @@ def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
         for worker in workers:
             worker.join(70)
         serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
+        follow.terminate()
+        followed = [json.loads(line) for line in follow.communicate(timeout=60)[0].splitlines()]
 
     store = open_store(postgres_url, create=False)
     try:
@@ -117,6 +131,11 @@ def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
     assert [r.outcome for r in inits] == ["completed", "completed"]
     assert {r.labels["node_id"] for r in inits} == {two_nodes.head, two_nodes.worker}
 
+    # Following showed each of the pair start and finish, each on its node.
+    seen = {(f["init_id"], f["outcome"], f["node_id"]) for f in followed}
+    for r in inits:
+        assert (r.init_id, "running", r.labels["node_id"]) in seen
+        assert (r.init_id, "completed", r.labels["node_id"]) in seen
     listed = [json.loads(line) for line in cli(
         "list", "--application", APP, "--store", postgres_url, "--json").splitlines()]
     assert {i["init_id"] for i in listed} == {r.init_id for r in inits}
