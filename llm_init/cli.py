@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -171,6 +171,40 @@ def list_cmd(store: StoreOption = None,
     console.print(render.fitted_table("initializations", _LIST_COLS, rows, console.width))
 
 
+def _node_lines(step: Tree, r: ReplayedInitialization, t0: datetime | None, total: float,
+                width: int) -> None:
+    """One line per node the download reported on: its bar (from its last report back by
+    its own seconds), where it ran, what it has in place, and how it ended."""
+    for node_id, d in r.nodes.items():
+        done = d.get("stage") == "node_completed"
+        seconds = float(d.get("seconds") or 0.0) if done else None
+        at: datetime = d["at"]
+        begin = at - timedelta(seconds=seconds or 0.0)
+        offset = (begin - t0).total_seconds() if t0 else 0.0
+        start_col = min(width - 1, int(width * offset / total))
+        bar_len = max(1, int(width * (seconds or 0.0) / total))
+        bar = " " * start_col + "▒" * min(bar_len, width - start_col)
+        here = " this node" if node_id == r.labels.get("node_id") else ""
+        files = f"{d.get('files_done', 0)}/{d.get('files_total', 0)} files"
+        size = f"{_bytes(d.get('bytes_done'))}/{_bytes(d.get('bytes_total'))}"
+        ran_in = f" [dim]({d['ran_in']})[/]" if d.get("ran_in") else ""
+        line = (f"{bar:<{width}} +{_secs(offset):>9} {_secs(seconds):>9}  node "
+                f"{node_id[:12]}{here}{ran_in} {files} {size}")
+        if not done:
+            style = "yellow" if r.outcome == "running" else "red"
+            line += f" [{style}]{d.get('stage')}, unfinished[/]"
+        step.add(line)
+
+
+def _bytes(value: object) -> str:
+    n = float(value) if isinstance(value, int | float) else 0.0
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
 @app.command()
 def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = False,
              spans: Annotated[bool, typer.Option(
@@ -228,6 +262,8 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
             line += f" [dim]span {e.span_id}[/]"
         if e.kind == "phase":
             branch = tree.add(line)
+        elif e.kind == "step" and e.name == "download" and r.nodes:
+            _node_lines(branch.add(line), r, t0, total, width)
         else:
             branch.add(line)
     if r.error:

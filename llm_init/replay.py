@@ -73,6 +73,9 @@ class ReplayedInitialization:
     trace_id: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     progress: dict[str, Any] = field(default_factory=dict)
+    # Per node (a download's ``node_id``): its latest progress details, and ``at``, the time
+    # of that report.
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduling_s: float | None = None  # Serve replicas: deploy request -> process start
     boot_s: float | None = None  # process start -> initialization
     ready_s: float | None = None  # initialization -> Serve's first health check passed
@@ -262,6 +265,9 @@ def _step_started(r: ReplayedInitialization, open_items: _OpenItems, e: StepStar
 
 def _step_progressed(r: ReplayedInitialization, _: _OpenItems, e: StepProgressed) -> None:
     r.progress.update(e.details)
+    node_id = e.details.get("node_id")
+    if isinstance(node_id, str):
+        r.nodes[node_id] = {**r.nodes.get(node_id, {}), **e.details, "at": e.timestamp}
 
 
 def _step_completed(r: ReplayedInitialization, open_items: _OpenItems,

@@ -100,6 +100,7 @@ async def initialize_node(
     sweeper = sweep_in_background(store, host=host, observers=[
         w for w in watchers if isinstance(w, MetricsCallback | LogObserver)])
     heartbeat = Heartbeat(recorder, interval)
+    tracer_token = spans.use_tracer(tracer)
     root = spans.start(tracer, names.SPAN_INITIALIZE,
                        {names.ATTR_INIT_ID: ctx.init_id, names.ATTR_MODEL: model_id},
                        context=propagation.parent_context() if tracer else None)
@@ -132,6 +133,7 @@ async def initialize_node(
             recorder.record(InitializationCompleted, duration_s=time.perf_counter() - started)
             span.set_attribute(names.ATTR_OUTCOME, names.OUTCOME_COMPLETED)
     finally:
+        spans.reset_tracer(tracer_token)
         heartbeat.stop()
         recorder.close()
         if sweeper.is_alive():  # a slow store: wait for it off the event loop, boundedly

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Mapping
-from contextvars import Token
+from contextvars import ContextVar, Token
 from types import TracebackType
 
 from opentelemetry import context as otel_context
@@ -37,6 +37,27 @@ def on_flush_timeout(listener: Callable[[TracerProvider], None]) -> None:
     """Call ``listener(provider)`` whenever a ``flush`` of ``provider`` times out."""
     if listener not in _timeout_listeners:
         _timeout_listeners.append(listener)
+
+
+# The tracer of the initialization running in this context (``initialize_node`` sets it), so
+# that work it starts deeper down (a step's per-node spans) goes to the provider it was given.
+_initialization_tracer: ContextVar[Tracer | None] = ContextVar("llm_init_tracer", default=None)
+
+
+def use_tracer(tracer: Tracer | None) -> Token[Tracer | None]:
+    """Make ``tracer`` the current initialization's tracer; ``reset_tracer(token)`` undoes it."""
+    return _initialization_tracer.set(tracer)
+
+
+def reset_tracer(token: Token[Tracer | None]) -> None:
+    _initialization_tracer.reset(token)
+
+
+def current_tracer() -> Tracer:
+    """The tracer of the initialization running in this context (from the ``tracer_provider``
+    it was given), else llm-init's tracer from the global provider."""
+    tracer = _initialization_tracer.get()
+    return tracer if tracer is not None else trace.get_tracer(names.INSTRUMENTATION_NAME)
 
 
 def tracer_for(provider: TracerProvider | None = None) -> Tracer | None:

@@ -4,6 +4,11 @@ the initialization's trace.
 
 The trace crosses into Ray tasks as a W3C ``traceparent`` through the OpenTelemetry API's
 ``propagate.inject``/``extract`` (kept here until ``llm_init.telemetry`` has a shared helper).
+
+Every node's ``llm_init.download.node`` span is made by the initializing process, with the
+tracer of the initialization (the ``tracer_provider`` given to ``initialize_node``, else the
+global one): a Ray task on another node has no way to reach that provider, so it returns when
+its download began and the caller records the span with that start and its duration.
 """
 
 from __future__ import annotations
@@ -13,25 +18,25 @@ import functools
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 
 from llm_init.steps.download.errors import DownloadError
 from llm_init.steps.download.node import NodePlan, download_on_node
-from llm_init.steps.download.progress import NodeProgress
+from llm_init.steps.download.progress import NodeProgress, ProgressSnapshot
 from llm_init.steps.download.result import NodeDownloadResult
-from llm_init.telemetry import names
+from llm_init.telemetry import names, spans
 
 # Span of one node's download, a child of the download step's span (in-process or in a task).
 SPAN_DOWNLOAD_NODE = "llm_init.download.node"
 ATTR_RAN_IN = "llm_init.download.ran_in"
 ATTR_BYTES_FETCHED = "llm_init.download.bytes_fetched"
-
-_tracer = trace.get_tracer(names.INSTRUMENTATION_NAME)
 
 NodeSelection = Sequence[str] | Literal["all"] | None
 
@@ -60,23 +65,87 @@ def current_trace_id() -> str | None:
 
 def download_here(plan: NodePlan, *, node_id: str, progress: NodeProgress,
                   stop: threading.Event, ran_in: str = "process") -> NodeDownloadResult:
-    """This node's download inside a ``llm_init.download.node`` span."""
+    """This node's download inside a ``llm_init.download.node`` span of the current
+    initialization's tracer."""
     attributes = {names.ATTR_NODE_ID: node_id, ATTR_RAN_IN: ran_in,
                   names.ATTR_STEP: "download"}
-    with _tracer.start_as_current_span(SPAN_DOWNLOAD_NODE, attributes=attributes) as span:
+    with spans.current_tracer().start_as_current_span(SPAN_DOWNLOAD_NODE,
+                                                      attributes=attributes) as span:
         result = download_on_node(plan, node_id=node_id, progress=progress, stop=stop,
                                   ran_in=ran_in, trace_id=current_trace_id())
         span.set_attribute(ATTR_BYTES_FETCHED, result.bytes_fetched)
         return result
 
 
-def download_task(plan: NodePlan, carrier: Mapping[str, str]) -> NodeDownloadResult:
-    """The body of the Ray task on one node: continue the caller's trace, then download."""
+def download_task(plan: NodePlan, carrier: Mapping[str, str],
+                  interval_s: float = 0.25) -> Iterator[ProgressSnapshot | NodeDownloadResult]:
+    """The body of the Ray task on one node (a streaming generator): download in the caller's
+    trace context (its id is in the result), yielding a progress snapshot every ``interval_s``
+    while something changed, then the result. The caller records the node's span
+    (``record_node_span``); closing the generator (the task cancelled) stops the download."""
     import ray
 
-    with continued_trace(carrier):
-        return download_here(plan, node_id=ray.get_runtime_context().get_node_id(),
-                             progress=NodeProgress(), stop=threading.Event(), ran_in="ray_task")
+    node_id = ray.get_runtime_context().get_node_id()
+    progress, stop = NodeProgress(), threading.Event()
+    outcome: list[NodeDownloadResult | BaseException] = []
+
+    def work() -> None:
+        with continued_trace(carrier):
+            try:
+                outcome.append(download_on_node(plan, node_id=node_id, progress=progress,
+                                                stop=stop, ran_in="ray_task",
+                                                trace_id=current_trace_id()))
+            except BaseException as exc:  # raised again in the task, where Ray reports it
+                outcome.append(exc)
+
+    thread = threading.Thread(target=work, name="llm-init-download-node", daemon=True)
+    thread.start()
+    last: ProgressSnapshot | None = None
+    try:
+        while thread.is_alive():
+            thread.join(interval_s)
+            snapshot = progress.snapshot()
+            if thread.is_alive() and snapshot != last:
+                last = snapshot
+                yield snapshot
+    finally:
+        stop.set()  # a no-op once the download is over; else the task was cancelled
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    yield outcome[0]
+
+
+async def follow_download(stream: Any,
+                          on_progress: Callable[[ProgressSnapshot], None]) -> NodeDownloadResult:
+    """Read a ``download_task`` stream (its ``ObjectRefGenerator``): hand every snapshot to
+    ``on_progress``; return the result."""
+    async for ref in stream:
+        item = await ref
+        if isinstance(item, NodeDownloadResult):
+            return item
+        on_progress(item)
+    raise DownloadError("the download task ended without a result")
+
+
+def record_node_span(parent: Context, node_id: str, *, started_at: float,
+                     result: NodeDownloadResult | None = None,
+                     error: BaseException | None = None) -> None:
+    """Record the ``llm_init.download.node`` span of a node that downloaded in a Ray task, as
+    a child of ``parent``: from the task's start (``result.started_at``, else ``started_at``,
+    when the task was submitted) for the task's ``seconds`` (else until now), with the error if
+    it failed."""
+    begin = result.started_at if result is not None and result.started_at else started_at
+    end = begin + result.seconds if result is not None else time.time()
+    span = spans.current_tracer().start_span(
+        SPAN_DOWNLOAD_NODE, context=parent, start_time=int(begin * 1e9),
+        attributes={names.ATTR_NODE_ID: node_id, ATTR_RAN_IN: "ray_task",
+                    names.ATTR_STEP: "download"})
+    if result is not None:
+        span.set_attribute(ATTR_BYTES_FETCHED, result.bytes_fetched)
+    if error is not None:
+        spans.record_error(span, error)
+    span.end(end_time=int(max(end, begin) * 1e9))
 
 
 def ray_initialized() -> bool:
@@ -132,18 +201,22 @@ async def nodes_to_download(placement_group: Any, nodes: NodeSelection,
 
 
 def submit_download(plan: NodePlan, node_id: str, carrier: Mapping[str, str],
-                    runtime_env: dict[str, Any] | None) -> Any:
-    """Start ``download_task`` on ``node_id``, pinned there; return its ``ObjectRef``."""
+                    runtime_env: dict[str, Any] | None, interval_s: float = 0.25) -> Any:
+    """Start ``download_task`` on ``node_id``, pinned there; return its ``ObjectRefGenerator``
+    (read it with ``follow_download``)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     options: dict[str, Any] = {
         "num_cpus": 0,
         "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         "name": "llm_init.download",
+        # Pinned to one node: when that node is lost a retry can only be unschedulable, and
+        # its error would hide the loss. The next initialization resumes the download.
+        "max_retries": 0,
     }
     if runtime_env:
         options["runtime_env"] = runtime_env
-    return _remote_task().options(**options).remote(plan, dict(carrier))
+    return _remote_task().options(**options).remote(plan, dict(carrier), interval_s)
 
 
 @functools.cache
@@ -151,4 +224,4 @@ def _remote_task() -> Any:
     """``download_task`` as a Ray remote function, made once per process."""
     import ray
 
-    return ray.remote(download_task)
+    return ray.remote(num_returns="streaming")(download_task)

@@ -84,6 +84,7 @@ class _NodeRun:
         self.ran_in = ran_in
         self.trace_id = trace_id
         self.started = time.perf_counter()
+        self.started_at = time.time()
 
     def download(self) -> NodeDownloadResult:
         plan = self.plan
@@ -191,5 +192,5 @@ class _NodeRun:
             seconds=seconds, throughput_bytes_per_s=bytes_fetched / seconds if seconds else 0.0,
             verified=dict(sorted((verified or {}).items())), revision=revision,
             resolved_from=resolved_from, ran_in=self.ran_in, hostname=socket.gethostname(),
-            pid=os.getpid(), trace_id=self.trace_id,
+            pid=os.getpid(), trace_id=self.trace_id, started_at=self.started_at,
         )

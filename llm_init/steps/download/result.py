@@ -27,6 +27,7 @@ class NodeDownloadResult:
     hostname: str = ""
     pid: int = 0
     trace_id: str | None = None  # the trace the node's download ran under
+    started_at: float | None = None  # wall-clock time (``time.time()``) the download began
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

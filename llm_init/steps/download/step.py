@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
 
 from llm_init.config import NodeModelDownloadable
 from llm_init.steps.base import ProgressReporter
@@ -18,13 +21,15 @@ from llm_init.steps.download.errors import DownloadError
 from llm_init.steps.download.fanout import (
     NodeSelection,
     download_here,
+    follow_download,
     nodes_to_download,
+    record_node_span,
     submit_download,
     trace_carrier,
 )
 from llm_init.steps.download.fetch import FetchOptions
 from llm_init.steps.download.node import NodePlan
-from llm_init.steps.download.progress import NodeProgress
+from llm_init.steps.download.progress import NodeProgress, ProgressSnapshot
 from llm_init.steps.download.result import DownloadResult, NodeDownloadResult
 from llm_init.steps.download.sources import (
     LOCAL_VERIFY_MODES,
@@ -107,21 +112,29 @@ class DownloadStep:
         local_plan = self.plan(spec, ctx.local_node_download_model)
         worker_plan = self.plan(spec, ctx.worker_node_download_model)
         carrier = trace_carrier()
+        parent = otel_context.get_current()  # the step's span: where each node's span hangs
         progress, stop = NodeProgress(), threading.Event()
         pending: dict[asyncio.Future[NodeDownloadResult], str] = {}
-        refs: list[Any] = []  # Ray tasks' ObjectRefs: their errors are wrapped
+        refs: list[Any] = []  # Ray tasks' streams: their errors are wrapped
+        submitted: dict[str, float] = {}  # nodes downloading in a Ray task, and since when
+        reports = _ProgressReports(report)
         in_process: asyncio.Future[NodeDownloadResult] | None = None
+
+        def in_task(plan: NodePlan, node_id: str) -> None:
+            submitted[node_id] = time.time()
+            refs.append(submit_download(plan, node_id, carrier, ctx.runtime_env,
+                                        self.progress_interval_s))
+            pending[asyncio.ensure_future(follow_download(
+                refs[-1], functools.partial(reports.snapshot, node_id)))] = node_id
+
         if self.local_in_process:
             in_process = asyncio.ensure_future(asyncio.to_thread(
                 download_here, local_plan, node_id=local, progress=progress, stop=stop))
             pending[in_process] = local
         else:
-            refs.append(submit_download(local_plan, local, carrier, ctx.runtime_env))
-            pending[asyncio.wrap_future(refs[-1].future())] = local
+            in_task(local_plan, local)
         for node_id in others:
-            refs.append(submit_download(worker_plan, node_id, carrier, ctx.runtime_env))
-            pending[asyncio.wrap_future(refs[-1].future())] = node_id
-        reports = _ProgressReports(report)
+            in_task(worker_plan, node_id)
         results: dict[str, NodeDownloadResult] = {}
         try:
             while pending:
@@ -130,12 +143,20 @@ class DownloadStep:
                 for future in done:
                     node_id = pending.pop(future)
                     results[node_id] = _node_result(future, node_id, future is in_process)
+                    if node_id in submitted:
+                        record_node_span(parent, node_id, started_at=submitted.pop(node_id),
+                                         result=results[node_id])
                     reports.completed(results[node_id])
                 if in_process is not None and local not in results:
                     reports.live(local, progress)
-        except BaseException:
+        except BaseException as exc:
             stop.set()
             _cancel(refs)
+            for future in pending:
+                if future is not in_process:
+                    future.cancel()
+            for node_id, since in submitted.items():  # unfinished, or the one that failed
+                record_node_span(parent, node_id, started_at=since, error=exc)
             raise
         ordered = tuple(results[n] for n in (local, *others))
         seconds = time.perf_counter() - started
@@ -190,7 +211,9 @@ class _ProgressReports:
         self.last: dict[str, tuple[Any, ...]] = {}
 
     def live(self, node_id: str, progress: NodeProgress) -> None:
-        snap = progress.snapshot()
+        self.snapshot(node_id, progress.snapshot())
+
+    def snapshot(self, node_id: str, snap: ProgressSnapshot) -> None:
         state = (snap.stage, snap.bytes_done, snap.files_done, snap.bytes_total)
         if self.last.get(node_id) == state:
             return
