@@ -118,7 +118,9 @@ class Replica:
                             *(name for name, _ in extra)],
             callback_kwargs=[{"placement_group": get_current_placement_group()},
                              *(kwargs for _, kwargs in extra)])
-        steps = DefaultSteps(download=DownloadStep(**(download or {})),
+        # The local directory stands for a remote source: each node fetches into its own cache.
+        steps = DefaultSteps(download=DownloadStep(**{"copy_local_source": True,
+                                                      **(download or {})}),
                              placement_group=PlacementGroupStep(),
                              engine=SettingStep("engine", "engine-handle"))
         event_store = open_store(store)

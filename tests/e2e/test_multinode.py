@@ -72,7 +72,7 @@ def test_each_nodes_download_span_goes_to_the_given_tracer_provider(two_nodes, m
     provider, exporter = in_memory_provider()
     config = LLMConfig(model_id="tiny", model_source=str(model))
     asyncio.run(initialize_node(config, event_store=InMemoryEventStore(),
-                                steps=steps(DownloadStep(nodes="all")),
+                                steps=steps(DownloadStep(nodes="all", copy_local_source=True)),
                                 tracer_provider=provider))
     spans = exporter.get_finished_spans()
     (root,) = [s for s in spans if s.name == names.SPAN_INITIALIZE]

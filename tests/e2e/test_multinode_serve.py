@@ -63,6 +63,8 @@ def test_a_serve_replica_spanning_two_nodes_downloads_on_each_and_serves(
     store = f"sqlite:///{tmp_path / 'events.sqlite'}"
     http_port = free_port()
     args = app_args(tiny_model, event_store=store, settings={
+        # The local directory stands for a remote source: each node fetches into its own cache.
+        "download_options": {"copy_local_source": True},
         "callback_class": ["tests.e2e.multinode:WorkerNodeDownloads"],
         "callback_kwargs": [{"mode": "TOKENIZER_ONLY"}]},
         llm_config={"placement_group_config": {"bundles": [{"CPU": 1}, {"CPU": 1}],

@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,7 @@ def poll_status(url: str, into: list[dict[str, Any]], stop: threading.Event) -> 
 
 @pytest.fixture(scope="module")
 def deployment(cluster: Cluster, tiny_model: pathlib.Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     from ray import serve
     from ray._common.utils import import_attr
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
@@ -130,9 +131,10 @@ def deployment(cluster: Cluster, tiny_model: pathlib.Path,
         time.sleep(0.5)
         stop.set()
         poller.join()
-    return Deployment(workdir, f"sqlite:///{workdir / 'events.sqlite'}", prefetched,
-                      paths["download-ran"], paths["hooks.jsonl"], paths["ray.jsonl"], cluster,
-                      started, serve_run_s, statuses)
+    yield Deployment(workdir, f"sqlite:///{workdir / 'events.sqlite'}", prefetched,
+                     paths["download-ran"], paths["hooks.jsonl"], paths["ray.jsonl"], cluster,
+                     started, serve_run_s, statuses)
+    serve.delete(APP)  # the cluster is shared: later modules deploy at the same route
 
 
 def test_openai_client_gets_models_completion_and_chat(deployment):
