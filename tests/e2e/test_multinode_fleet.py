@@ -150,13 +150,14 @@ def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
         second_s = time.perf_counter() - started - first_s
         # While both replicas live (their series go with their processes): what the
         # dashboard shows once Prometheus has scraped the second initialization's end.
-        inits = panel("Initializations in range")
+        inits, scraped = panel("Initializations in range"), time.perf_counter()
         prometheus.wait_for(inits, lambda r: values(r, "outcome").get(("completed",)) == 2,
                             timeout=60)
         dashboard = {name: prometheus.query(q) for name, q in {
             "count": inits, "by node": panel("Initializations in range", by_instance=True),
             "in progress": panel("Initializations in progress"),
             "phases": panel("Slowest phases in range", "C")}.items()}
+        scraped = time.perf_counter() - scraped
     finally:
         stop.set()
         for worker in workers:
@@ -197,5 +198,6 @@ def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
     phases = values(dashboard["phases"], "phase")
     assert phases[("download",)] == phases[("engine_init",)] == 2, phases
     print(f"\nfirst replica {first_s:.1f} s; second replica under load {second_s:.1f} s later; "
-          f"{len(sent)} completions\n" + cli("list", "--application", APP, "--store",
-                                              postgres_url) + stats + diff)
+          f"{len(sent)} completions; dashboard queries {scraped:.1f} s after the scale-up: "
+          f"{values(dashboard['by node'], 'instance')}, phases {phases}\n"
+          + cli("list", "--application", APP, "--store", postgres_url) + stats + diff)
