@@ -168,15 +168,18 @@ def complete(port: int, deadline_s: float = 600.0, poll_s: float = 0.1) -> None:
 
 
 def build_app(arm: str, model_dir: Path, store: str, otlp: str,
-              engine_kwargs: dict[str, Any] | None = None) -> Any:
+              engine_kwargs: dict[str, Any] | None = None,
+              llm_config: dict[str, Any] | None = None) -> Any:
     """The Serve application of ``arm``: Ray Serve LLM's builder for ``ray``, llm-init's for the
-    others; ``engine_kwargs`` go over the demo's engine arguments."""
+    others; ``engine_kwargs`` go over the demo's engine arguments, ``llm_config`` over the
+    rest of its LLM config (a placement group, say)."""
     from ray.serve.llm import build_openai_app as ray_build
 
     from llm_init.serve import build_openai_app as llm_init_build
 
     args = ray_args(model_dir) if arm == "ray" else llm_init_args(arm, model_dir, store, otlp)
     args["llm_configs"][0]["engine_kwargs"].update(engine_kwargs or {})
+    args["llm_configs"][0].update(llm_config or {})
     return (ray_build if arm == "ray" else llm_init_build)(args)
 
 
@@ -190,13 +193,13 @@ def quiet_clean_process() -> None:
 
 
 def deploy_once(arm: str, round_no: int, model_dir: Path, store: str, otlp: str,
-                http_port: int) -> Run:
+                http_port: int, llm_config: dict[str, Any] | None = None) -> Run:
     from ray import serve
 
     name = f"bench-{arm}-{round_no}"
     cpu_started = machine_cpu_s()
     started = time.time()
-    app = build_app(arm, model_dir, store, otlp)
+    app = build_app(arm, model_dir, store, otlp, llm_config=llm_config)
     # serve.run polls the application's status once a second: the first completion, polled
     # meanwhile, tells when the model really serves.
     served: list[float] = []

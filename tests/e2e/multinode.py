@@ -35,22 +35,31 @@ class TwoNodes:
 
 
 @contextmanager
-def two_node_cluster(caches: Path) -> Iterator[TwoNodes]:
+def two_node_cluster(caches: Path, *, metrics_ports: tuple[int, int] | None = None
+                     ) -> Iterator[TwoNodes]:
     """A head and one worker node, 4 logical CPUs each, each with its own model cache (the
     raylet's ``LLM_INIT_CACHE_DIR``, inherited by its workers), this process connected as the
-    driver on the head; shut down on the way out."""
+    driver on the head; shut down on the way out. With ``metrics_ports`` (head, worker) each
+    node exports Ray's metrics on its own port, reported every second."""
     from ray.cluster_utils import Cluster
 
     head_cache, worker_cache = caches / "head", caches / "worker"
+    head_metrics: dict[str, Any] = {}
+    worker_metrics: dict[str, Any] = {}
+    if metrics_ports is not None:
+        head_metrics = {"metrics_export_port": metrics_ports[0],
+                        "_system_config": {"metrics_report_interval_ms": 1000}}
+        worker_metrics = {"metrics_export_port": metrics_ports[1]}
     for attempt in range(STARTS):
         cluster = Cluster()
         try:
             # Ray gives a raylet 30 s to register, which a loaded machine can miss: try again.
             cluster.add_node(num_cpus=4, include_dashboard=False,
                              labels={"llm-init-test": "head"},
-                             env_vars={"LLM_INIT_CACHE_DIR": str(head_cache)})
+                             env_vars={"LLM_INIT_CACHE_DIR": str(head_cache)}, **head_metrics)
             worker_node = cluster.add_node(num_cpus=4, labels={"llm-init-test": "worker"},
-                                           env_vars={"LLM_INIT_CACHE_DIR": str(worker_cache)})
+                                           env_vars={"LLM_INIT_CACHE_DIR": str(worker_cache)},
+                                           **worker_metrics)
             cluster.wait_for_nodes(timeout=120)
             break
         except Exception:

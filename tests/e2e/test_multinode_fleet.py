@@ -1,5 +1,6 @@
 """One deployment autoscaling from one replica to two under load, on a real two-node cluster
-(one replica fills a node), both initializations in one PostgreSQL fleet log."""
+(one replica fills a node), both initializations in one PostgreSQL fleet log and on the
+dashboard's queries, run against a real Prometheus scraping both nodes' metrics endpoints."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from typer.testing import CliRunner
 from llm_init.cli import app as cli_app
 from llm_init.replay import list_initializations
 from llm_init.stores import open_store
+from tests.dashboards import promql
 from tests.e2e.multinode import TwoNodes, two_node_cluster
 from tests.e2e.support import free_port, replica_pythonpath
+from tests.support.prometheus import Prometheus, Result, require_prometheus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.vllm]
 APP = "fleet"
@@ -29,11 +32,40 @@ ROOT = Path(__file__).resolve().parents[2]
 LOAD_S = 420.0  # the load loop's bound
 
 
+METRICS_PORTS = (free_port(), free_port())  # Ray's metrics endpoint: head, worker node
+
+
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     pytest.importorskip("vllm")
-    with two_node_cluster(tmp_path_factory.mktemp("node-caches")) as nodes:
+    with two_node_cluster(tmp_path_factory.mktemp("node-caches"),
+                          metrics_ports=METRICS_PORTS) as nodes:
         yield nodes
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    """A real Prometheus scraping both nodes' metrics endpoints every second."""
+    prom = Prometheus([f"127.0.0.1:{p}" for p in METRICS_PORTS], tmp_path,
+                      binary=require_prometheus()).start()
+    try:
+        yield prom
+    finally:
+        prom.close()
+
+
+def panel(title: str, ref_id: str = "A", *, by_instance: bool = False) -> str:
+    """The committed dashboard's query of that panel, for the model and over the last half
+    hour (the whole test); ``by_instance`` also splits it by scraped endpoint, that is node."""
+    (expr,) = [q.expr for q in promql.panel_queries() if (q.panel, q.ref_id) == (title, ref_id)]
+    if by_instance:
+        assert expr.startswith("sum by (outcome) (")
+        expr = expr.replace("sum by (outcome) (", "sum by (outcome, instance) (", 1)
+    return promql.substitute(expr, model="tiny", range_="30m")
+
+
+def values(result: Result, *labels: str) -> dict[tuple[str, ...], float]:
+    return {tuple(r["metric"].get(x, "") for x in labels): float(r["value"][1]) for r in result}
 
 
 def load(base_url: str, stop: threading.Event, sent: list[float]) -> None:
@@ -68,10 +100,12 @@ def cli(*args: str) -> Any:
 
 
 def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
-        two_nodes: TwoNodes, tiny_model: Path, postgres_url: str) -> None:
+        two_nodes: TwoNodes, tiny_model: Path, postgres_url: str,
+        prometheus: Prometheus) -> None:
     """Under a bounded load loop the deployment scales from one replica to two, the second on
-    the other node; both initializations are in the one PostgreSQL log with their node, and
-    ``status --follow``, ``list --application``, ``stats`` and ``diff`` show the pair."""
+    the other node; both initializations are in the one PostgreSQL log with their node,
+    ``status --follow``, ``list --application``, ``stats`` and ``diff`` show the pair, and the
+    dashboard's queries count two completed initializations, one on each node's endpoint."""
     from ray import serve
     from ray._common.utils import import_attr
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
@@ -114,6 +148,16 @@ def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
             assert time.monotonic() < deadline, f"no second replica within {LOAD_S} s"
             time.sleep(1)
         second_s = time.perf_counter() - started - first_s
+        # While both replicas live (their series go with their processes): what the
+        # dashboard shows once Prometheus has scraped the second initialization's end.
+        inits, scraped = panel("Initializations in range"), time.perf_counter()
+        prometheus.wait_for(inits, lambda r: values(r, "outcome").get(("completed",)) == 2,
+                            timeout=60)
+        dashboard = {name: prometheus.query(q) for name, q in {
+            "count": inits, "by node": panel("Initializations in range", by_instance=True),
+            "in progress": panel("Initializations in progress"),
+            "phases": panel("Slowest phases in range", "C")}.items()}
+        scraped = time.perf_counter() - scraped
     finally:
         stop.set()
         for worker in workers:
@@ -144,6 +188,16 @@ def test_a_second_replica_under_load_starts_on_the_other_node_into_the_same_log(
     newer, older = inits
     diff = cli("diff", older.init_id, newer.init_id, "--store", postgres_url)
     assert two_nodes.worker[:8] in diff or two_nodes.head[:8] in diff
+
+    # The dashboard: two completed initializations, one per node's endpoint, none running,
+    # and each phase ended twice.
+    assert values(dashboard["count"], "outcome") == {("completed",): 2}
+    assert values(dashboard["by node"], "outcome", "instance") == {
+        ("completed", f"127.0.0.1:{port}"): 1 for port in METRICS_PORTS}
+    assert sum(values(dashboard["in progress"]).values()) == 0
+    phases = values(dashboard["phases"], "phase")
+    assert phases[("download",)] == phases[("engine_init",)] == 2, phases
     print(f"\nfirst replica {first_s:.1f} s; second replica under load {second_s:.1f} s later; "
-          f"{len(sent)} completions\n" + cli("list", "--application", APP, "--store",
-                                              postgres_url) + stats + diff)
+          f"{len(sent)} completions; dashboard queries {scraped:.1f} s after the scale-up: "
+          f"{values(dashboard['by node'], 'instance')}, phases {phases}\n"
+          + cli("list", "--application", APP, "--store", postgres_url) + stats + diff)
