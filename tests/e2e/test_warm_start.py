@@ -234,10 +234,10 @@ def test_an_unreachable_store_is_a_bounded_miss(starts: Starts) -> None:
 
 
 def test_rays_manual_recipe_still_works(starts: Starts) -> None:
-    """Ray's CloudDownloader callback and compilation_config.cache_dir, unchanged, with
-    llm-init's warm start off: the Ray hook ran (on record under its Ray name), the files it
-    fetched are where vLLM reads them, vLLM's compiling profile run (init_engine) is shorter
-    than the cold start's, and the replica serves."""
+    """Ray's CloudDownloader callback with compilation_config.cache_dir, unchanged and with
+    llm-init's warm start off, runs as a recorded Ray hook, puts the cache where vLLM reads it
+    and makes vLLM's compiling profile run (init_engine) shorter than the cold start's, and
+    the replica serves."""
     cold, recipe = starts.by_name["cold"], starts.by_name["ray-recipe"]
     (hook,) = [e for e in recipe.of_type(HookCompleted)
                if e.ray_hook == "on_before_download_model_files_distributed"]
