@@ -1,6 +1,7 @@
 """Warm starts, measured: cold against warm deploys, and the restore's own cost per MB.
 
-    python benchmarks/warm_start.py [--rounds 3] [--skip-serve] [--restore-mb 64]
+    python benchmarks/warm_start.py [--rounds 3] [--skip-serve] [--no-ray-recipe]
+                                    [--restore-mb 64]
 
 1. **Serve, cold against warm.** One local Ray cluster, an S3-compatible store (moto's server on
    loopback), the tiny random-weight Llama with vLLM's default compilation
@@ -11,6 +12,17 @@
    prefix (it restores first). Alternating, one new prefix per round. Wall time runs from the
    builder call to the first completion; the event log gives ``engine_init``, vLLM's
    sub-phases and the restore. Medians over rounds; ratios are of medians.
+   **Ray's manual recipe** (a third arm, ``ray-recipe``): Ray Serve LLM's own builder
+   (``ray.serve.llm.build_openai_app``, no llm-init) with the recipe of Ray's
+   deployment-initialization guide, prepared by hand once before the rounds as the guide says:
+   one Ray Serve LLM start compiles (``ray-prep``, reported, not in the medians), the directory
+   vLLM names in its log (on the CPU build "saved AOT compiled function to
+   .../torch_compile_cache/torch_aot_compile/<hash>/rank_0_0/model") is uploaded to the same S3
+   server, and every ``ray-recipe`` deploy, on a node with empty local caches, has Ray's
+   ``CloudDownloader`` fetch it to that path under its own ``VLLM_CACHE_ROOT`` with
+   ``compilation_config.cache_dir`` pointing there. Its time includes the fetch; it has no event
+   log, so only deploy-to-first-completion compares. Within a round the warm and recipe arms
+   swap order every round.
 2. **The restore's own cost.** An artifact of ``--restore-mb`` MB (the real cache of a cold
    start padded with incompressible files) published to and restored from a directory store
    and the S3 store: restore seconds (fetch, verify the archive's SHA-256, unpack with every
@@ -36,7 +48,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def serve_rounds(rounds: int, workdir: pathlib.Path) -> list[dict[str, Any]]:
+def serve_rounds(rounds: int, workdir: pathlib.Path, *, ray_recipe: bool = True
+                 ) -> list[dict[str, Any]]:
     from llm_init.demo.run import local_cluster
     from llm_init.demo.tiny_model import build_tiny_model
     from llm_init.demo.warm import artifact_store, deploy
@@ -50,16 +63,102 @@ def serve_rounds(rounds: int, workdir: pathlib.Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with artifact_store(workdir) as (store, store_env), local_cluster(
             metrics_port=None, http_port=http_port):
+        recipe = None
+        if ray_recipe:
+            recipe = prepare_ray_recipe(workdir, model, http_port, store, {**env, **store_env})
+            rows.append({"round": -1, "arm": "ray-prep", "deploy_s": recipe.prep_s})
+            print(json.dumps(rows[-1]), flush=True)
         for round_no in range(rounds):
             prefixed = {**store, "url": f"{store['url']}/round-{round_no}-{uuid.uuid4().hex[:6]}"}
-            for arm in ("cold", "warm"):
-                start = deploy(workdir, f"r{round_no}-{arm}", model, http_port, prefixed,
-                               {**env, **store_env}, wait_for_publish=arm == "cold")
-                row = {"round": round_no, "arm": arm, "deploy_s": start.deploy_s,
-                       **facts(start.store, start.init_id)}
+            arms = ["cold", "warm"]
+            if recipe is not None:
+                arms.insert(1 + round_no % 2, "ray-recipe")
+            for arm in arms:
+                name = f"r{round_no}-{arm}"
+                if arm == "ray-recipe" and recipe is not None:
+                    row = {"round": round_no, "arm": arm,
+                           "deploy_s": recipe.deploy(workdir / name, model, http_port)}
+                else:
+                    start = deploy(workdir, name, model, http_port, prefixed,
+                                   {**env, **store_env}, wait_for_publish=arm == "cold")
+                    row = {"round": round_no, "arm": arm, "deploy_s": start.deploy_s,
+                           **facts(start.store, start.init_id)}
+                row["loadavg_1m"] = os.getloadavg()[0]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows
+
+
+class RayRecipe:
+    """Ray's manual compile-cache recipe on Ray Serve LLM's own builder: the cache uploaded
+    once, by hand; each deploy fetches it with ``CloudDownloader``."""
+
+    CALLBACK = "ray.llm._internal.common.callbacks.cloud_downloader.CloudDownloader"
+
+    def __init__(self, uri: str, cache_name: str, env: dict[str, str], prep_s: float) -> None:
+        self.uri, self.cache_name, self.env, self.prep_s = uri, cache_name, env, prep_s
+
+    def deploy(self, node: pathlib.Path, model: pathlib.Path, http_port: int) -> float:
+        """One deploy on a node with empty local caches; serve.run to the first completion."""
+        vllm_cache = node / "vllm"
+        local = vllm_cache / "torch_compile_cache" / "torch_aot_compile" / self.cache_name
+        return ray_deploy(node, model, http_port, {**self.env, "VLLM_CACHE_ROOT": str(vllm_cache)},
+                          engine_kwargs={"compilation_config": {"cache_dir": str(local)}},
+                          callback_config={"callback_class": self.CALLBACK,
+                                           "callback_kwargs": {"paths": [[self.uri, str(local)]]}})
+
+
+def prepare_ray_recipe(workdir: pathlib.Path, model: pathlib.Path, http_port: int,
+                       store: dict[str, Any], env: dict[str, str]) -> RayRecipe:
+    """The recipe's manual step: one Ray Serve LLM start that compiles, and its cache
+    directory uploaded to the S3 store."""
+    import boto3
+
+    if "endpoint_url" not in store:
+        raise SystemExit("the ray-recipe arm needs moto's S3 server (pip install 'moto[server]'); "
+                         "or pass --no-ray-recipe")
+    node = workdir / "ray-prep"
+    env = {**env, "AWS_ENDPOINT_URL_S3": store["endpoint_url"]}
+    prep_s = ray_deploy(node, model, http_port, {**env, "VLLM_CACHE_ROOT": str(node / "vllm")})
+    (compiled,) = (node / "vllm").glob("torch_compile_cache/torch_aot_compile/*")
+    bucket = store["url"].removeprefix("s3://").split("/", 1)[0]
+    prefix = f"ray-recipe/{compiled.name}"
+    client = boto3.client("s3", endpoint_url=store["endpoint_url"],
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                          region_name=env["AWS_DEFAULT_REGION"])
+    for path in sorted(compiled.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(compiled)}")
+    return RayRecipe(f"s3://{bucket}/{prefix}", compiled.name, env, prep_s)
+
+
+def ray_deploy(node: pathlib.Path, model: pathlib.Path, http_port: int, env: dict[str, str],
+               *, engine_kwargs: dict[str, Any] | None = None,
+               callback_config: dict[str, Any] | None = None) -> float:
+    """Ray Serve LLM's built-in start (no llm-init), compilation on, on a fresh "node"."""
+    from ray import serve
+    from ray.serve.llm import build_openai_app
+
+    from llm_init.demo.run import APP_NAME, app_args, replica_env
+    from llm_init.demo.warm import WARM_ENGINE_KWARGS, completion
+
+    shutil.rmtree(node, ignore_errors=True)
+    node.mkdir(parents=True)
+    args = app_args(model, event_store="memory://")
+    args.pop("llm_init")
+    (config,) = args["llm_configs"]
+    config["engine_kwargs"] = {**WARM_ENGINE_KWARGS, **(engine_kwargs or {})}
+    config["runtime_env"] = {"env_vars": replica_env(
+        {**env, "TORCHINDUCTOR_CACHE_DIR": str(node / "inductor")})}
+    if callback_config is not None:
+        config["callback_config"] = callback_config
+    started = time.perf_counter()
+    serve.run(build_openai_app(args), name=APP_NAME, route_prefix="/")
+    completion(http_port)
+    deploy_s = time.perf_counter() - started
+    serve.delete(APP_NAME)
+    return deploy_s
 
 
 def facts(store_url: str, init_id: str) -> dict[str, Any]:
@@ -106,6 +205,21 @@ def summarize(rows: list[dict[str, Any]]) -> None:
         print(f"| {key} | {c:.2f} s | {w:.2f} s | {w / c:.2f} |" if c else f"| {key} | - |")
     for arm in ("cold", "warm"):
         print(f"{arm}: " + ", ".join(str(r.get("warm")) for r in rows if r["arm"] == arm))
+    recipe = [r["deploy_s"] for r in rows if r["arm"] == "ray-recipe"]
+    warm = [r["deploy_s"] for r in rows if r["arm"] == "warm"]
+    if recipe and warm:
+        w, r = statistics.median(warm), statistics.median(recipe)
+        print("\n| deploy to first completion, median | llm-init warm | Ray's recipe | "
+              "llm-init / Ray |\n|---|---|---|---|")
+        print(f"| s | {w:.2f} | {r:.2f} | {w / r:.2f} |")
+        print("per round (warm, recipe): " + ", ".join(
+            f"{a:.1f}/{b:.1f}" for a, b in zip(warm, recipe, strict=False)))
+    for row in rows:
+        if row["arm"] == "ray-prep":
+            print(f"Ray Serve LLM cold start (the recipe's preparation): {row['deploy_s']:.1f} s")
+    loads = [r["loadavg_1m"] for r in rows if "loadavg_1m" in r]
+    if loads:
+        print(f"1-minute load average after each deploy: {min(loads):.1f}-{max(loads):.1f}")
 
 
 def restore_cost(megabytes: int, workdir: pathlib.Path) -> None:
@@ -154,12 +268,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--no-ray-recipe", action="store_true",
+                        help="leave out the arm with Ray's manual recipe")
     parser.add_argument("--restore-mb", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="llm-init-warm-bench-") as tmp:
         workdir = pathlib.Path(tmp)
         if not args.skip_serve:
-            summarize(serve_rounds(args.rounds, workdir))
+            summarize(serve_rounds(args.rounds, workdir, ray_recipe=not args.no_ray_recipe))
         restore_cost(args.restore_mb, workdir)
     return 0
 

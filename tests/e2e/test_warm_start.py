@@ -5,7 +5,10 @@ on a "node" of its own (its own download cache and local compile cache):
 1. cold: nothing in the store, vLLM compiles; the cache is published after the replica is ready;
 2. warm: the model lies at another path, the artifact is restored, compilation is shorter;
 3. corrupt: the published archive is damaged; a miss with its reason, the start succeeds;
-4. unreachable: no store at the endpoint; a miss within the restore's time limit.
+4. unreachable: no store at the endpoint; a miss within the restore's time limit;
+5. Ray's manual recipe, llm-init's warm start off: the cold start's compile cache uploaded by
+   hand, Ray's ``CloudDownloader`` callback fetching it and ``compilation_config.cache_dir``
+   pointing at it, as Ray's deployment-initialization guide shows.
 
 Each compile-on start takes minutes on a 2-core machine, so they share one module.
 """
@@ -13,6 +16,7 @@ Each compile-on start takes minutes on a 2-core machine, so they share one modul
 from __future__ import annotations
 
 import pathlib
+import shutil
 import time
 import urllib.request
 import uuid
@@ -28,6 +32,7 @@ from llm_init.events import (
     ArtifactPublishSkipped,
     ArtifactRestored,
     Event,
+    HookCompleted,
     PhaseCompleted,
     StepProgressed,
 )
@@ -36,11 +41,12 @@ from tests.e2e.conftest import Cluster
 from tests.e2e.support import replica_pythonpath
 from tests.support.s3 import ENV, MotoS3
 
-# Three compile-on starts take 10-20 minutes on a loaded 2-core machine.
+# Four compile-on starts and one warm one take 15-25 minutes on a loaded 2-core machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(3000)]
 
 APP = "warm"
 UNREACHABLE_TIMEOUT_S = 20.0
+CLOUD_DOWNLOADER = "ray.llm._internal.common.callbacks.cloud_downloader.CloudDownloader"
 
 
 @dataclass
@@ -66,6 +72,7 @@ class Start:
 @dataclass
 class Starts:
     by_name: dict[str, Start] = field(default_factory=dict)
+    recipe_files: list[str] = field(default_factory=list)  # what Ray's recipe put in place
 
 
 def _completion(base_url: str) -> None:
@@ -92,7 +99,9 @@ def _events(store_url: str, wait_for_publish: bool) -> list[Event]:
 
 
 def _deploy(cluster: Cluster, model: pathlib.Path, workdir: pathlib.Path, name: str,
-            artifact_store: dict[str, Any], *, wait_for_publish: bool) -> Start:
+            artifact_store: dict[str, Any] | None, *, wait_for_publish: bool,
+            engine_kwargs: dict[str, Any] | None = None, llm_config: dict[str, Any] | None = None,
+            env: dict[str, str] | None = None) -> Start:
     from ray import serve
 
     from llm_init.demo.run import FAST_ENGINE_KWARGS, app_args
@@ -101,15 +110,18 @@ def _deploy(cluster: Cluster, model: pathlib.Path, workdir: pathlib.Path, name: 
     node = workdir / name
     store_url = f"sqlite:///{node / 'events.sqlite'}"
     node.mkdir()
+    settings: dict[str, Any] = {"download_options": {"cache_dir": str(node / "models")}}
+    if artifact_store is not None:
+        settings["artifact_store"] = {**artifact_store, "cache_dir": str(node / "warm"),
+                                      "model_link_dir": str(workdir / "links")}
     args = app_args(
-        model, event_store=store_url,
-        settings={"download_options": {"cache_dir": str(node / "models")},
-                  "artifact_store": {**artifact_store, "cache_dir": str(node / "warm"),
-                                     "model_link_dir": str(workdir / "links")}},
-        llm_config={"engine_kwargs": {**FAST_ENGINE_KWARGS, "enforce_eager": False}},
+        model, event_store=store_url, settings=settings,
+        llm_config={"engine_kwargs": {**FAST_ENGINE_KWARGS, "enforce_eager": False,
+                                      **(engine_kwargs or {})},
+                    **(llm_config or {})},
         env={"PYTHONPATH": replica_pythonpath(), **ENV,
              # inductor's own default cache (C++ headers) counts as local to the node
-             "TORCHINDUCTOR_CACHE_DIR": str(node / "inductor")})
+             "TORCHINDUCTOR_CACHE_DIR": str(node / "inductor"), **(env or {})})
     started = time.perf_counter()
     serve.run(build_openai_app(args), name=APP, route_prefix="/")
     _completion(cluster.base_url)
@@ -117,6 +129,30 @@ def _deploy(cluster: Cluster, model: pathlib.Path, workdir: pathlib.Path, name: 
     events = _events(store_url, wait_for_publish)
     serve.delete(APP)
     return Start(name, events, deploy_s)
+
+
+def _rays_recipe(cluster: Cluster, workdir: pathlib.Path, s3: MotoS3, bucket: str) -> Start:
+    """Ray's manual recipe, by hand: upload the directory vLLM named in the cold start's log
+    (on the CPU build "saved AOT compiled function to .../torch_compile_cache/torch_aot_compile/
+    <hash>/rank_0_0/model"; on GPUs "Using cache directory: .../torch_compile_cache/<hash>/..."),
+    then deploy with Ray's ``CloudDownloader`` fetching it to the node's path and
+    ``compilation_config.cache_dir`` pointing there. vLLM's cache key includes the model's path,
+    and Ray's recipe assumes it is the same on every node: the engine loads the model from the
+    path the cold start's engine saw (llm-init's model link, made a plain directory here)."""
+    (compiled,) = (workdir / "cold" / "warm").glob("*/torch_compile_cache/torch_aot_compile/*")
+    uri = s3.upload_dir(compiled, f"{bucket}/ray-recipe/{compiled.name}")
+    (link,) = (workdir / "links").iterdir()
+    target = link.resolve()
+    link.unlink()
+    shutil.copytree(target, link)
+    vllm_cache = workdir / "ray-recipe" / "vllm"
+    local = vllm_cache / "torch_compile_cache" / "torch_aot_compile" / compiled.name
+    return _deploy(
+        cluster, link, workdir, "ray-recipe", None, wait_for_publish=False,
+        engine_kwargs={"compilation_config": {"cache_dir": str(local)}},
+        llm_config={"callback_config": {"callback_class": CLOUD_DOWNLOADER,
+                                        "callback_kwargs": {"paths": [[uri, str(local)]]}}},
+        env={"VLLM_CACHE_ROOT": str(vllm_cache), "AWS_ENDPOINT_URL_S3": s3.endpoint_url})
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +176,14 @@ def starts(cluster: Cluster, tiny_model: pathlib.Path,
                 client.put_object(Bucket=bucket, Key=obj["Key"], Body=bytes(data))
         found.by_name["corrupt"] = _deploy(cluster, tiny_model, workdir, "corrupt", store,
                                            wait_for_publish=False)
-    dead = {"url": f"s3://{bucket}/artifacts", "endpoint_url": "http://127.0.0.1:9",
-            "timeout_s": UNREACHABLE_TIMEOUT_S}
-    found.by_name["unreachable"] = _deploy(cluster, tiny_model, workdir, "unreachable", dead,
-                                           wait_for_publish=False)
+        dead = {"url": f"s3://{bucket}/artifacts", "endpoint_url": "http://127.0.0.1:9",
+                "timeout_s": UNREACHABLE_TIMEOUT_S}
+        found.by_name["unreachable"] = _deploy(cluster, tiny_model, workdir, "unreachable",
+                                               dead, wait_for_publish=False)
+        # last: it turns the model link the others share into a plain directory
+        found.by_name["ray-recipe"] = _rays_recipe(cluster, workdir, s3, bucket)
+        found.recipe_files = sorted(
+            p.name for p in (workdir / "ray-recipe" / "vllm").rglob("*.so"))
     for start in found.by_name.values():
         print(f"{start.name}: deploy to first completion {start.deploy_s:.1f} s, engine_init "
               f"{start.phase_s('engine_init'):.1f} s, engine_config "
@@ -191,3 +231,21 @@ def test_an_unreachable_store_is_a_bounded_miss(starts: Starts) -> None:
     (missed,) = starts.by_name["unreachable"].of_type(ArtifactMissed)
     assert missed.reason in ("unreachable", "timeout")
     assert missed.seconds <= UNREACHABLE_TIMEOUT_S + 2
+
+
+def test_rays_manual_recipe_still_works(starts: Starts) -> None:
+    """Ray's CloudDownloader callback with compilation_config.cache_dir, unchanged and with
+    llm-init's warm start off, runs as a recorded Ray hook, puts the cache where vLLM reads it
+    and makes vLLM's compiling profile run (init_engine) shorter than the cold start's, and
+    the replica serves."""
+    cold, recipe = starts.by_name["cold"], starts.by_name["ray-recipe"]
+    (hook,) = [e for e in recipe.of_type(HookCompleted)
+               if e.ray_hook == "on_before_download_model_files_distributed"]
+    assert hook.callback.endswith("CloudDownloader]")
+    assert not recipe.of_type(ArtifactRestored)
+    assert not recipe.of_type(ArtifactMissed)
+    assert starts.recipe_files, "CloudDownloader fetched nothing"
+    cold_s, recipe_s = cold.subphase_s("init_engine"), recipe.subphase_s("init_engine")
+    assert cold_s is not None
+    assert recipe_s is not None
+    assert recipe_s < cold_s
