@@ -9,7 +9,7 @@ from tests.support.steps import FailingStep, SettingStep
 
 __all__ = ["FailingStep", "SettingStep", "local_steps"]
 
-pytest_plugins = ("tests.support.postgres",)
+pytest_plugins = ("tests.support.postgres", "tests.support.ray_nodes")
 
 
 def local_steps() -> DefaultSteps:

@@ -5,11 +5,9 @@ an event naming that node."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 
 from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node_sync
 from llm_init.artifacts.publishing import start_publish
@@ -21,28 +19,6 @@ from tests.support.models import write_model
 from tests.support.steps import SettingStep
 
 pytestmark = pytest.mark.ray
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[str, str]]:
-    """A head node and one worker node; yields (head node id, worker node id)."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-             include_dashboard=False, log_to_driver=False)
-    try:
-        head = ray.get_runtime_context().get_node_id()
-        alive = ray.nodes()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
-        (worker,) = [n["NodeID"] for n in alive if n["Alive"] and n["NodeID"] != head]
-        yield head, worker
-    finally:
-        ray.shutdown()
-        cluster.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
 
 
 def start(tmp_path: Path, run: str) -> tuple[list[Event], dict[str, str] | None]:
@@ -72,10 +48,10 @@ def start(tmp_path: Path, run: str) -> tuple[list[Event], dict[str, str] | None]
     return read_events(store, ctx.init_id), env
 
 
-def test_every_node_restores_and_says_so(cluster: tuple[str, str], tmp_path: Path) -> None:
+def test_every_node_restores_and_says_so(two_ray_nodes: tuple[str, str], tmp_path: Path) -> None:
     """Cold: a miss on each node. Warm: a hit on each node, the worker's from a task pinned
     there; the workers' environment points vLLM at the restored cache."""
-    head, worker = cluster
+    head, worker = two_ray_nodes
     cold, _ = start(tmp_path, "cold")
     warm, env = start(tmp_path, "warm")
     assert {(e.node, e.reason) for e in cold if isinstance(e, ArtifactMissed)} == {

@@ -4,40 +4,16 @@ machine): one pinned task per node, placement-group nodes, runtime_env, trace co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 
 from llm_init import LLMConfig, NodeInitializationContext
 from llm_init.steps.download import DownloadResult, DownloadStep
 from tests.support.models import TOKENIZER_FILES, read_tree, write_model
 
 pytestmark = pytest.mark.ray
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[str, str]]:
-    """A head node and one worker node, connected; yields (head node id, worker node id)."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    # Workers import this checkout of llm_init, whatever the environment's install points at.
-    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-             include_dashboard=False, log_to_driver=False)
-    try:
-        head = ray.get_runtime_context().get_node_id()
-        (worker,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head]
-        yield head, worker
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +36,10 @@ def run_step(step: DownloadStep, source: Path, *, placement_group: Any = None,
     return result
 
 
-def test_one_pinned_task_per_node(cluster, model, tmp_path) -> None:
+def test_one_pinned_task_per_node(two_ray_nodes, model, tmp_path) -> None:
     """With ``local_in_process=False`` each node downloads in a task that ran on that node,
     and the result lists both nodes with the files in place."""
-    head, worker = cluster
+    head, worker = two_ray_nodes
     result = run_step(DownloadStep(cache_dir=tmp_path, nodes="all", local_in_process=False),
                       model)
     assert result.node_ids == (head, worker)  # each id as seen from inside its task
@@ -72,11 +48,11 @@ def test_one_pinned_task_per_node(cluster, model, tmp_path) -> None:
         assert read_tree(Path(node.path or "")) == read_tree(model)
 
 
-def test_local_node_in_process_and_worker_node_in_a_task(cluster, model, tmp_path,
+def test_local_node_in_process_and_worker_node_in_a_task(two_ray_nodes, model, tmp_path,
                                                          monkeypatch) -> None:
     """By default the local node downloads in this process with its own mode (here the
     tokenizer only) and the worker node in a pinned task with the worker mode."""
-    head, worker = cluster
+    head, worker = two_ray_nodes
     monkeypatch.setenv("LLM_INIT_CACHE_DIR", str(tmp_path / "local"))
     result = run_step(DownloadStep(nodes=[worker], copy_local_source=True), model,
                       local="TOKENIZER_ONLY",
@@ -91,11 +67,11 @@ def test_local_node_in_process_and_worker_node_in_a_task(cluster, model, tmp_pat
     assert Path(local.path or "").parent == tmp_path / "local"
 
 
-def test_placement_group_nodes_are_downloaded_on(cluster, model, tmp_path) -> None:
+def test_placement_group_nodes_are_downloaded_on(two_ray_nodes, model, tmp_path) -> None:
     """A placement group in the context decides the nodes: here one bundle on each node."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    head, worker = cluster
+    head, worker = two_ray_nodes
     group = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
     try:
         result = run_step(DownloadStep(cache_dir=tmp_path), model, placement_group=group)
@@ -104,7 +80,7 @@ def test_placement_group_nodes_are_downloaded_on(cluster, model, tmp_path) -> No
     assert set(result.node_ids) == {head, worker}
 
 
-def test_trace_continues_into_every_node(cluster, model, tmp_path) -> None:
+def test_trace_continues_into_every_node(two_ray_nodes, model, tmp_path) -> None:
     """Each node's download, in this process or in a Ray task, runs in the caller's trace."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
