@@ -356,6 +356,17 @@ def _postgres(location: str) -> EventStore:
     return open_store(location, buffered=False)
 
 
+def fresh_schema(admin: str) -> str:
+    """A URL of ``admin``'s database whose search path is a new, empty schema."""
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    sep = "&" if "?" in admin else "?"
+    return f"{admin}{sep}options=-csearch_path%3D{name}"
+
+
 def postgres_durability(url: str) -> str:
     import psycopg
 
@@ -403,14 +414,8 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)  # about 250 MB at 10,000 inits
     if args.only != "sqlite":
         with postgres(args.postgres) as admin:
-            import psycopg
-
             def fresh() -> str:
-                name = f"bench_{uuid.uuid4().hex[:10]}"
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f"CREATE SCHEMA {name}")
-                sep = "&" if "?" in admin else "?"
-                return f"{admin}{sep}options=-csearch_path%3D{name}"
+                return fresh_schema(admin)
 
             durability["PostgreSQL"] = postgres_durability(admin)
             results["PostgreSQL"] = bench("PostgreSQL", fresh, _postgres, args.writers,

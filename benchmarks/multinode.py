@@ -37,7 +37,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ from benchmarks.event_store import (  # noqa: E402
     _sqlite_durable,
     clone,
     concurrent_rate,
+    fresh_schema,
     postgres,
     postgres_durability,
     template,
@@ -244,14 +244,8 @@ def measure_store(nodes: TwoNodes, inits: int, repeat: int, work: Path
          _sqlite_durable, {})
     durability = {"SQLite": "WAL, synchronous=FULL (fsync at every commit)"}
     with postgres(None) as admin:
-        import psycopg
-
         def fresh() -> str:
-            name = f"bench_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f"CREATE SCHEMA {name}")
-            sep = "&" if "?" in admin else "?"
-            return f"{admin}{sep}options=-csearch_path%3D{name}"
+            return fresh_schema(admin)
 
         durability["PostgreSQL"] = postgres_durability(admin)
         both("PostgreSQL", fresh, "postgres", _postgres,
