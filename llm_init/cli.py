@@ -528,6 +528,10 @@ def _warm_start_line(warm: dict[str, Any]) -> str:
     elif warm.get("result") == "miss":
         line = (f"[yellow]warm start: MISS[/] ({warm.get('reason')}) artifact {warm.get('key')}"
                 f" in {_secs(warm.get('seconds'))}")
+        differs = warm.get("differs") or {}
+        if differs:  # what the store's nearest artifact of this model was made with
+            line += "; nearest differs: " + ", ".join(
+                f"{k} {v[0] or '-'} -> {v[1] or '-'}" for k, v in list(differs.items())[:3])
     else:
         line = "warm start:"
     published = warm.get("published")

@@ -264,7 +264,9 @@ class ArtifactRestored(Event):
 class ArtifactMissed(Event):
     """No usable warm-start artifact on ``node``; the engine compiles as usual. ``reason``:
     ``no_match``, ``corrupt``, ``version_mismatch``, ``unreachable``, ``timeout`` or
-    ``local_error``; ``parts`` explain the ``key`` that was looked for."""
+    ``local_error``; ``parts`` explain the ``key`` that was looked for. ``nearest`` is the
+    store's closest artifact of the same model, and ``differs`` its parts that differ, as
+    ``[theirs, here]`` (a version mismatch when only software or device parts differ)."""
 
     TYPE: ClassVar[str] = "ArtifactMissed"
     key: str
@@ -274,6 +276,8 @@ class ArtifactMissed(Event):
     seconds: float = 0.0
     node: str | None = None
     parts: dict[str, str] = field(default_factory=dict)
+    nearest: str | None = None
+    differs: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -296,7 +296,8 @@ def _artifact_restored(r: ReplayedInitialization, _: _OpenItems, e: ArtifactRest
 
 def _artifact_missed(r: ReplayedInitialization, _: _OpenItems, e: ArtifactMissed) -> None:
     if not r.warm_start.get("result"):
-        r.warm_start.update(result="miss", reason=e.reason, key=e.key, seconds=e.seconds)
+        r.warm_start.update(result="miss", reason=e.reason, key=e.key, seconds=e.seconds,
+                            differs=dict(e.differs))
 
 
 def _artifact_published(r: ReplayedInitialization, _: _OpenItems,

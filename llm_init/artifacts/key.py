@@ -30,6 +30,12 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
              "asimd", "sve", "bf16")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 KEY_LENGTH = 24
+# The parts that say which model an artifact is for, and those that say which software and
+# device made it: an artifact of the same model that differs only in the latter is a version
+# mismatch (an upgrade, another ISA), not a different configuration.
+MODEL_PARTS = ("model.source", "model.revision", "model.weights")
+RUNTIME_PARTS = ("python", "vllm", "torch", "platform", "cpu.isa", "gpu.name",
+                 "gpu.capability", "gpu.count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,13 @@ class ArtifactKey:
 def make_key(parts: Mapping[str, str]) -> ArtifactKey:
     canonical = json.dumps(dict(sorted(parts.items())), separators=(",", ":"))
     return ArtifactKey(hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH], dict(parts))
+
+
+def model_digest(parts: Mapping[str, str]) -> str:
+    """A digest of the model parts alone: artifacts of one model share it, whatever engine
+    arguments, software or device made them."""
+    model = {name: parts.get(name, "") for name in MODEL_PARTS}
+    return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:KEY_LENGTH]
 
 
 def artifact_key(*, source: str, revision: str | None, weights: str,

@@ -239,7 +239,8 @@ def _record(record: Any, report: ProgressReporter, settings: ArtifactSettings, k
     else:
         fields = dict(key=key.digest, store=settings.location, reason=outcome.reason or "",
                       message=outcome.message or "", seconds=outcome.seconds, node=node,
-                      parts=dict(key.parts))
+                      parts=dict(key.parts), nearest=outcome.nearest,
+                      differs={k: list(v) for k, v in outcome.differs.items()})
         event_type = ArtifactMissed
     if record is not None:
         record(event_type, **fields)

@@ -7,6 +7,7 @@ happened and why, so that a warm start can only ever make an initialization fast
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_init.artifacts.key import RUNTIME_PARTS, model_digest
 from llm_init.artifacts.manifest import (
     MANIFEST_NAME,
     CorruptArtifactError,
@@ -52,6 +54,10 @@ VETOED = "vetoed"
 FAILED = "failed"
 
 RESTORED_MARK = ".llm-init-restored"
+# ``models/<model digest>/<key>.json``: the parts of every artifact of one model, so that a
+# miss can name the nearest artifact and what differs (an upgraded vLLM, another max_model_len).
+INDEX_PREFIX = "models"
+MAX_CANDIDATES = 20  # index entries read to explain one miss
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +73,8 @@ class RestoreOutcome:
     seconds: float = 0.0
     path: str | None = None  # the local cache directory the artifact is in
     created_by: str | None = None  # the host that published it
+    nearest: str | None = None  # on a miss: the closest artifact of the same model
+    differs: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # (nearest's, here)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +95,88 @@ def manifest_name(key: str) -> str:
     return f"{key}/{MANIFEST_NAME}"
 
 
+def index_name(parts: Mapping[str, str], key: str) -> str:
+    return f"{INDEX_PREFIX}/{model_digest(parts)}/{key}.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Nearest:
+    """The artifact of the same model closest to the one looked for, and its differing parts
+    as ``(theirs, ours)``."""
+
+    key: str
+    differs: Mapping[str, tuple[str, str]]
+
+    @property
+    def only_runtime(self) -> bool:
+        return bool(self.differs) and all(k in RUNTIME_PARTS for k in self.differs)
+
+    def describe(self, limit: int = 4) -> str:
+        shown = [f"{k} {theirs or '(none)'} (here {ours or '(none)'})"
+                 for k, (theirs, ours) in list(self.differs.items())[:limit]]
+        more = len(self.differs) - limit
+        return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def nearest_artifact(store: ArtifactStore, key: str, parts: Mapping[str, str]
+                     ) -> Nearest | None:
+    """The published artifact of the same model whose parts differ least from ``parts``;
+    ``None`` when the store lists none (or cannot be read: the miss stays unexplained)."""
+    try:
+        names = store.list(f"{INDEX_PREFIX}/{model_digest(parts)}/")
+    except Exception:
+        return None
+    best: Nearest | None = None
+    for name in names[:MAX_CANDIDATES]:
+        other = name.rpartition("/")[2].removesuffix(".json")
+        if other == key:
+            continue
+        try:
+            theirs = json.loads(store.read(name) or b"null")
+        except Exception:
+            continue
+        if not isinstance(theirs, dict):
+            continue
+        differs = {k: (str(theirs.get(k, "")), str(parts.get(k, "")))
+                   for k in sorted(set(theirs) | set(parts))
+                   if str(theirs.get(k, "")) != str(parts.get(k, ""))}
+        if best is None or len(differs) < len(best.differs):
+            best = Nearest(other, differs)
+    return best
+
+
+def _no_match(store: ArtifactStore, key: str, parts: Mapping[str, str],
+              started: float) -> RestoreOutcome:
+    nearest = nearest_artifact(store, key, parts)
+    reason, message = NO_MATCH, f"no artifact {key} in {store.location}"
+    if nearest is not None and nearest.only_runtime:
+        reason = VERSION_MISMATCH
+        message = (f"the artifact of this model and configuration, {nearest.key}, was made "
+                   f"with other software or hardware: {nearest.describe()}")
+    elif nearest is not None:
+        message += f"; the nearest artifact of this model, {nearest.key}, differs in " \
+                   f"{nearest.describe()}"
+    return RestoreOutcome(result=MISS, key=key, reason=reason, message=message,
+                          seconds=time.perf_counter() - started,
+                          nearest=nearest.key if nearest else None,
+                          differs=dict(nearest.differs) if nearest else {})
+
+
+def _set_aside(store: ArtifactStore, key: str, raw: bytes, archive: str | None) -> bool:
+    """Remove a damaged artifact's manifest (then its archive), so that the next publisher can
+    replace it; only while the manifest is still the one found damaged (a repaired one is left
+    alone)."""
+    try:
+        if store.read(manifest_name(key)) != raw:
+            return False
+        store.delete(manifest_name(key))
+    except Exception:  # a read-only reader: the artifact stays, each start misses
+        return False
+    if archive:
+        _delete_quietly(store, f"{key}/{archive}")
+    return True
+
+
 def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path, *,
             cancelled: Callable[[], bool] | None = None) -> RestoreOutcome:
     """Fetch the artifact ``key``, verify it and unpack it into ``dest``. Only a complete,
@@ -102,13 +192,20 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
     except Exception as exc:
         return miss(UNREACHABLE, exception_message(exc))
     if raw is None:
-        return miss(NO_MATCH, f"no artifact {key} in {store.location}")
+        return _no_match(store, key, parts, started)
+    found = raw
+
+    def damaged(message: str, archive: str | None = None) -> RestoreOutcome:
+        if _set_aside(store, key, found, archive):
+            message += "; set aside, so that this replica's publish replaces it"
+        return miss(CORRUPT, message)
+
     try:
         manifest = Manifest.from_json(raw)
     except ManifestVersionError as exc:
         return miss(VERSION_MISMATCH, str(exc))
     except CorruptArtifactError as exc:
-        return miss(CORRUPT, str(exc))
+        return damaged(str(exc))
     differing = sorted(k for k in set(parts) | set(manifest.parts)
                        if parts.get(k) != manifest.parts.get(k))
     if manifest.key != key or differing:
@@ -124,7 +221,7 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
         archive = staging / "artifact.tar"
         try:
             if not store.get(f"{key}/{manifest.archive}", archive):
-                return miss(CORRUPT, f"the manifest names {manifest.archive}, which is missing")
+                return damaged(f"the manifest names {manifest.archive}, which is missing")
         except Exception as exc:
             return miss(UNREACHABLE, exception_message(exc))
         tree = staging / "tree"
@@ -133,7 +230,7 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
             verify_archive(archive, manifest)
             unpack(archive, manifest, tree)
         except (CorruptArtifactError, tarfile.TarError, EOFError, ValueError) as exc:
-            return miss(CORRUPT, str(exc) or type(exc).__name__)
+            return damaged(str(exc) or type(exc).__name__, manifest.archive)
         except OSError as exc:
             return miss(LOCAL_ERROR, exception_message(exc))
         (tree / RESTORED_MARK).write_text(key, encoding="utf-8")
@@ -212,6 +309,8 @@ def publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Pa
         _delete_quietly(store, f"{key}/{archive_name}")
         return skipped(EXISTS, f"another publisher completed artifact {key} first",
                        total, len(files))
+    with contextlib.suppress(Exception):  # the index only explains misses: best effort
+        store.put_new(index_name(parts, key), json.dumps(dict(parts), sort_keys=True).encode())
     return PublishOutcome(result=PUBLISHED, key=key, bytes=manifest.archive_bytes,
                           files=len(packed), seconds=time.perf_counter() - started)
 

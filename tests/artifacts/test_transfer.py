@@ -18,6 +18,7 @@ from llm_init.artifacts import (
     publish,
     restore,
 )
+from llm_init.artifacts.key import make_key
 from llm_init.artifacts.transfer import manifest_name
 from tests.support.s3 import running_moto_s3
 
@@ -96,6 +97,54 @@ def test_another_version_is_a_version_mismatch(store: ArtifactStore, tmp_path: P
     outcome = restore(store, KEY, {**PARTS, "vllm": "0.33.0"}, tmp_path / "warm")
     assert (outcome.result, outcome.reason) == ("miss", "version_mismatch")
     assert "vllm" in (outcome.message or "")
+
+
+def test_an_artifact_of_this_model_from_another_vllm_is_a_version_mismatch_naming_it(
+        store: ArtifactStore, tmp_path: Path) -> None:
+    """After a vLLM upgrade the key changes; the miss names the old artifact and the version
+    it was made with, not just "no match"."""
+    model = {"model.source": "s3://models/tiny", "model.weights": "abc", "engine.dtype": "bf16"}
+    old = make_key({**model, "vllm": "0.31.0", "torch": "2.12.0"})
+    new = make_key({**model, "vllm": "0.32.0", "torch": "2.12.0"})
+    publish(store, old.digest, old.parts, make_cache(tmp_path / "cold"))
+    outcome = restore(store, new.digest, new.parts, tmp_path / "warm")
+    assert (outcome.result, outcome.reason) == ("miss", "version_mismatch")
+    assert outcome.nearest == old.digest
+    assert dict(outcome.differs) == {"vllm": ("0.31.0", "0.32.0")}
+    assert "vllm 0.31.0 (here 0.32.0)" in (outcome.message or "")
+
+
+def test_a_miss_names_the_nearest_artifact_of_the_model_and_what_differs(
+        store: ArtifactStore, tmp_path: Path) -> None:
+    """Another engine configuration of the same model is no match, and the miss says which
+    argument differs; an artifact of another model is not named."""
+    model = {"model.source": "s3://models/tiny", "model.weights": "abc", "vllm": "0.32.0"}
+    published = make_key({**model, "engine.max_model_len": "2048"})
+    other_model = make_key({**model, "model.weights": "def", "engine.max_model_len": "1024"})
+    wanted = make_key({**model, "engine.max_model_len": "1024"})
+    publish(store, published.digest, published.parts, make_cache(tmp_path / "one"))
+    publish(store, other_model.digest, other_model.parts, make_cache(tmp_path / "two"))
+    outcome = restore(store, wanted.digest, wanted.parts, tmp_path / "warm")
+    assert (outcome.reason, outcome.nearest) == ("no_match", published.digest)
+    assert dict(outcome.differs) == {"engine.max_model_len": ("2048", "1024")}
+
+
+def test_a_corrupt_artifact_is_set_aside_and_the_next_publish_replaces_it(
+        store: ArtifactStore, tmp_path: Path) -> None:
+    """A damaged artifact does not block warm starts forever: the reader that finds it
+    removes it, its own publish then completes a sound one, and the next start hits."""
+    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
+    manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"x" * manifest.archive_bytes)
+    store.put(f"{KEY}/{manifest.archive}", bad)
+    missed = restore(store, KEY, PARTS, tmp_path / "first")
+    republished = publish(store, KEY, PARTS, make_cache(tmp_path / "again"))
+    assert (missed.reason, republished.result) == ("corrupt", "published")
+    assert "set aside" in (missed.message or "")
+    assert restore(store, KEY, PARTS, tmp_path / "second").result == "hit"
+    sound = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
+    assert store.list(KEY) == sorted([manifest_name(KEY), f"{KEY}/{sound.archive}"])
 
 
 def test_a_newer_manifest_format_is_a_version_mismatch(store: ArtifactStore,
