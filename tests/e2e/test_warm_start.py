@@ -1,12 +1,16 @@
 """Warm starts end to end: real Ray Serve, vLLM's CPU build with compilation on
-(``enforce_eager=False``), an S3-compatible store (moto's server) and four deployments, each
-on a "node" of its own (its own download cache and local compile cache):
+(``enforce_eager=False``), an S3-compatible store (moto's server) whose URL carries a secret,
+spans over OTLP/HTTP to a real receiver, and six deployments, each on a "node" of its own (its
+own download cache and local compile cache):
 
 1. cold: nothing in the store, vLLM compiles; the cache is published after the replica is ready;
 2. warm: the model lies at another path, the artifact is restored, compilation is shorter;
-3. corrupt: the published archive is damaged; a miss with its reason, the start succeeds;
+3. corrupt: the published archive is damaged; a miss with its reason, the start succeeds, and
+   the damaged artifact is replaced by this start's publish;
 4. unreachable: no store at the endpoint; a miss within the restore's time limit;
-5. Ray's manual recipe, llm-init's warm start off: the cold start's compile cache uploaded by
+5. upgraded: the store holds this model's artifact from another vLLM version; two replicas at
+   once miss with version_mismatch naming it, compile, and publish the same key at once;
+6. Ray's manual recipe, llm-init's warm start off: the cold start's compile cache uploaded by
    hand, Ray's ``CloudDownloader`` callback fetching it and ``compilation_config.cache_dir``
    pointing at it, as Ray's deployment-initialization guide shows.
 
@@ -20,12 +24,18 @@ import shutil
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from llm_init import read_events
+from llm_init.artifacts import Manifest, open_artifact_store, publish, restore
+from llm_init.artifacts.key import make_key
+from llm_init.artifacts.transfer import manifest_name
+from llm_init.cli import app as cli_app
 from llm_init.events import (
     ArtifactMissed,
     ArtifactPublished,
@@ -39,22 +49,30 @@ from llm_init.events import (
 from llm_init.stores import open_store
 from tests.e2e.conftest import Cluster
 from tests.e2e.support import replica_pythonpath
+from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.support.s3 import ENV, MotoS3
 
-# Four compile-on starts and one warm one take 15-25 minutes on a loaded 2-core machine.
+# Six compile-on starts and one warm one take 10-30 minutes on a 2-core machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(3000)]
 
 APP = "warm"
 UNREACHABLE_TIMEOUT_S = 20.0
 CLOUD_DOWNLOADER = "ray.llm._internal.common.callbacks.cloud_downloader.CloudDownloader"
+# Credentials written into the store's URL: llm-init masks them wherever it shows the URL.
+SECRET = "e2eWarmS3cretValue"
+OLDER_VLLM = "0.9.0"
 
 
 @dataclass
 class Start:
     name: str
-    events: list[Event]
+    inits: dict[str, list[Event]]  # per initialization (one per replica), in start order
     deploy_s: float  # serve.run until the first completion answered
-    published: Event | None = None
+    store_url: str = ""
+
+    @property
+    def events(self) -> list[Event]:
+        return next(iter(self.inits.values()))
 
     def phase_s(self, phase: str) -> float:
         return next(e.duration_s for e in self.events
@@ -66,13 +84,20 @@ class Start:
         return float(found[-1]) if found and isinstance(found[-1], int | float) else None
 
     def of_type(self, kind: type[Event]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
+        return [e for events in self.inits.values() for e in events if isinstance(e, kind)]
 
 
 @dataclass
 class Starts:
     by_name: dict[str, Start] = field(default_factory=dict)
     recipe_files: list[str] = field(default_factory=list)  # what Ray's recipe put in place
+    older: Any = None  # the key of the older vLLM's artifact put in the upgraded's store
+    upgrade_objects: list[str] = field(default_factory=list)  # under the upgraded's key after
+    upgrade_archive: str = ""  # the archive its manifest names
+    upgrade_restore: str = ""  # a restore of it afterwards: hit or miss
+    spans: list[ReceivedSpan] = field(default_factory=list)
+    replica_logs: str = ""  # every Ray and Serve log line of the session
+    metrics: str = ""  # the metrics endpoint's text at the end
 
 
 def _completion(base_url: str) -> None:
@@ -83,25 +108,28 @@ def _completion(base_url: str) -> None:
         assert response.status == 200
 
 
-def _events(store_url: str, wait_for_publish: bool) -> list[Event]:
-    deadline = time.monotonic() + (240 if wait_for_publish else 0)
+def _events(store_url: str, replicas: int, wait_for_publish: bool) -> dict[str, list[Event]]:
+    """Each initialization's events, once there are ``replicas`` of them (and, if asked, each
+    has published or skipped)."""
+    deadline = time.monotonic() + (240 if wait_for_publish else 60)
     while True:
         store = open_store(store_url, create=False)
         try:
-            (init_id,) = store.list_init_ids()
-            events = read_events(store, init_id)
+            found = {i: list(read_events(store, i)) for i in store.list_init_ids()}
         finally:
             store.close()
-        done = any(isinstance(e, ArtifactPublished | ArtifactPublishSkipped) for e in events)
+        done = len(found) >= replicas and (not wait_for_publish or all(
+            any(isinstance(e, ArtifactPublished | ArtifactPublishSkipped) for e in events)
+            for events in found.values()))
         if done or time.monotonic() > deadline:
-            return events
+            return dict(sorted(found.items(), key=lambda item: item[1][0].timestamp))
         time.sleep(2)
 
 
 def _deploy(cluster: Cluster, model: pathlib.Path, workdir: pathlib.Path, name: str,
             artifact_store: dict[str, Any] | None, *, wait_for_publish: bool,
             engine_kwargs: dict[str, Any] | None = None, llm_config: dict[str, Any] | None = None,
-            env: dict[str, str] | None = None) -> Start:
+            env: dict[str, str] | None = None, replicas: int = 1) -> Start:
     from ray import serve
 
     from llm_init.demo.run import FAST_ENGINE_KWARGS, app_args
@@ -118,6 +146,7 @@ def _deploy(cluster: Cluster, model: pathlib.Path, workdir: pathlib.Path, name: 
         model, event_store=store_url, settings=settings,
         llm_config={"engine_kwargs": {**FAST_ENGINE_KWARGS, "enforce_eager": False,
                                       **(engine_kwargs or {})},
+                    "deployment_config": {"num_replicas": replicas},
                     **(llm_config or {})},
         env={"PYTHONPATH": replica_pythonpath(), **ENV,
              # inductor's own default cache (C++ headers) counts as local to the node
@@ -126,9 +155,33 @@ def _deploy(cluster: Cluster, model: pathlib.Path, workdir: pathlib.Path, name: 
     serve.run(build_openai_app(args), name=APP, route_prefix="/")
     _completion(cluster.base_url)
     deploy_s = time.perf_counter() - started
-    events = _events(store_url, wait_for_publish)
+    inits = _events(store_url, replicas, wait_for_publish)
     serve.delete(APP)
-    return Start(name, events, deploy_s)
+    return Start(name, inits, deploy_s, store_url)
+
+
+def _seed_older_vllms_artifact(starts: Starts, workdir: pathlib.Path, url: str,
+                               endpoint_url: str) -> None:
+    """Publish the cold start's cache as this model's artifact made by another vLLM version,
+    into the store the upgraded starts use: what the store holds after a vLLM upgrade."""
+    (missed,) = starts.by_name["cold"].of_type(ArtifactMissed)
+    starts.older = make_key({**missed.parts, "vllm": OLDER_VLLM})
+    store = open_artifact_store(url, endpoint_url=endpoint_url)
+    outcome = publish(store, starts.older.digest, starts.older.parts,
+                      workdir / "cold" / "warm" / missed.key)
+    assert outcome.result == "published", outcome
+
+
+def _read_back_upgraded_artifact(starts: Starts, workdir: pathlib.Path, url: str,
+                                 endpoint_url: str) -> None:
+    """What the upgraded replicas' publishes left in the store, and whether it restores."""
+    (missed, *_) = starts.by_name["upgraded"].of_type(ArtifactMissed)
+    store = open_artifact_store(url, endpoint_url=endpoint_url)
+    starts.upgrade_objects = store.list(f"{missed.key}/")
+    raw = store.read(manifest_name(missed.key))
+    starts.upgrade_archive = Manifest.from_json(raw).archive if raw else ""
+    starts.upgrade_restore = restore(store, missed.key, missed.parts,
+                                     workdir / "read-back").result
 
 
 def _rays_recipe(cluster: Cluster, workdir: pathlib.Path, s3: MotoS3, bucket: str) -> Start:
@@ -156,18 +209,35 @@ def _rays_recipe(cluster: Cluster, workdir: pathlib.Path, s3: MotoS3, bucket: st
 
 
 @pytest.fixture(scope="module")
-def starts(cluster: Cluster, tiny_model: pathlib.Path,
+def receiver() -> Iterator[OTLPReceiver]:
+    found = OTLPReceiver().start()
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture(scope="module")
+def starts(cluster: Cluster, tiny_model: pathlib.Path, receiver: OTLPReceiver,
            tmp_path_factory: pytest.TempPathFactory) -> Starts:
+    import ray
+
     workdir = tmp_path_factory.mktemp("warm")
     bucket = f"warm-{uuid.uuid4().hex[:8]}"
     found = Starts()
-    with MotoS3() as s3:
+    traced = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.traces_endpoint,
+              "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+              "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    with MotoS3() as s3, pytest.MonkeyPatch.context() as patch:
+        for name, value in ENV.items():
+            patch.setenv(name, value)
         s3.client().create_bucket(Bucket=bucket)
-        store = {"url": f"s3://{bucket}/artifacts", "endpoint_url": s3.endpoint_url}
+        url = f"s3://AKIAE2EWARMSTART:{SECRET}@{bucket}"
+        store = {"url": f"{url}/artifacts", "endpoint_url": s3.endpoint_url}
         found.by_name["cold"] = _deploy(cluster, tiny_model, workdir, "cold", store,
-                                        wait_for_publish=True)
+                                        wait_for_publish=True, env=traced)
         found.by_name["warm"] = _deploy(cluster, tiny_model, workdir, "warm", store,
-                                        wait_for_publish=False)
+                                        wait_for_publish=False, env=traced)
         client = s3.client()
         for obj in client.list_objects_v2(Bucket=bucket)["Contents"]:
             if obj["Key"].endswith(".tar"):
@@ -175,15 +245,32 @@ def starts(cluster: Cluster, tiny_model: pathlib.Path,
                 data[len(data) // 2] ^= 0xFF
                 client.put_object(Bucket=bucket, Key=obj["Key"], Body=bytes(data))
         found.by_name["corrupt"] = _deploy(cluster, tiny_model, workdir, "corrupt", store,
-                                           wait_for_publish=False)
-        dead = {"url": f"s3://{bucket}/artifacts", "endpoint_url": "http://127.0.0.1:9",
+                                           wait_for_publish=True, env=traced)
+        dead = {"url": f"{url}/artifacts", "endpoint_url": "http://127.0.0.1:9",
                 "timeout_s": UNREACHABLE_TIMEOUT_S}
         found.by_name["unreachable"] = _deploy(cluster, tiny_model, workdir, "unreachable",
-                                               dead, wait_for_publish=False)
+                                               dead, wait_for_publish=False, env=traced)
+        upgrade = {"url": f"{url}/upgrade", "endpoint_url": s3.endpoint_url}
+        _seed_older_vllms_artifact(found, workdir, upgrade["url"], s3.endpoint_url)
+        found.by_name["upgraded"] = _deploy(cluster, tiny_model, workdir, "upgraded", upgrade,
+                                            wait_for_publish=True, env=traced, replicas=2)
+        _read_back_upgraded_artifact(found, workdir, upgrade["url"], s3.endpoint_url)
         # last: it turns the model link the others share into a plain directory
         found.by_name["ray-recipe"] = _rays_recipe(cluster, workdir, s3, bucket)
         found.recipe_files = sorted(
             p.name for p in (workdir / "ray-recipe" / "vllm").rglob("*.so"))
+        found.spans = receiver.wait_for_spans(
+            lambda spans: sum(s.name == "llm_init.initialize" for s in spans) >= 6,
+            timeout=120)
+        node = ray._private.worker._global_node
+        assert node is not None
+        logs = pathlib.Path(node.get_session_dir_path()) / "logs"
+        found.replica_logs = "\n".join(
+            f.read_text(errors="replace") for f in sorted(logs.rglob("*"))
+            if f.is_file() and f.suffix in (".log", ".out", ".err"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics",
+                                    timeout=30) as response:
+            found.metrics = response.read().decode()
     for start in found.by_name.values():
         print(f"{start.name}: deploy to first completion {start.deploy_s:.1f} s, engine_init "
               f"{start.phase_s('engine_init'):.1f} s, engine_config "
@@ -226,6 +313,16 @@ def test_a_corrupt_artifact_is_a_miss_and_the_start_succeeds(starts: Starts) -> 
     assert not starts.by_name["corrupt"].of_type(ArtifactRestored)
 
 
+def test_a_corrupt_artifact_is_replaced_by_the_start_that_found_it(starts: Starts) -> None:
+    """The start that found the damaged artifact set it aside and published its own cache
+    under the same key, so the next start is warm again."""
+    corrupt = starts.by_name["corrupt"]
+    (missed,) = corrupt.of_type(ArtifactMissed)
+    (published,) = corrupt.of_type(ArtifactPublished)
+    assert "set aside" in missed.message
+    assert published.key == missed.key
+
+
 def test_an_unreachable_store_is_a_bounded_miss(starts: Starts) -> None:
     """No store at the endpoint: a miss (unreachable or timeout) within the restore's limit."""
     (missed,) = starts.by_name["unreachable"].of_type(ArtifactMissed)
@@ -249,3 +346,59 @@ def test_rays_manual_recipe_still_works(starts: Starts) -> None:
     assert cold_s is not None
     assert recipe_s is not None
     assert recipe_s < cold_s
+
+
+def test_after_a_vllm_upgrade_each_replica_misses_naming_the_older_artifact(
+        starts: Starts) -> None:
+    """The store holds this model's artifact from an older vLLM: both replicas of the
+    upgraded deployment miss with version_mismatch, naming that artifact and the version it
+    was made with, compile, and serve."""
+    upgraded = starts.by_name["upgraded"]
+    assert len(upgraded.inits) == 2
+    missed = upgraded.of_type(ArtifactMissed)
+    assert [m.reason for m in missed] == ["version_mismatch"] * 2
+    assert {m.nearest for m in missed} == {starts.older.digest}
+    assert {tuple(m.differs["vllm"]) for m in missed} == {
+        (OLDER_VLLM, missed[0].parts["vllm"])}
+    timeline = CliRunner().invoke(
+        cli_app, ["timeline", next(iter(upgraded.inits)), "--store", upgraded.store_url],
+        env={"COLUMNS": "200"}).output
+    assert "MISS (version_mismatch)" in timeline
+    assert f"vllm {OLDER_VLLM} -> " in timeline
+
+
+def test_two_replicas_publishing_the_same_key_at_once_leave_one_complete_artifact(
+        starts: Starts) -> None:
+    """Both replicas of the upgraded deployment publish the same key after they are ready:
+    one publishes, the other skips it as existing, and the store holds exactly one complete
+    artifact for the key, which restores."""
+    upgraded = starts.by_name["upgraded"]
+    (key,) = {m.key for m in upgraded.of_type(ArtifactMissed)}
+    outcomes = sorted(
+        "published" if isinstance(e, ArtifactPublished) else f"skipped:{e.reason}"
+        for e in upgraded.of_type(ArtifactPublished) + upgraded.of_type(ArtifactPublishSkipped))
+    assert outcomes == ["published", "skipped:exists"]
+    assert starts.upgrade_objects == sorted(
+        [manifest_name(key), f"{key}/{starts.upgrade_archive}"])
+    assert starts.upgrade_restore == "hit"
+
+
+def test_the_secret_in_the_store_url_reaches_no_event_span_log_line_or_metric(
+        starts: Starts) -> None:
+    """The store URL's credentials appear in no event log, no span exported over OTLP, no
+    line of the replicas' logs, no metric and no CLI output; the masked URL does."""
+    for start in starts.by_name.values():
+        path = pathlib.Path(start.store_url.removeprefix("sqlite:///"))
+        assert SECRET.encode() not in path.read_bytes(), start.name
+        for init_id in start.inits:
+            shown = CliRunner().invoke(cli_app, ["timeline", init_id, "--store",
+                                                 start.store_url]).output
+            assert SECRET not in shown, start.name
+    assert any(m.store.endswith("/artifacts") for m in
+               starts.by_name["cold"].of_type(ArtifactMissed))
+    restores = [s for s in starts.spans if s.name == "llm_init.artifact.restore"]
+    assert len(restores) >= 6
+    assert SECRET not in repr(starts.spans)
+    assert "llm_init_artifact" in starts.metrics
+    assert SECRET not in starts.metrics
+    assert [line for line in starts.replica_logs.splitlines() if SECRET in line] == []
