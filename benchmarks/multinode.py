@@ -2,21 +2,36 @@
 LLM's own, and the fleet store's append rate with two nodes of two replicas writing at once.
 
     python benchmarks/multinode.py [--rounds 2] [--only startup|store] [--inits 800]
+                                   [--padding-mb 64]
 
 Both parts run on a real two-node ``ray.cluster_utils.Cluster`` on this machine (a head and a
 worker node, 4 logical CPUs each, each with its own model cache), as the multi-node e2e tests
 start it.
 
 Start-up: each round deploys the tiny random-weight Llama once per arm, in rotating order, with
-the same placement group, two ``{"CPU": 1}`` bundles under ``STRICT_SPREAD`` (one per node):
-``ray`` is Ray Serve LLM's ``build_openai_app`` (its node initialization runs a download task
-on each node of the group), ``llm-init`` llm-init's builder fully instrumented (events in
-SQLite, spans over OTLP/HTTP, metrics), whose download step fetches the model into each node's
-cache (emptied before each deploy, so every deploy downloads), then the engine runs on the
-first bundle. The wall time runs from the builder call to the first successful completion
+the same placement group, two ``{"CPU": 1}`` bundles under ``STRICT_SPREAD`` (one per node),
+from the same S3-compatible store: moto's S3 server in a process of its own on loopback (both
+"nodes" are on this machine, so both reach it), the model under ``s3://models/tiny-llama``,
+given to both arms as ``model_loading_config.model_source = {"bucket_uri": ...}``; both nodes'
+processes have the endpoint (``AWS_ENDPOINT_URL_S3``) and fake credentials in their
+environment, which boto3 reads in either arm. ``ray`` is Ray Serve LLM's ``build_openai_app``
+(its node initialization runs a download task on each node of the group, boto3 into the
+Hugging Face cache); ``llm-init`` is llm-init's builder fully instrumented (events in SQLite,
+spans over OTLP/HTTP, metrics), whose download step fetches the model into each node's own
+cache; then the engine runs on the first bundle. Every cache is emptied before each deploy, so
+every deploy transfers. The two nodes share this machine's home directory and so Ray Serve
+LLM's Hugging Face cache and its download lock (``~/tiny-full.lock``): its second node waits
+for the first node's download and finds the files in place, so Ray's arm transfers the model
+once per deploy where llm-init's transfers it once per node (on separate machines both would
+transfer per node; Ray's ``initialize_node`` also requires every node to report the same
+path, which rules out a home of each node's own here). The tiny model's weights are 1.2 MB,
+too few for a transfer to register: ``--padding-mb`` adds two random safetensors shards of
+that many MiB in all, left out of a ``model.safetensors.index.json`` that maps every real
+tensor to ``model.safetensors``, so both arms fetch them and vLLM loads only the real weights.
+The wall time runs from the builder call to the first successful completion
 (``serve_startup.deploy_once``); a warm-up deploy is not counted. The per-node download times
-are the ones llm-init's log records (``StepProgressed``, stage ``node_completed``); Ray Serve
-LLM records none.
+and bytes are the ones llm-init's log records (``StepProgressed``: stage ``node_completed``'s
+``seconds``, the sum of ``bytes_delta``); Ray Serve LLM records none.
 
 Store: four writer actors, two pinned to each node (hard node affinity), append clones of a
 real initialization's events (``event_store.template``, about 60 events each, one transaction
@@ -31,6 +46,7 @@ writers as plain local processes (``event_store.concurrent_rate``) are given bes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -72,6 +88,8 @@ from llm_init.events import StepProgressed  # noqa: E402
 from llm_init.replay import read_events  # noqa: E402
 from llm_init.stores import open_store  # noqa: E402
 from tests.e2e.multinode import TwoNodes, two_node_cluster  # noqa: E402
+from tests.support.models import safetensors_bytes  # noqa: E402
+from tests.support.s3 import ENV, MotoS3  # noqa: E402
 
 ARMS = ("ray", "llm-init")
 SPANNING = {"placement_group_config": {"bundles": [{"CPU": 1}, {"CPU": 1}],
@@ -84,11 +102,12 @@ SPANNING = {"placement_group_config": {"bundles": [{"CPU": 1}, {"CPU": 1}],
 class SpanningRun:
     run: Run
     downloads: dict[str, float] = field(default_factory=dict)  # "replica node"/"other node": s
+    fetched: dict[str, int] = field(default_factory=dict)  # the same roles: bytes transferred
 
 
-def node_downloads(store: str, nodes: TwoNodes) -> dict[str, float]:
-    """Seconds of each node's download in the newest initialization of ``store``, by the
-    node's role: the replica's node, and the other node of its placement group."""
+def node_downloads(store: str, nodes: TwoNodes) -> tuple[dict[str, float], dict[str, int]]:
+    """Seconds and bytes fetched of each node's download in the newest initialization of
+    ``store``, by the node's role: the replica's node, and the other node of its group."""
     newest = latest(store)
     log = open_store(store, create=False)
     try:
@@ -96,33 +115,72 @@ def node_downloads(store: str, nodes: TwoNodes) -> dict[str, float]:
     finally:
         log.close()
     replica_node = newest.labels["node_id"]
-    seconds = {str(e.details["node_id"]): float(e.details["seconds"]) for e in events
-               if isinstance(e, StepProgressed) and e.details.get("stage") == "node_completed"}
+    progress = [e.details for e in events if isinstance(e, StepProgressed)
+                and e.details.get("node_id") in (nodes.head, nodes.worker)]
+    seconds = {str(d["node_id"]): float(d["seconds"]) for d in progress
+               if d.get("stage") == "node_completed"}
     assert set(seconds) == {nodes.head, nodes.worker}, seconds
-    return {("replica node" if node == replica_node else "other node"): s
-            for node, s in seconds.items()}
+    fetched = {node: sum(int(d.get("bytes_delta") or 0) for d in progress
+                         if d["node_id"] == node) for node in seconds}
+
+    def role(node: str) -> str:
+        return "replica node" if node == replica_node else "other node"
+
+    return ({role(n): s for n, s in seconds.items()}, {role(n): b for n, b in fetched.items()})
 
 
-def empty_caches(nodes: TwoNodes) -> None:
-    for cache in (nodes.head_cache, nodes.worker_cache):
+def empty_caches(nodes: TwoNodes, hf_home: Path) -> None:
+    """llm-init's cache on each node and Ray Serve LLM's (shared) one: every deploy fetches."""
+    for cache in (nodes.head_cache, nodes.worker_cache, hf_home):
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def measure_startup(nodes: TwoNodes, rounds: int, warmup: int, work: Path) -> list[SpanningRun]:
+def padded_model(work: Path, padding_mb: int) -> Path:
+    """The tiny model with ``padding_mb`` MiB of extra safetensors shards that vLLM does not
+    load: an index maps every real tensor to ``model.safetensors`` and names no padding."""
+    import random
+
+    model_dir = build_tiny_model(work / "tiny-llama-built")
+    target = work / "tiny-llama"
+    shutil.copytree(model_dir, target)
+    if padding_mb <= 0:
+        return target
+    with open(target / "model.safetensors", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    index = {"metadata": {}, "weight_map": {name: "model.safetensors" for name in header
+                                            if name != "__metadata__"}}
+    (target / "model.safetensors.index.json").write_text(json.dumps(index))
+    rng = random.Random(0)
+    for i in (1, 2):
+        (target / f"padding-{i:05d}-of-00002.safetensors").write_bytes(
+            safetensors_bytes(rng, padding_mb * 1024 * 1024 // 2))
+    return target
+
+
+def model_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+
+
+def measure_startup(nodes: TwoNodes, rounds: int, warmup: int, work: Path, source: str,
+                    hf_home: Path) -> list[SpanningRun]:
     from ray import serve
 
-    model_dir = build_tiny_model(work / "tiny-llama")
+    model_dir = work / "tiny-llama"  # stands in for the S3 source in the builders' other args
     store = f"sqlite:///{work / 'events.sqlite'}"
+    llm_config = {**SPANNING, "model_loading_config": {
+        "model_id": "tiny", "model_source": {"bucket_uri": source}}}
     http_port = free_port()
     # One proxy, on the head: both nodes share this machine's ports.
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
     runs: list[SpanningRun] = []
 
     def once(arm: str, round_no: int) -> SpanningRun:
-        empty_caches(nodes)
+        empty_caches(nodes, hf_home)
         run = deploy_once(arm, round_no, model_dir, store, otlp, http_port,
-                          llm_config=SPANNING)
-        return SpanningRun(run, node_downloads(store, nodes) if arm == "llm-init" else {})
+                          llm_config=llm_config)
+        if arm != "llm-init":
+            return SpanningRun(run)
+        return SpanningRun(run, *node_downloads(store, nodes))
 
     try:
         with otlp_receiver() as otlp:
@@ -136,7 +194,8 @@ def measure_startup(nodes: TwoNodes, rounds: int, warmup: int, work: Path) -> li
                     r = once(arm, round_no)
                     runs.append(r)
                     print(f"round {round_no + 1}: {arm:<9} wall {r.run.wall_s:6.1f} s"
-                          + "".join(f", download on the {k} {v:.2f} s"
+                          + "".join(f", download on the {k} {v:.2f} s "
+                                    f"({r.fetched[k] / 1e6:.1f} MB)"
                                     for k, v in sorted(r.downloads.items())), flush=True)
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
@@ -147,9 +206,10 @@ def med(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def report_startup(runs: list[SpanningRun], rounds: int) -> None:
-    print(f"\nReplica spanning two nodes (STRICT_SPREAD, 2 x {{CPU: 1}}), tiny Llama, median of "
-          f"{rounds} alternating rounds, deploy request to first completion")
+def report_startup(runs: list[SpanningRun], rounds: int, size: int) -> None:
+    print(f"\nReplica spanning two nodes (STRICT_SPREAD, 2 x {{CPU: 1}}), tiny Llama, "
+          f"{size / 1e6:.1f} MB in S3 (moto, loopback), median of {rounds} alternating rounds, "
+          f"deploy request to first completion")
     cols = ("wall", "CPU", "initialization", "download", "dl replica node", "dl other node",
             "engine_init")
     print(f"{'arm':<10}" + "".join(f"{c:>17}" for c in cols))
@@ -164,6 +224,11 @@ def report_startup(runs: list[SpanningRun], rounds: int) -> None:
                med([r.downloads["other node"] for r in rs if r.downloads]),
                med([r.run.phases["engine_init"] for r in rs if r.run.phases])]
         print(f"{arm:<10}" + "".join(f"{'-' if v is None else f'{v:.2f} s':>17}" for v in row))
+        for role in ("replica node", "other node"):
+            fetched = [r.fetched[role] for r in rs if r.fetched]
+            if fetched:
+                print(f"{'':<10}fetched on the {role}: "
+                      + ", ".join(f"{b / 1e6:.1f} MB" for b in fetched))
     a, b = walls.get("llm-init"), walls.get("ray")
     if a and b:
         print(f"llm-init / Ray Serve LLM, wall (target <= 1.0): {a / b:.3f}")
@@ -272,19 +337,25 @@ def main() -> None:
     parser.add_argument("--inits", type=int, default=800, help="per store run, all writers")
     parser.add_argument("--repeat", type=int, default=3, help="store runs per figure")
     parser.add_argument("--only", choices=["startup", "store"])
+    parser.add_argument("--padding-mb", type=int, default=64,
+                        help="extra weight shards vLLM does not load, in MiB")
     args = parser.parse_args()
     quiet_clean_process()
     print(f"{os.cpu_count()} CPUs ({cpu_model()}), Python {sys.version.split()[0]}, "
           f"load average at the start {os.getloadavg()[0]:.1f}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="llm-init-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="llm-init-bench-") as tmp, MotoS3() as s3:
         work = Path(tmp)
-        with two_node_cluster(work / "node-caches") as nodes:
+        model_dir = padded_model(work, args.padding_mb)
+        source = s3.upload_dir(model_dir, "models/tiny-llama")
+        hf_home = work / "hf-home"  # Ray Serve LLM's download target, shared by both nodes
+        node_env = {**ENV, "AWS_ENDPOINT_URL_S3": s3.endpoint_url, "HF_HOME": str(hf_home)}
+        with two_node_cluster(work / "node-caches", node_env=node_env) as nodes:
             if args.only != "startup":
                 results, durability = measure_store(nodes, args.inits, args.repeat, work)
                 report_store(results, durability, len(template()), args.inits, args.repeat)
             if args.only != "store":
-                runs = measure_startup(nodes, args.rounds, args.warmup, work)
-                report_startup(runs, args.rounds)
+                runs = measure_startup(nodes, args.rounds, args.warmup, work, source, hf_home)
+                report_startup(runs, args.rounds, model_bytes(model_dir))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -14,7 +14,14 @@ from typing import Any
 
 import ray
 
-from llm_init import DefaultSteps, LLMConfig, NodeInitializationContext, initialize_node
+from llm_init import (
+    DefaultSteps,
+    LLMConfig,
+    NodeInitializationContext,
+    initialize_node,
+    read_events,
+)
+from llm_init.events import StepProgressed
 from llm_init.steps.download import DownloadStep
 from llm_init.steps.placement import PlacementGroupStep
 from llm_init.stores import open_store
@@ -35,15 +42,20 @@ class TwoNodes:
 
 
 @contextmanager
-def two_node_cluster(caches: Path, *, metrics_ports: tuple[int, int] | None = None
-                     ) -> Iterator[TwoNodes]:
+def two_node_cluster(caches: Path, *, metrics_ports: tuple[int, int] | None = None,
+                     head_resources: dict[str, float] | None = None,
+                     node_env: dict[str, str] | None = None) -> Iterator[TwoNodes]:
     """A head and one worker node, 4 logical CPUs each, each with its own model cache (the
     raylet's ``LLM_INIT_CACHE_DIR``, inherited by its workers), this process connected as the
     driver on the head; shut down on the way out. With ``metrics_ports`` (head, worker) each
-    node exports Ray's metrics on its own port, reported every second."""
+    node exports Ray's metrics on its own port, reported every second. ``head_resources``:
+    custom resources only the head has (to pin a bundle there); ``node_env``: more environment
+    for both nodes' processes."""
     from ray.cluster_utils import Cluster
 
     head_cache, worker_cache = caches / "head", caches / "worker"
+    head_env = {**(node_env or {}), "LLM_INIT_CACHE_DIR": str(head_cache)}
+    worker_env = {**(node_env or {}), "LLM_INIT_CACHE_DIR": str(worker_cache)}
     head_metrics: dict[str, Any] = {}
     worker_metrics: dict[str, Any] = {}
     if metrics_ports is not None:
@@ -55,11 +67,10 @@ def two_node_cluster(caches: Path, *, metrics_ports: tuple[int, int] | None = No
         try:
             # Ray gives a raylet 30 s to register, which a loaded machine can miss: try again.
             cluster.add_node(num_cpus=4, include_dashboard=False,
-                             labels={"llm-init-test": "head"},
-                             env_vars={"LLM_INIT_CACHE_DIR": str(head_cache)}, **head_metrics)
+                             labels={"llm-init-test": "head"}, resources=head_resources or {},
+                             env_vars=head_env, **head_metrics)
             worker_node = cluster.add_node(num_cpus=4, labels={"llm-init-test": "worker"},
-                                           env_vars={"LLM_INIT_CACHE_DIR": str(worker_cache)},
-                                           **worker_metrics)
+                                           env_vars=worker_env, **worker_metrics)
             cluster.wait_for_nodes(timeout=120)
             break
         except Exception:
@@ -162,3 +173,17 @@ def tree(path: str | None) -> list[str]:
     root = Path(path)
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
                   if p.is_file() and not str(p.relative_to(root)).startswith(".llm-init"))
+
+
+def progress_of(store: str, init_id: str, node_id: str) -> list[dict[str, Any]]:
+    """The download progress recorded so far for one node."""
+    if not Path(store.removeprefix("sqlite:///")).exists():
+        return []  # the replica has not opened it yet
+    log = open_store(store, create=False)
+    try:
+        if init_id not in log.list_init_ids():
+            return []
+        return [e.details for e in read_events(log, init_id)
+                if isinstance(e, StepProgressed) and e.details.get("node_id") == node_id]
+    finally:
+        log.close()

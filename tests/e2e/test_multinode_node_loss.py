@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import ray
@@ -14,9 +13,9 @@ from typer.testing import CliRunner
 
 from llm_init import read_events, replay
 from llm_init.cli import app as cli_app
-from llm_init.events import InitializationFailed, StepFailed, StepProgressed
+from llm_init.events import InitializationFailed, StepFailed
 from llm_init.stores import open_store
-from tests.e2e.multinode import Replica, TwoNodes, two_node_cluster
+from tests.e2e.multinode import Replica, TwoNodes, progress_of, two_node_cluster
 from tests.support.models import write_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray]
@@ -28,20 +27,6 @@ BANDWIDTH = 1_000_000  # bytes per second per node: the worker's 6 MB take about
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     with two_node_cluster(tmp_path_factory.mktemp("node-caches")) as nodes:
         yield nodes
-
-
-def progress_of(store: str, init_id: str, node_id: str) -> list[dict[str, Any]]:
-    """The download progress recorded so far for one node."""
-    if not Path(store.removeprefix("sqlite:///")).exists():
-        return []  # the replica has not opened it yet
-    log = open_store(store, create=False)
-    try:
-        if init_id not in log.list_init_ids():
-            return []
-        return [e.details for e in read_events(log, init_id)
-                if isinstance(e, StepProgressed) and e.details.get("node_id") == node_id]
-    finally:
-        log.close()
 
 
 def test_losing_the_worker_node_mid_download_fails_naming_it_and_the_next_attempt_succeeds(
