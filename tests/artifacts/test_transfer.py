@@ -36,6 +36,15 @@ def make_cache(root: Path) -> Path:
     return root
 
 
+def publish_damaged(store: ArtifactStore, tmp_path: Path) -> None:
+    """Publish ``KEY``, then replace its archive with as many bytes of garbage."""
+    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
+    manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"x" * manifest.archive_bytes)
+    store.put(f"{KEY}/{manifest.archive}", bad)
+
+
 @pytest.fixture(params=["dir", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
     if request.param == "dir":
@@ -73,11 +82,7 @@ def test_an_absent_artifact_is_a_miss_without_match(store: ArtifactStore, tmp_pa
 def test_a_corrupt_archive_is_a_miss_and_leaves_nothing(store: ArtifactStore,
                                                         tmp_path: Path) -> None:
     """An archive whose bytes changed after publishing is refused before anything is used."""
-    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
-    manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
-    bad = tmp_path / "bad.tar"
-    bad.write_bytes(b"x" * manifest.archive_bytes)
-    store.put(f"{KEY}/{manifest.archive}", bad)
+    publish_damaged(store, tmp_path)
     outcome = restore(store, KEY, PARTS, tmp_path / "warm")
     assert (outcome.result, outcome.reason) == ("miss", "corrupt")
     assert not (tmp_path / "warm").exists()
@@ -133,11 +138,7 @@ def test_a_corrupt_artifact_is_set_aside_and_the_next_publish_replaces_it(
         store: ArtifactStore, tmp_path: Path) -> None:
     """A damaged artifact does not block warm starts forever: the reader that finds it
     removes it, its own publish then completes a sound one, and the next start hits."""
-    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
-    manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
-    bad = tmp_path / "bad.tar"
-    bad.write_bytes(b"x" * manifest.archive_bytes)
-    store.put(f"{KEY}/{manifest.archive}", bad)
+    publish_damaged(store, tmp_path)
     missed = restore(store, KEY, PARTS, tmp_path / "first")
     republished = publish(store, KEY, PARTS, make_cache(tmp_path / "again"))
     assert (missed.reason, republished.result) == ("corrupt", "published")
