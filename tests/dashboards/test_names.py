@@ -19,7 +19,7 @@ EXPRESSIONS = ([(f"panel {q.panel!r} {q.ref_id}", q.expr) for q in promql.panel_
 NOT_YET_EXPORTED = {"application"}
 VALUES = {
     names.LABEL_PHASE: {p.value for p in Phase},
-    names.LABEL_OUTCOME: {names.OUTCOME_COMPLETED, names.OUTCOME_FAILED},
+    names.LABEL_OUTCOME: {names.OUTCOME_COMPLETED, names.OUTCOME_FAILED, names.OUTCOME_ABANDONED},
     names.LABEL_BOUNDARY: {names.BOUNDARY_START, names.BOUNDARY_END},
     names.LABEL_SUBPHASE: set(names.ENGINE_SUBPHASES),
     names.LABEL_RESULT: {names.RESULT_HIT, names.RESULT_MISS, names.RESULT_ERROR},
