@@ -98,7 +98,8 @@ def mean(metric: str, by: str, *matchers: str, window: str = "$__rate_interval")
 
 INITS = n.METRIC_INITIALIZATIONS
 PHASE = n.METRIC_PHASE_DURATION
-FAILED = f'{n.LABEL_OUTCOME}="{n.OUTCOME_FAILED}"'
+# An abandoned initialization (its process died mid-start) is a failed start, as in the alerts.
+FAILED = f'{n.LABEL_OUTCOME}=~"{n.OUTCOME_FAILED}|{n.OUTCOME_ABANDONED}"'
 
 
 # --- building blocks ---------------------------------------------------------------------------
@@ -209,7 +210,8 @@ def overview_row(d: db.Dashboard) -> None:
               instant=True)))
     d.with_panel(stat_panel(
         "Failure ratio in range", "Share of the initializations finished in the range that "
-        "failed. See the event log (llm-init list --outcome failed) for the errors.",
+        "failed or were abandoned (their process died). See the event log (llm-init list "
+        "--outcome failed, --outcome abandoned) for the errors.",
         "percentunit",
         Query(f"{total(INITS, None, FAILED, window='$__range')} / "
               f"{total(INITS, None, window='$__range')}", "failed", instant=True),
@@ -234,9 +236,9 @@ def activity_row(d: db.Dashboard) -> None:
         [Query(total(INITS, n.LABEL_OUTCOME), "{{outcome}}")], width=8, stacked=True,
         bars=True))
     d.with_panel(graph(
-        "Failure ratio by model", "Failed initializations over all finished ones, per model, "
-        "over the interval. The alert LLMInitInitializationsFailing fires above 25 % over "
-        "30 minutes.", "percentunit",
+        "Failure ratio by model", "Failed or abandoned initializations over all finished "
+        "ones, per model, over the interval. The alert LLMInitInitializationsFailing fires "
+        "above 25 % over 30 minutes.", "percentunit",
         [Query(f"{total(INITS, n.LABEL_MODEL, FAILED)} / {total(INITS, n.LABEL_MODEL)}",
                "{{model}}")], width=8, max_value=1))
     d.with_panel(graph(
