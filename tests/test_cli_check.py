@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from llm_init.cli import app
 from llm_init.stores import SQLiteEventStore
-from tests.stores.contract import fleet_records
+from tests.stores.contract import fleet_records, with_fleet
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,10 +37,7 @@ def cli_streams(*args: str) -> tuple[int, str, str]:
 def fleet(tmp_path: Path) -> Path:
     """Five inits (a..e; ``d`` still running), checkpointed into the main file."""
     path = tmp_path / "events.sqlite"
-    store = SQLiteEventStore(path)
-    for log in fleet_records():
-        store.append(log)
-    store.close()
+    with_fleet(SQLiteEventStore(path)).close()
     return path
 
 

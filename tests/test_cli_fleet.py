@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from llm_init import DefaultSteps, LLMConfig, initialize_node_sync
 from llm_init.stores import SQLiteEventStore, open_store
 from tests.conftest import SettingStep
-from tests.stores.contract import fleet_records
+from tests.stores.contract import with_fleet
 from tests.support.cli import invoke
 from tests.support.logs import records, synthetic_log
 
@@ -38,10 +38,7 @@ def ids(out: str) -> list[str]:
 @pytest.fixture
 def fleet(tmp_path: Path) -> str:
     path = tmp_path / "events.sqlite"
-    store = SQLiteEventStore(path)
-    for log in fleet_records():
-        store.append(log)
-    store.close()
+    with_fleet(SQLiteEventStore(path)).close()
     return str(path)
 
 

@@ -23,7 +23,7 @@ from llm_init.fleet import (
 )
 from llm_init.fleet.diff import TimeDelta, ValueDelta
 from llm_init.stores import InMemoryEventStore, StoredEvent
-from tests.stores.contract import fleet_records
+from tests.stores.contract import with_fleet
 from tests.support.logs import PHASE_NAMES, T0, records, synthetic_log
 
 
@@ -49,10 +49,7 @@ class PlainStore:
 
 @pytest.fixture
 def fleet() -> InMemoryEventStore:
-    store = InMemoryEventStore()
-    for log in fleet_records():
-        store.append(log)
-    return store
+    return with_fleet(InMemoryEventStore())
 
 
 @pytest.mark.parametrize("query", [
@@ -64,9 +61,7 @@ def test_a_store_without_an_index_gets_the_same_answers(fleet: InMemoryEventStor
                                                         query: InitQuery) -> None:
     """Without the optional query methods, fleet queries read the logs and agree with the
     indexed answer."""
-    plain = PlainStore()
-    for log in fleet_records():
-        plain.append(log)
+    plain = with_fleet(PlainStore())
     assert query_initializations(plain, query) == query_initializations(fleet, query)
 
 

@@ -10,7 +10,7 @@ import pytest
 from llm_init import DuplicateEventError, EventStoreError
 from llm_init.fleet import export_lines, import_lines
 from llm_init.stores import InMemoryEventStore, SQLiteEventStore, open_store
-from tests.stores.contract import fleet_records
+from tests.stores.contract import with_fleet
 from tests.support.logs import records, synthetic_log
 
 
@@ -18,9 +18,7 @@ def test_sqlite_to_postgres_and_back_keeps_every_record(tmp_path: Path,
                                                         postgres_url: str) -> None:
     """A fleet exported from SQLite, imported into PostgreSQL, exported again and imported
     into a new SQLite file has exactly the original records."""
-    source = SQLiteEventStore(tmp_path / "a.sqlite")
-    for log in fleet_records():
-        source.append(log)
+    source = with_fleet(SQLiteEventStore(tmp_path / "a.sqlite"))
     ids = source.list_init_ids(100)
     middle = open_store(postgres_url, buffered=False)
     import_lines(middle, export_lines(source, ids))

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -78,10 +79,20 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
+S = TypeVar("S", bound=EventStore)
+
+
 def fleet_records() -> list[list[StoredEvent]]:
     return [records(synthetic_log(i, model_id=m, outcome=o, started_at=T0 + timedelta(minutes=t),
                                   seconds=s, host=h, labels=labels))
             for i, m, o, t, s, h, labels in FLEET]
+
+
+def with_fleet(store: S) -> S:
+    """``store`` with the fleet's logs appended, one append per initialization."""
+    for log in fleet_records():
+        store.append(log)
+    return store
 
 
 class StoreContract:
@@ -103,9 +114,7 @@ class StoreContract:
 
     @pytest.fixture
     def fleet(self, store: EventStore) -> EventStore:
-        for log in fleet_records():
-            store.append(log)
-        return store
+        return with_fleet(store)
 
     def writers(self, location: str, count: int) -> list[int]:
         """Run ``count`` concurrent writers (processes) and return their shared wins."""
