@@ -6,6 +6,7 @@ import io
 import sqlite3
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,38 +92,57 @@ class Planting:
         raise RuntimeError(f"mirror {self.mirror} refused {HF_TOKEN}")
 
 
-def test_planted_secrets_reach_no_artefact(tmp_path: Path, receiver: OTLPReceiver,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run with secrets in runtime_env, callback_kwargs, extra_init_kwargs, custom_data, the
-    model id and an error message; then search the event store file, the OTLP request bodies,
-    the log lines and the /metrics text for them."""
+@dataclass
+class Sinks:
+    """Where an initialization's telemetry goes: spans over OTLP/HTTP to ``receiver``, JSON
+    log lines into ``logs``, metrics on a real endpoint, events into ``store_path``."""
+
+    receiver: OTLPReceiver
+    provider: Any
+    logs: io.StringIO
+    backend: PrometheusBackend
+    store_path: Path
+
+    def metrics_text(self) -> str:
+        url = f"http://127.0.0.1:{self.backend.server_port}/metrics"
+        with urllib.request.urlopen(url) as response:
+            return str(response.read().decode())
+
+
+@pytest.fixture
+def sinks(tmp_path: Path, receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> Sinks:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
     provider = tracing.configure_tracing(set_global=False)
     assert provider is not None
     logs = io.StringIO()
     configure_logging("DEBUG", stream=logs, fmt="json")
-    backend = PrometheusBackend(CollectorRegistry(), port=0, addr="127.0.0.1")
-    store_path = tmp_path / "events.sqlite"
+    return Sinks(receiver, provider, logs,
+                 PrometheusBackend(CollectorRegistry(), port=0, addr="127.0.0.1"),
+                 tmp_path / "events.sqlite")
+
+
+def test_planted_secrets_reach_no_artefact(sinks: Sinks) -> None:
+    """Run with secrets in runtime_env, callback_kwargs, extra_init_kwargs, custom_data, the
+    model id and an error message; then search the event store file, the OTLP request bodies,
+    the log lines and the /metrics text for them."""
     config = LLMConfig(
         model_id=URL, model_source=URL, callback_class=Planting,
         callback_kwargs={"aws_secret_access_key": AWS_SECRET, "mirror": URL},
         runtime_env={"env_vars": {"HF_TOKEN": HF_TOKEN, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}},
         engine_kwargs={"download_dir": URL}, raise_error_on_callback=False)
-    store = SQLiteEventStore(store_path)
+    store = SQLiteEventStore(sinks.store_path)
     initialize_node_sync(config, event_store=store, steps=local_steps(),
-                         observers=[MetricsCallback(backend)], tracer_provider=provider)
+                         observers=[MetricsCallback(sinks.backend)], tracer_provider=sinks.provider)
     store.close()
-    tracing.shutdown(provider)
-    receiver.wait_for_spans(lambda spans: any(s.name == names.SPAN_INITIALIZE for s in spans))
-    with sqlite3.connect(store_path) as db:
+    tracing.shutdown(sinks.provider)
+    sinks.receiver.wait_for_spans(lambda spans: any(s.name == names.SPAN_INITIALIZE for s in spans))
+    with sqlite3.connect(sinks.store_path) as db:
         rows = "\n".join(repr(row) for row in db.execute("SELECT * FROM events"))
-    with urllib.request.urlopen(f"http://127.0.0.1:{backend.server_port}/metrics") as response:
-        metrics_text = response.read().decode()
     artefacts = {
         "event store": rows,
-        "OTLP bodies": b"".join(receiver.raw_bodies).decode("latin-1"),
-        "log lines": logs.getvalue(),
-        "/metrics": metrics_text,
+        "OTLP bodies": b"".join(sinks.receiver.raw_bodies).decode("latin-1"),
+        "log lines": sinks.logs.getvalue(),
+        "/metrics": sinks.metrics_text(),
     }
     leaks = {name: [s for s in SECRETS if s in text] for name, text in artefacts.items()}
     assert leaks == {name: [] for name in artefacts}
@@ -225,56 +245,46 @@ class Raising:
 
 
 def test_planted_secrets_in_error_messages_reach_no_artefact(
-        tmp_path: Path, receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch,
-        user_keys: None) -> None:
+        sinks: Sinks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_keys: None) -> None:
     """A hook and a step fail with credential pairs and credential environment values (of
     realistic and short lengths) in their messages; none of them is in the store file, the
     CLI's events, timeline and export, the log lines, the OTLP bodies or /metrics."""
     for name, value in PLANTED_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-    provider = tracing.configure_tracing(set_global=False)
-    assert provider is not None
-    logs = io.StringIO()
-    configure_logging("DEBUG", stream=logs, fmt="json")
-    backend = PrometheusBackend(CollectorRegistry(), port=0, addr="127.0.0.1")
-    store_path = tmp_path / "events.sqlite"
-    store = SQLiteEventStore(store_path)
-    observers = [MetricsCallback(backend)]
+    store = SQLiteEventStore(sinks.store_path)
+    observers = [MetricsCallback(sinks.backend)]
     with pytest.raises(LLMInitError):
         initialize_node_sync(LLMConfig(model_id="tiny", callback_class=Raising),
                              event_store=store, steps=local_steps(), observers=observers,
-                             tracer_provider=provider)
+                             tracer_provider=sinks.provider)
     with pytest.raises(LLMInitError):
         initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store,
                              steps=local_steps(download=FailingStep(leaky_message("mirror"))),
-                             observers=observers, tracer_provider=provider)
+                             observers=observers, tracer_provider=sinks.provider)
     store.close()
-    tracing.shutdown(provider)
-    receiver.wait_for_spans(lambda spans: sum(s.name == names.SPAN_INITIALIZE
+    tracing.shutdown(sinks.provider)
+    sinks.receiver.wait_for_spans(lambda spans: sum(s.name == names.SPAN_INITIALIZE
                                               for s in spans) == 2)
     store_bytes = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("events.sqlite*")))
     cli_out = {}
     for args in (("list", "--json"), ("export", "--all")):
-        result = CliRunner().invoke(app, [*args, "--store", str(store_path)],
+        result = CliRunner().invoke(app, [*args, "--store", str(sinks.store_path)],
                                     env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output
         cli_out[" ".join(args)] = result.output
-    for init_id in _init_ids(store_path):
+    for init_id in _init_ids(sinks.store_path):
         for command in ("timeline", "events"):
-            result = CliRunner().invoke(app, [command, init_id, "--store", str(store_path),
+            result = CliRunner().invoke(app, [command, init_id, "--store", str(sinks.store_path),
                                               *(["--json"] if command == "events" else [])],
                                         env={"COLUMNS": "200"})
             assert result.exit_code == 0, result.output
             cli_out[f"{command} {init_id}"] = result.output
-    with urllib.request.urlopen(f"http://127.0.0.1:{backend.server_port}/metrics") as response:
-        metrics_text = response.read().decode()
     artefacts = {
         "store file": store_bytes.decode("latin-1"),
         **{f"llm-init {k}": v for k, v in cli_out.items()},
-        "log lines": logs.getvalue(),
-        "OTLP bodies": b"".join(receiver.raw_bodies).decode("latin-1"),
-        "/metrics": metrics_text,
+        "log lines": sinks.logs.getvalue(),
+        "OTLP bodies": b"".join(sinks.receiver.raw_bodies).decode("latin-1"),
+        "/metrics": sinks.metrics_text(),
     }
     leaks = {name: [s for s in PLANTED if s in text] for name, text in artefacts.items()}
     assert leaks == {name: [] for name in artefacts}
