@@ -99,7 +99,7 @@ def mean(metric: str, by: str, *matchers: str, window: str = "$__rate_interval")
 INITS = n.METRIC_INITIALIZATIONS
 PHASE = n.METRIC_PHASE_DURATION
 # An abandoned initialization (its process died mid-start) is a failed start, as in the alerts.
-FAILED = f'{n.LABEL_OUTCOME}=~"{n.OUTCOME_FAILED}|{n.OUTCOME_ABANDONED}"'
+FAILURES = f'{n.LABEL_OUTCOME}=~"{n.OUTCOME_FAILED}|{n.OUTCOME_ABANDONED}"'
 
 
 # --- building blocks ---------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def overview_row(d: db.Dashboard) -> None:
         "failed or were abandoned (their process died). See the event log (llm-init list "
         "--outcome failed, --outcome abandoned) for the errors.",
         "percentunit",
-        Query(f"{total(INITS, None, FAILED, window='$__range')} / "
+        Query(f"{total(INITS, None, FAILURES, window='$__range')} / "
               f"{total(INITS, None, window='$__range')}", "failed", instant=True),
         thresholds=((None, "green"), (0.05, "orange"), (0.25, "red"))))
     d.with_panel(stat_panel(
@@ -239,7 +239,7 @@ def activity_row(d: db.Dashboard) -> None:
         "Failure ratio by model", "Failed or abandoned initializations over all finished "
         "ones, per model, over the interval. The alert LLMInitInitializationsFailing fires "
         "above 25 % over 30 minutes.", "percentunit",
-        [Query(f"{total(INITS, n.LABEL_MODEL, FAILED)} / {total(INITS, n.LABEL_MODEL)}",
+        [Query(f"{total(INITS, n.LABEL_MODEL, FAILURES)} / {total(INITS, n.LABEL_MODEL)}",
                "{{model}}")], width=8, max_value=1))
     d.with_panel(graph(
         "Initializations in progress by phase", "How many initializations are in each phase "
