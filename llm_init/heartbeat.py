@@ -24,8 +24,9 @@ from llm_init.events import (
 from llm_init.fleet.query import query_initializations
 from llm_init.liveness import EPOCH, process_alive
 from llm_init.recorder import EventRecorder, notify
-from llm_init.replay import read_events, replay
-from llm_init.stores.base import EventStore, InitQuery, encode
+from llm_init.replay import replay
+from llm_init.stores.append import append_next
+from llm_init.stores.base import EventStore, InitQuery
 
 _log = logging.getLogger(__name__)
 # A process silent for fewer heartbeat intervals than this is not closed, even with its pid
@@ -84,19 +85,20 @@ def close_abandoned(store: EventStore, *, host: str, observers: Sequence[EventOb
     query = InitQuery(host=host, outcome="running", limit=None, now=EPOCH)
     closed = []
     for init_id in query_initializations(store, query):
-        event = _abandonment(read_events(store, init_id), host, now)
-        if event is None:
-            continue
+        # A conflict means the process (or another sweeper) wrote meanwhile: judged again on
+        # the longer log, which then usually shows it alive or closed.
         try:
-            store.append([encode(event)])
+            event = append_next(store, init_id,
+                                lambda events, sequence: _abandonment(events, host, now))
         except DuplicateEventError:
             continue
-        closed.append(event)
-        notify(observers, event)
+        if isinstance(event, InitializationAbandoned):
+            closed.append(event)
+            notify(observers, event)
     return closed
 
 
-def _abandonment(events: list[Event], host: str, now: datetime
+def _abandonment(events: Sequence[Event], host: str, now: datetime
                  ) -> InitializationAbandoned | None:
     first, last = events[0], events[-1]
     if (not isinstance(first, InitializationStarted) or first.host != host

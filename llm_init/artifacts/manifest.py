@@ -71,16 +71,32 @@ class Manifest:
         if version != FORMAT:
             raise ManifestVersionError(f"manifest format {version}, this llm-init reads {FORMAT}")
         try:
-            return cls(key=str(data["key"]), parts={str(k): str(v) for k, v in
-                                                    data["parts"].items()},
-                       archive=str(data["archive"]), archive_bytes=int(data["archive_bytes"]),
-                       archive_sha256=str(data["archive_sha256"]),
-                       files=tuple(ArtifactFile(str(p), int(s), str(h))
-                                   for p, s, h in data["files"]),
-                       created_at=float(data["created_at"]), host=str(data.get("host", "")),
-                       extra=dict(data.get("extra") or {}))
+            manifest = cls(key=str(data["key"]), parts={str(k): str(v) for k, v in
+                                                        data["parts"].items()},
+                           archive=str(data["archive"]),
+                           archive_bytes=int(data["archive_bytes"]),
+                           archive_sha256=str(data["archive_sha256"]),
+                           files=tuple(ArtifactFile(str(p), int(s), str(h))
+                                       for p, s, h in data["files"]),
+                           created_at=float(data["created_at"]),
+                           host=str(data.get("host", "")),
+                           extra=dict(data.get("extra") or {}))
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptArtifactError(f"malformed manifest: {exc!r}") from exc
+        for entry in manifest.files:
+            if not _safe_path(entry.path) or entry.size < 0:
+                raise CorruptArtifactError(f"the manifest lists {entry.path!r}, not a file "
+                                           "inside the cache directory")
+        if not _safe_path(manifest.archive) or "/" in manifest.archive \
+                or manifest.archive_bytes < 0:
+            raise CorruptArtifactError(f"the manifest names the archive {manifest.archive!r}")
+        return manifest
+
+
+def _safe_path(path: str) -> bool:
+    """A relative ``/``-path of plain names: no ``.``, ``..``, empty or absolute parts."""
+    parts = path.split("/")
+    return bool(path) and all(p not in ("", ".", "..") and "\0" not in p for p in parts)
 
 
 def scan(root: Path) -> list[Path]:
@@ -97,7 +113,11 @@ def pack(root: Path, archive: Path) -> tuple[tuple[ArtifactFile, ...], int, str]
     with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
         for path in scan(root):
             name = path.relative_to(root).as_posix()
-            with path.open("rb") as source:
+            try:
+                source = path.open("rb")
+            except FileNotFoundError:  # a temporary file the engine removed since the scan
+                continue
+            with source:
                 info = tar.gettarinfo(fileobj=source, arcname=name)
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
@@ -146,7 +166,9 @@ def unpack(archive: Path, manifest: Manifest, dest: Path, *, file_digests: bool 
     """Extract exactly the manifest's files into ``dest``, checking each one's size (and with
     ``file_digests`` its SHA-256: redundant once the archive's own digest matched, and a
     third pass over the bytes); anything else in the archive (another path, a link, a device)
-    is corruption."""
+    is corruption, as is a sparse member (a few bytes of archive that unpack to many of
+    disk). No file is written past its manifest size, so the unpacked total never exceeds the
+    manifest's."""
     expected = {f.path: f for f in manifest.files}
     seen: set[str] = set()
     with tarfile.open(archive, "r:") as tar:
@@ -154,6 +176,10 @@ def unpack(archive: Path, manifest: Manifest, dest: Path, *, file_digests: bool 
             entry = expected.get(member.name)
             if entry is None or not member.isfile() or member.name in seen:
                 raise CorruptArtifactError(f"unexpected entry {member.name!r} in the archive")
+            if member.issparse() or member.size != entry.size:
+                raise CorruptArtifactError(
+                    f"entry {member.name!r} is {'sparse' if member.issparse() else 'sized'} "
+                    f"unlike its manifest's {entry.size} bytes")
             target = dest.joinpath(*entry.path.split("/"))
             if not target.resolve().is_relative_to(dest.resolve()):
                 raise CorruptArtifactError(f"entry {member.name!r} escapes the cache directory")
@@ -163,10 +189,12 @@ def unpack(archive: Path, manifest: Manifest, dest: Path, *, file_digests: bool 
             target.parent.mkdir(parents=True, exist_ok=True)
             digest, size = hashlib.sha256() if file_digests else None, 0
             with target.open("wb") as out:
-                while chunk := source.read(_CHUNK):
+                while chunk := source.read(min(_CHUNK, entry.size + 1 - size)):
                     if digest is not None:
                         digest.update(chunk)
                     size += len(chunk)
+                    if size > entry.size:
+                        break
                     out.write(chunk)
             if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
                 raise CorruptArtifactError(f"file {entry.path} does not match its manifest")

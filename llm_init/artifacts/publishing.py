@@ -24,7 +24,8 @@ from llm_init.artifacts.transfer import EXISTS, PUBLISHED, VETOED, PublishOutcom
 from llm_init.callbacks import EventObserver
 from llm_init.events import ArtifactPublished, ArtifactPublishSkipped, Event
 from llm_init.recorder import notify
-from llm_init.stores import EventStore, decode, encode, open_store
+from llm_init.stores import EventStore, open_store
+from llm_init.stores.append import APPEND_ATTEMPTS, append_next
 from llm_init.telemetry import names
 from llm_init.telemetry.redaction import exception_message, redact_text
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(names.INSTRUMENTATION_NAME)
-APPEND_ATTEMPTS = 5
 
 
 def start_publish(ctx: NodeInitializationContext, *, event_store: EventStore | None = None,
@@ -107,17 +107,14 @@ def append_after_last(init_id: str, event_type: type[Event], fields: dict[str, A
     except Exception as exc:
         _log.warning("llm-init: cannot record %s: %r", event_type.TYPE, exc)
         return None
+    def build(events: Sequence[Event], sequence: int) -> Event:
+        return event_type(init_id=init_id, sequence=sequence, timestamp=datetime.now(UTC),
+                          node_id=events[-1].node_id, **fields)
+
     try:
-        for _attempt in range(APPEND_ATTEMPTS):
-            try:
-                last = decode(store.read(init_id)[-1])
-                event = event_type(init_id=init_id, sequence=last.sequence + 1,
-                                   timestamp=datetime.now(UTC), node_id=last.node_id, **fields)
-                store.append([encode(event)])
-                return event
-            except Exception as exc:  # another writer took that sequence number: try again
-                error = exc
-        _log.warning("llm-init: cannot record %s: %r", event_type.TYPE, error)
+        return append_next(store, init_id, build, attempts=APPEND_ATTEMPTS)
+    except Exception as exc:
+        _log.warning("llm-init: cannot record %s: %r", event_type.TYPE, exc)
         return None
     finally:
         if event_store is None:

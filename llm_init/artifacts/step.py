@@ -10,6 +10,7 @@ them restores the matching artifact into its local cache, and vLLM is pointed at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -151,18 +152,31 @@ async def _restore_here(settings: ArtifactSettings, key: ArtifactKey,
                         cache_root: Path) -> RestoreOutcome:
     started = time.perf_counter()
     cancelled = threading.Event()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[RestoreOutcome] = loop.create_future()
 
-    def work() -> RestoreOutcome:
+    def finish(outcome: RestoreOutcome) -> None:
+        if not done.done():
+            done.set_result(outcome)
+
+    def work() -> None:
         try:
-            store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url)
-            return restore(store, key.digest, key.parts, cache_root,
-                           cancelled=cancelled.is_set)
+            store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url,
+                                        timeout_s=settings.timeout_s)
+            outcome = restore(store, key.digest, key.parts, cache_root,
+                              cancelled=cancelled.is_set, max_bytes=settings.max_bytes)
         except Exception as exc:
-            return RestoreOutcome(result="miss", key=key.digest, reason=LOCAL_ERROR,
-                                  message=exception_message(exc))
+            outcome = RestoreOutcome(result="miss", key=key.digest, reason=LOCAL_ERROR,
+                                     message=exception_message(exc))
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(finish, outcome)
 
+    # A daemon thread, not ``asyncio.to_thread``: a fetch that hangs past the deadline must
+    # not hold ``asyncio.run`` (which joins its executor's threads) or the process's exit.
+    threading.Thread(target=work, name=f"llm-init-restore-{key.digest[:8]}",
+                     daemon=True).start()
     try:
-        return await asyncio.wait_for(asyncio.to_thread(work), settings.timeout_s)
+        return await asyncio.wait_for(asyncio.shield(done), settings.timeout_s)
     except TimeoutError:
         cancelled.set()  # a late finish must not fill the cache the engine compiles into
         return RestoreOutcome(result="miss", key=key.digest, reason=TIMEOUT,
@@ -170,10 +184,12 @@ async def _restore_here(settings: ArtifactSettings, key: ArtifactKey,
                               seconds=time.perf_counter() - started)
 
 
-def restore_on_node(settings: ArtifactSettings, key: ArtifactKey, weights_path: str | None
-                    ) -> RestoreOutcome:
+def restore_on_node(settings: ArtifactSettings, key: ArtifactKey, weights_path: str | None,
+                    deadline: float | None = None) -> RestoreOutcome:
     """The restore on one node (a Ray task's body): refused if this node's device differs
-    from the one the key was made on; the model link made as on the first node."""
+    from the one the key was made on; the model link made as on the first node. Past
+    ``deadline`` (seconds since the epoch, as ``time.time()``) the first node has given up
+    waiting: the restore puts nothing in the cache."""
     here = device_identity()
     differing = [k for k, v in here.items() if key.parts.get(k) != v]
     if differing:
@@ -182,8 +198,17 @@ def restore_on_node(settings: ArtifactSettings, key: ArtifactKey, weights_path: 
     cache_root = Path(settings.cache_dir).expanduser() / key.digest
     if weights_path is not None:
         _link_model(settings, key.parts.get("model.weights", ""), weights_path)
-    store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url)
-    return restore(store, key.digest, key.parts, cache_root)
+    store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url,
+                                timeout_s=settings.timeout_s)
+
+    def cancelled() -> bool:
+        return deadline is not None and time.time() > deadline
+
+    if cancelled():
+        return RestoreOutcome(result="miss", key=key.digest, reason=TIMEOUT,
+                              message="started after the first node stopped waiting")
+    return restore(store, key.digest, key.parts, cache_root, cancelled=cancelled,
+                   max_bytes=settings.max_bytes)
 
 
 async def _restore_on_other_nodes(ctx: NodeInitializationContext, settings: ArtifactSettings,
@@ -196,6 +221,7 @@ async def _restore_on_other_nodes(ctx: NodeInitializationContext, settings: Arti
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     task = _remote_restore()
+    deadline = time.time() + settings.timeout_s
     refs = {}
     for node in nodes:
         options: dict[str, Any] = {
@@ -204,12 +230,13 @@ async def _restore_on_other_nodes(ctx: NodeInitializationContext, settings: Arti
                                                                   soft=False)}
         if ctx.runtime_env:
             options["runtime_env"] = ctx.runtime_env
-        refs[node.node_id] = task.options(**options).remote(settings, key, node.path)
+        refs[node.node_id] = task.options(**options).remote(settings, key, node.path,
+                                                                   deadline)
     found: dict[str, RestoreOutcome] = {}
     for node_id, ref in refs.items():
         try:
-            found[node_id] = await asyncio.wait_for(asyncio.wrap_future(ref.future()),
-                                                    settings.timeout_s)
+            found[node_id] = await asyncio.wait_for(
+                asyncio.wrap_future(ref.future()), max(0.0, deadline - time.time()))
         except TimeoutError:
             ray.cancel(ref)
             found[node_id] = RestoreOutcome(result="miss", key=key.digest, reason=TIMEOUT,

@@ -7,12 +7,14 @@ it creates an object only if none of that name exists (a hard link on a director
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from llm_init.errors import LLMInitError
@@ -21,6 +23,20 @@ from llm_init.telemetry.redaction import redact_text
 
 class ArtifactStoreError(LLMInitError):
     """The artifact store cannot be used: a bad URL, or the store did not answer."""
+
+
+class ArtifactDeniedError(ArtifactStoreError):
+    """The store refused access to an object (S3 ``AccessDenied``/403, a file's permissions)."""
+
+
+class ArtifactTooLargeError(ArtifactStoreError):
+    """An object is larger than the caller's cap; nothing past the cap was kept."""
+
+
+_CHUNK = 1 << 20
+# Retries of one S3 request: a warm start has a deadline of its own, and botocore's default
+# (5 attempts of up to 60 s each) would outlive it by minutes.
+S3_MAX_ATTEMPTS = 2
 
 
 class ArtifactStore(Protocol):
@@ -39,12 +55,16 @@ class ArtifactStore(Protocol):
         """Create ``name`` holding ``data`` unless it exists: ``True`` if this call created it."""
         ...
 
-    def get(self, name: str, dest: Path) -> bool:
-        """Download ``name`` into the file ``dest``; ``False`` if there is no such object."""
+    def get(self, name: str, dest: Path, *, max_bytes: int | None = None) -> bool:
+        """Download ``name`` into the file ``dest``; ``False`` if there is no such object.
+        ``ArtifactTooLargeError`` once more than ``max_bytes`` arrive (what came stays in
+        ``dest``, for the caller to remove); a failure to write ``dest`` is an ``OSError``, a
+        failure of the store an ``ArtifactStoreError``."""
         ...
 
-    def read(self, name: str) -> bytes | None:
-        """The bytes of ``name``, or ``None`` if there is no such object."""
+    def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
+        """The bytes of ``name``, or ``None`` if there is no such object;
+        ``ArtifactTooLargeError`` rather than more than ``max_bytes`` of them."""
         ...
 
     def list(self, prefix: str = "") -> list[str]:
@@ -99,26 +119,48 @@ class DirectoryArtifactStore:
         finally:
             os.unlink(tmp)
 
-    def get(self, name: str, dest: Path) -> bool:
+    def get(self, name: str, dest: Path, *, max_bytes: int | None = None) -> bool:
         source = self._path(name)
+        try:
+            size = source.stat().st_size
+        except FileNotFoundError:
+            return False
+        except PermissionError as exc:
+            raise ArtifactDeniedError(f"{self.location}/{name}: {exc.strerror}") from exc
+        except OSError as exc:
+            raise ArtifactStoreError(f"{self.location}/{name}: {exc.strerror}") from exc
+        _check_size(self.location, name, size, max_bytes)
         try:
             # A hard link where the store shares the file system: objects are never rewritten
             # in place (``put`` replaces, ``put_new`` never overwrites), so the link is a copy.
             os.link(source, dest)
+            return True
         except FileNotFoundError:
             return False
         except OSError:
-            try:
-                shutil.copyfile(source, dest)
-            except FileNotFoundError:
-                return False
+            pass
+        try:
+            reader = source.open("rb")
+        except FileNotFoundError:
+            return False
+        except PermissionError as exc:
+            raise ArtifactDeniedError(f"{self.location}/{name}: {exc.strerror}") from exc
+        except OSError as exc:
+            raise ArtifactStoreError(f"{self.location}/{name}: {exc.strerror}") from exc
+        with reader:
+            copy_bounded(reader, dest, max_bytes, f"{self.location}/{name}")
         return True
 
-    def read(self, name: str) -> bytes | None:
+    def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
         try:
-            return self._path(name).read_bytes()
+            with self._path(name).open("rb") as source:
+                data = source.read() if max_bytes is None else source.read(max_bytes + 1)
         except FileNotFoundError:
             return None
+        except PermissionError as exc:
+            raise ArtifactDeniedError(f"{self.location}/{name}: {exc.strerror}") from exc
+        _check_size(self.location, name, len(data), max_bytes)
+        return data
 
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():
@@ -135,11 +177,13 @@ class S3ArtifactStore:
     """``s3://bucket/prefix``, with the download step's S3 client (endpoint, credentials,
     retries): ``endpoint_url`` overrides ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``."""
 
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None) -> None:
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None, *,
+                 timeout_s: float | None = None) -> None:
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.endpoint_url = (endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
                              or os.environ.get("AWS_ENDPOINT_URL"))
+        self.timeout_s = timeout_s
         self._client: Any = None
 
     @property
@@ -149,9 +193,12 @@ class S3ArtifactStore:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from llm_init.steps.download.s3 import s3_client
+            if self.timeout_s is None:
+                from llm_init.steps.download.s3 import s3_client
 
-            self._client = s3_client(self.endpoint_url)
+                self._client = s3_client(self.endpoint_url)
+            else:
+                self._client = bounded_s3_client(self.endpoint_url, self.timeout_s)
         return self._client
 
     def _key(self, name: str) -> str:
@@ -173,18 +220,9 @@ class S3ArtifactStore:
             raise
         return True
 
-    def get(self, name: str, dest: Path) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.download_file(self.bucket, self._key(name), str(dest))
-        except ClientError as exc:
-            if _not_found(exc):
-                return False
-            raise
-        return True
-
-    def read(self, name: str) -> bytes | None:
+    def _get_object(self, name: str, max_bytes: int | None) -> Any | None:
+        """The open ``GetObject`` response, ``None`` for no such object; its announced length
+        is checked against ``max_bytes`` before a byte of the body is read."""
         from botocore.exceptions import ClientError
 
         try:
@@ -192,9 +230,37 @@ class S3ArtifactStore:
         except ClientError as exc:
             if _not_found(exc):
                 return None
-            raise
-        body: bytes = response["Body"].read()
-        return body
+            raise _store_error(self.location, name, exc) from exc
+        except Exception as exc:
+            raise ArtifactStoreError(f"{self.location}/{name}: {exc}") from exc
+        length = response.get("ContentLength")
+        if isinstance(length, int):
+            try:
+                _check_size(self.location, name, length, max_bytes)
+            except ArtifactTooLargeError:
+                response["Body"].close()
+                raise
+        return response
+
+    def get(self, name: str, dest: Path, *, max_bytes: int | None = None) -> bool:
+        response = self._get_object(name, max_bytes)
+        if response is None:
+            return False
+        with contextlib.closing(response["Body"]) as body:
+            copy_bounded(body, dest, max_bytes, f"{self.location}/{name}")
+        return True
+
+    def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
+        response = self._get_object(name, max_bytes)
+        if response is None:
+            return None
+        with contextlib.closing(response["Body"]) as body:
+            try:
+                data: bytes = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            except Exception as exc:
+                raise ArtifactStoreError(f"{self.location}/{name}: {exc}") from exc
+        _check_size(self.location, name, len(data), max_bytes)
+        return data
 
     def list(self, prefix: str = "") -> list[str]:
         names: list[str] = []
@@ -213,9 +279,78 @@ def _not_found(exc: Any) -> bool:
     return code in ("NoSuchKey", "404", "NotFound")
 
 
-def open_artifact_store(url: str, *, endpoint_url: str | None = None) -> ArtifactStore:
+_DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled",
+                     "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccountProblem"})
+
+
+def _store_error(location: str, name: str, exc: Any) -> ArtifactStoreError:
+    """``exc`` (a botocore ``ClientError``) as ``ArtifactDeniedError`` when S3 refused
+    access, else as ``ArtifactStoreError``."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    kind = ArtifactDeniedError if code in _DENIED or status == 403 else ArtifactStoreError
+    return kind(f"{location}/{name}: {code or status}: {error.get('Message', '')}".rstrip(": "))
+
+
+def _check_size(location: str, name: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise ArtifactTooLargeError(
+            f"{location}/{name} has more than {max_bytes} bytes, the cap")
+
+
+def copy_bounded(source: BinaryIO | Any, dest: Path, max_bytes: int | None,
+                 what: str) -> int:
+    """Copy ``source`` into the new file ``dest``, at most ``max_bytes`` of it
+    (``ArtifactTooLargeError`` past that); a failed read is the store's
+    (``ArtifactStoreError``), a failed write the local disk's (``OSError``)."""
+    copied = 0
+    with dest.open("wb") as out:
+        while True:
+            limit = _CHUNK if max_bytes is None else min(_CHUNK, max_bytes + 1 - copied)
+            try:
+                chunk = source.read(max(limit, 1))
+            except PermissionError as exc:
+                raise ArtifactDeniedError(f"{what}: {exc}") from exc
+            except Exception as exc:
+                raise ArtifactStoreError(f"{what}: {exc}") from exc
+            if not chunk:
+                return copied
+            copied += len(chunk)
+            if max_bytes is not None and copied > max_bytes:
+                raise ArtifactTooLargeError(f"{what} has over {max_bytes} bytes, the cap")
+            out.write(chunk)
+
+
+_bounded_clients: dict[tuple[str | None, float], Any] = {}
+_bounded_clients_lock = threading.Lock()
+
+
+def bounded_s3_client(endpoint_url: str | None, timeout_s: float) -> Any:
+    """An S3 client whose every request gives up within about ``timeout_s``: connect and
+    read timeouts of at most ``timeout_s`` and ``S3_MAX_ATTEMPTS`` attempts, so a thread
+    that fetches for a deadline ends soon after it. One per endpoint and timeout."""
+    with _bounded_clients_lock:
+        client = _bounded_clients.get((endpoint_url, timeout_s))
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            per_try = max(1.0, timeout_s / S3_MAX_ATTEMPTS)
+            config = Config(connect_timeout=min(10.0, per_try), read_timeout=min(60.0, per_try),
+                            retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+                            s3={"addressing_style": "path"} if endpoint_url else None)
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url,
+                                                    config=config)
+            _bounded_clients[(endpoint_url, timeout_s)] = client
+        return client
+
+
+def open_artifact_store(url: str, *, endpoint_url: str | None = None,
+                        timeout_s: float | None = None) -> ArtifactStore:
     """The store at ``url``: ``file:///dir`` (or a plain absolute path) or
-    ``s3://bucket/prefix``; a clear error naming the URL (masked) otherwise."""
+    ``s3://bucket/prefix``; a clear error naming the URL (masked) otherwise. ``timeout_s``
+    bounds each S3 request (connect and read timeouts, few retries)."""
     if not isinstance(url, str) or not url:
         raise ArtifactStoreError(f"artifact_store must be a non-empty URL, got {url!r}")
     parts = urlsplit(url)
@@ -231,7 +366,7 @@ def open_artifact_store(url: str, *, endpoint_url: str | None = None) -> Artifac
         bucket = parts.netloc.rpartition("@")[2]
         if not bucket:
             raise ArtifactStoreError(f"artifact_store {redact_text(url)!r} names no bucket")
-        return S3ArtifactStore(bucket, parts.path, endpoint_url)
+        return S3ArtifactStore(bucket, parts.path, endpoint_url, timeout_s=timeout_s)
     raise ArtifactStoreError(
         f"artifact_store {redact_text(url)!r}: unsupported scheme; use file:///dir or "
         "s3://bucket/prefix")

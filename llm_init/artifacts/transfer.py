@@ -30,7 +30,11 @@ from llm_init.artifacts.manifest import (
     unpack,
     verify_archive,
 )
-from llm_init.artifacts.stores import ArtifactStore
+from llm_init.artifacts.stores import (
+    ArtifactDeniedError,
+    ArtifactStore,
+    ArtifactTooLargeError,
+)
 from llm_init.telemetry.redaction import exception_message
 
 # Restore outcomes.
@@ -43,6 +47,8 @@ VERSION_MISMATCH = "version_mismatch"
 UNREACHABLE = "unreachable"
 TIMEOUT = "timeout"
 LOCAL_ERROR = "local_error"
+DENIED = "denied"  # the store refused access (S3 AccessDenied/403, a file's permissions)
+# (TOO_LARGE, below, is a miss reason too: the artifact is over the restore's max_bytes.)
 # Publish outcomes.
 PUBLISHED = "published"
 SKIPPED = "skipped"
@@ -58,6 +64,13 @@ RESTORED_MARK = ".llm-init-restored"
 # miss can name the nearest artifact and what differs (an upgraded vLLM, another max_model_len).
 INDEX_PREFIX = "models"
 MAX_CANDIDATES = 20  # index entries read to explain one miss
+# What is read from the store before it is parsed: store content is untrusted, and a
+# manifest of a real cache (thousands of files) is well under a MiB.
+MAX_MANIFEST_BYTES = 16 * 1024**2
+MAX_INDEX_ENTRY_BYTES = 64 * 1024
+# A staging directory of a restore is ``.<dest name>.<pid>.<random>``; one whose process is
+# gone, or older than this, was left by a restore that died (SIGKILL, a node's power).
+STALE_STAGING_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +145,7 @@ def nearest_artifact(store: ArtifactStore, key: str, parts: Mapping[str, str]
         if other == key:
             continue
         try:
-            theirs = json.loads(store.read(name) or b"null")
+            theirs = json.loads(store.read(name, max_bytes=MAX_INDEX_ENTRY_BYTES) or b"null")
         except Exception:
             continue
         if not isinstance(theirs, dict):
@@ -167,7 +180,7 @@ def _set_aside(store: ArtifactStore, key: str, raw: bytes, archive: str | None) 
     replace it; only while the manifest is still the one found damaged (a repaired one is left
     alone)."""
     try:
-        if store.read(manifest_name(key)) != raw:
+        if store.read(manifest_name(key), max_bytes=MAX_MANIFEST_BYTES) != raw:
             return False
         store.delete(manifest_name(key))
     except Exception:  # a read-only reader: the artifact stays, each start misses
@@ -178,19 +191,23 @@ def _set_aside(store: ArtifactStore, key: str, raw: bytes, archive: str | None) 
 
 
 def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path, *,
-            cancelled: Callable[[], bool] | None = None) -> RestoreOutcome:
+            cancelled: Callable[[], bool] | None = None,
+            max_bytes: int | None = None) -> RestoreOutcome:
     """Fetch the artifact ``key``, verify it and unpack it into ``dest``. Only a complete,
-    verified artifact lands there, and nothing does once ``cancelled()`` is true."""
+    verified artifact lands there, and nothing does once ``cancelled()`` is true. An artifact
+    whose archive or files are over ``max_bytes`` is a ``too_large`` miss, found from its
+    manifest before a byte of the archive is fetched."""
     started = time.perf_counter()
 
     def miss(reason: str, message: str) -> RestoreOutcome:
         return RestoreOutcome(result=MISS, key=key, reason=reason, message=message,
                               seconds=time.perf_counter() - started)
 
+    remove_stale_staging(dest)
     try:
-        raw = store.read(manifest_name(key))
+        raw = store.read(manifest_name(key), max_bytes=MAX_MANIFEST_BYTES)
     except Exception as exc:
-        return miss(UNREACHABLE, exception_message(exc))
+        return miss(_store_reason(exc), exception_message(exc))
     if raw is None:
         return _no_match(store, key, parts, started)
     found = raw
@@ -212,18 +229,33 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
         return miss(VERSION_MISMATCH, "the artifact was made for other "
                     + ", ".join(f"{k} ({manifest.parts.get(k)!r}, here {parts.get(k)!r})"
                                 for k in differing[:4]))
+    largest = max(manifest.archive_bytes, manifest.size)
+    if max_bytes is not None and largest > max_bytes:
+        return miss(TOO_LARGE, f"artifact {key} holds {largest} bytes, over the restore's cap "
+                    f"of {max_bytes} (max_bytes)")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.",
+                                        dir=dest.parent))
     except OSError as exc:
         return miss(LOCAL_ERROR, exception_message(exc))
     try:
         archive = staging / "artifact.tar"
         try:
-            if not store.get(f"{key}/{manifest.archive}", archive):
+            # Never more than the manifest says: a larger archive is damaged, and found so
+            # at its manifest's size, not after filling the disk.
+            if not store.get(f"{key}/{manifest.archive}", archive,
+                             max_bytes=manifest.archive_bytes):
                 return damaged(f"the manifest names {manifest.archive}, which is missing")
+        except ArtifactTooLargeError as exc:
+            return damaged(f"archive {manifest.archive} is larger than its manifest's "
+                           f"{manifest.archive_bytes} bytes ({exc})", manifest.archive)
+        except OSError as exc:  # the local disk (a store's own failures are not OSErrors)
+            return miss(LOCAL_ERROR, exception_message(exc))
         except Exception as exc:
-            return miss(UNREACHABLE, exception_message(exc))
+            return miss(_store_reason(exc), exception_message(exc))
+        if cancelled is not None and cancelled():
+            return miss(TIMEOUT, "cancelled after the archive was fetched")
         tree = staging / "tree"
         tree.mkdir()
         try:
@@ -233,7 +265,10 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
             return damaged(str(exc) or type(exc).__name__, manifest.archive)
         except OSError as exc:
             return miss(LOCAL_ERROR, exception_message(exc))
-        (tree / RESTORED_MARK).write_text(key, encoding="utf-8")
+        try:
+            (tree / RESTORED_MARK).write_text(key, encoding="utf-8")
+        except OSError as exc:
+            return miss(LOCAL_ERROR, exception_message(exc))
         if cancelled is not None and cancelled():
             return miss(TIMEOUT, "cancelled before the files were put in place")
         try:
@@ -245,6 +280,53 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
     return RestoreOutcome(result=HIT, key=key, bytes=manifest.size, files=len(manifest.files),
                           seconds=time.perf_counter() - started, path=str(dest),
                           created_by=manifest.host or None)
+
+
+def _store_reason(exc: BaseException) -> str:
+    """The miss reason of a failed read from the store."""
+    if isinstance(exc, ArtifactDeniedError | PermissionError):
+        return DENIED
+    if isinstance(exc, ArtifactTooLargeError):
+        return TOO_LARGE
+    return UNREACHABLE
+
+
+def remove_stale_staging(dest: Path, *, stale_after_s: float = STALE_STAGING_S) -> list[Path]:
+    """Remove the staging directories of restores into ``dest`` that died before cleaning
+    up: their process is gone from this host, or they are older than ``stale_after_s``.
+    Return what was removed; never raises."""
+    removed: list[Path] = []
+    prefix = f".{dest.name}."
+    try:
+        candidates = [p for p in dest.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    now = time.time()
+    for path in candidates:
+        pid_text = path.name[len(prefix):].partition(".")[0]
+        try:
+            if not path.is_dir() or path.is_symlink():
+                continue
+            old = now - path.stat().st_mtime > stale_after_s
+        except OSError:
+            continue
+        pid = int(pid_text) if pid_text.isdigit() else None
+        if pid == os.getpid():
+            continue  # another thread of this process restoring: alive by definition
+        if old or (pid is not None and not _pid_alive(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def _move_into(tree: Path, dest: Path) -> None:
@@ -268,20 +350,34 @@ def publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Pa
     """Publish the files under ``source`` as the artifact ``key``: the archive under a name of
     its own first, the manifest last and only if none exists. A complete artifact is never
     replaced; of two publishers at once, one manifest wins and the other removes its archive;
-    a publisher that dies before its manifest leaves nothing a reader takes."""
+    a publisher that dies before its manifest leaves nothing a reader takes. Never raises:
+    whatever goes wrong is a ``skipped`` outcome with reason ``failed``."""
     started = time.perf_counter()
+    try:
+        return _publish(store, key, parts, source, started, max_bytes, extra)
+    except Exception as exc:
+        return PublishOutcome(result=SKIPPED, key=key, reason=FAILED,
+                              message=exception_message(exc),
+                              seconds=time.perf_counter() - started)
 
+
+def _publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Path,
+             started: float, max_bytes: int | None, extra: Mapping[str, object] | None
+             ) -> PublishOutcome:
     def skipped(reason: str, message: str, nbytes: int = 0, files: int = 0) -> PublishOutcome:
         return PublishOutcome(result=SKIPPED, key=key, reason=reason, message=message,
                               bytes=nbytes, files=files, seconds=time.perf_counter() - started)
 
     try:
-        if store.read(manifest_name(key)) is not None:
+        if store.read(manifest_name(key), max_bytes=MAX_MANIFEST_BYTES) is not None:
             return skipped(EXISTS, f"artifact {key} is already in {store.location}")
+    except ArtifactTooLargeError:
+        return skipped(EXISTS, f"artifact {key} is already in {store.location}")
     except Exception as exc:
         return skipped(FAILED, exception_message(exc))
-    files = [p for p in scan(source) if p.name != RESTORED_MARK] if source.is_dir() else []
-    total = sum(p.stat().st_size for p in files)
+    sizes = _sizes([p for p in scan(source) if p.name != RESTORED_MARK]
+                   if source.is_dir() else [])
+    files, total = list(sizes), sum(sizes.values())
     if not files:
         return skipped(EMPTY, f"nothing cached under {source}")
     if max_bytes is not None and total > max_bytes:
@@ -313,6 +409,15 @@ def publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Pa
         store.put_new(index_name(parts, key), json.dumps(dict(parts), sort_keys=True).encode())
     return PublishOutcome(result=PUBLISHED, key=key, bytes=manifest.archive_bytes,
                           files=len(packed), seconds=time.perf_counter() - started)
+
+
+def _sizes(paths: list[Path]) -> dict[Path, int]:
+    """Each file's size; one removed since it was listed (vLLM's temporary files) is left out."""
+    sizes = {}
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            sizes[path] = path.stat().st_size
+    return sizes
 
 
 def _delete_quietly(store: ArtifactStore, name: str) -> None:

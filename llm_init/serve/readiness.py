@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from llm_init.callbacks import EventObserver
-from llm_init.events import TERMINAL_TYPES, ReplicaReady
+from llm_init.events import TERMINAL_TYPES, Event, ReplicaReady
 from llm_init.recorder import notify
-from llm_init.stores import decode, encode, open_store
+from llm_init.stores import open_store
+from llm_init.stores.append import append_next
 
 _log = logging.getLogger(__name__)
 
@@ -45,20 +46,22 @@ class ReadinessMark:
         try:
             store = open_store(self.store_location, create=False)
             try:
-                records = store.read(self.init_id)
-                last = decode(records[-1])
-                if not isinstance(last, TERMINAL_TYPES):
-                    return None  # an unfinished log: the initialization's own events come first
-                now = datetime.now(UTC)
-                event = ReplicaReady(init_id=self.init_id, sequence=last.sequence + 1,
-                                     timestamp=now, node_id=last.node_id,
-                                     since_initialization_s=(now - last.timestamp)
-                                     .total_seconds())
-                store.append([encode(event)])
+                event = append_next(store, self.init_id, self._build)
             finally:
                 store.close()
+            if not isinstance(event, ReplicaReady):
+                return None  # an unfinished log: the initialization's own events come first
         except Exception as exc:
             _log.warning("llm-init: could not record the replica's readiness: %r", exc)
             return None
         notify(self.observers, event)
         return event
+
+    def _build(self, events: Sequence[Event], sequence: int) -> ReplicaReady | None:
+        last = events[-1]
+        if not isinstance(last, TERMINAL_TYPES):
+            return None
+        now = datetime.now(UTC)
+        return ReplicaReady(init_id=self.init_id, sequence=sequence, timestamp=now,
+                            node_id=last.node_id,
+                            since_initialization_s=(now - last.timestamp).total_seconds())
