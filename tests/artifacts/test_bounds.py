@@ -18,14 +18,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 import llm_init
 from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node_sync
 from llm_init.artifacts import DirectoryArtifactStore, Manifest, open_artifact_store, publish
+from llm_init.artifacts import manifest as manifest_module
 from llm_init.artifacts import restore as restore_artifact
+from llm_init.artifacts import transfer as transfer_module
 from llm_init.artifacts.key import device_identity, make_key
 from llm_init.artifacts.manifest import ArtifactFile, file_sha256
 from llm_init.artifacts.settings import ArtifactSettings
@@ -284,7 +286,7 @@ def test_an_s3_store_that_refuses_access_is_denied(tmp_path: Path,
 class _HangingS3(http.server.BaseHTTPRequestHandler):
     """S3 as far as GET and HEAD of objects: manifests answer, archives never do."""
 
-    objects: dict[str, bytes] = {}
+    objects: ClassVar[dict[str, bytes]] = {}
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -340,3 +342,25 @@ def test_a_restore_killed_mid_fetch_leaves_no_staging_behind(tmp_path: Path) -> 
     restore_artifact(DirectoryArtifactStore(tmp_path / "empty"), KEY, PARTS, dest)
     server.shutdown()
     assert list(dest.parent.iterdir()) == []
+
+
+def test_a_file_vanishing_while_publishing_is_left_out(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temporary file the engine removes after the cache was listed is left out of the
+    artifact; the rest is published, and publish does not raise."""
+    cache = make_cache(tmp_path / "cold")
+    real_scan = manifest_module.scan
+
+    def scan_then_remove(root: Path) -> list[Path]:
+        (root / "tmp-compile.py").write_text("partial\n")
+        found = real_scan(root)
+        (root / "tmp-compile.py").unlink()  # vLLM cleaning up behind the listing
+        return found
+
+    monkeypatch.setattr(manifest_module, "scan", scan_then_remove)
+    monkeypatch.setattr(transfer_module, "scan", scan_then_remove)
+    store = DirectoryArtifactStore(tmp_path / "store")
+    outcome = publish(store, KEY, PARTS, cache)
+    assert (outcome.result, outcome.files) == ("published", 1)
+    restored = restore_artifact(store, KEY, PARTS, tmp_path / "warm")
+    assert (restored.result, restored.files) == ("hit", 1)
