@@ -364,3 +364,26 @@ def test_a_file_vanishing_while_publishing_is_left_out(tmp_path: Path,
     assert (outcome.result, outcome.files) == ("published", 1)
     restored = restore_artifact(store, KEY, PARTS, tmp_path / "warm")
     assert (restored.result, restored.files) == ("hit", 1)
+
+
+def test_a_store_directory_this_user_may_not_read_is_denied(tmp_path: Path) -> None:
+    """A directory store whose files this user may not read (a forked restore running as
+    ``nobody``) is a denied miss, not unreachable."""
+    store = DirectoryArtifactStore(tmp_path / "store")
+    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
+    (tmp_path / "store").chmod(0o700)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, restore, report the reason
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            outcome = restore_artifact(store, KEY, PARTS, tmp_path / "warm")
+            os.write(write_end, f"{outcome.result} {outcome.reason}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        reported = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert reported == "miss denied"
