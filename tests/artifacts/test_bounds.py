@@ -3,6 +3,7 @@ to speed up. Real sockets, moto's S3 server, tmpfs mounts, GNU tar archives and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -283,17 +284,23 @@ def test_an_s3_store_that_refuses_access_is_denied(tmp_path: Path,
     assert (outcome.result, outcome.reason) == ("miss", "denied")
 
 
-class _HangingS3(http.server.BaseHTTPRequestHandler):
-    """S3 as far as GET and HEAD of objects: manifests answer, archives never do."""
+class _SlowS3(http.server.BaseHTTPRequestHandler):
+    """S3 as far as GET and HEAD of the objects under ``bucket/warm/``: manifests answer at
+    once, archives (``data-*``) in ``PIECES`` pieces ``pace_s`` apart, or never
+    (``pace_s`` None)."""
 
+    PIECES = 6
     objects: ClassVar[dict[str, bytes]] = {}
+    pace_s: ClassVar[float | None] = None
+    sent: ClassVar[list[str]] = []  # the archives sent whole
 
     def do_HEAD(self) -> None:
         self.do_GET()
 
     def do_GET(self) -> None:
         name = self.path.split("?")[0].partition("/warm/")[2]
-        if "data-" in name:
+        slow = "data-" in name
+        if slow and self.pace_s is None:
             time.sleep(3600)
         body = self.objects.get(name)
         if body is None:
@@ -304,11 +311,62 @@ class _HangingS3(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.command == "GET":
-            self.wfile.write(body)
+        if self.command != "GET":
+            return
+        step = -(-len(body) // self.PIECES) if slow else len(body)
+        for start in range(0, len(body), step):
+            if slow and self.pace_s:
+                time.sleep(self.pace_s)
+            self.wfile.write(body[start:start + step])
+            self.wfile.flush()
+        if slow:
+            self.sent.append(name)
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+@contextlib.contextmanager
+def slow_s3(store: DirectoryArtifactStore, pace_s: float | None
+            ) -> Iterator[tuple[str, list[str]]]:
+    """An S3 endpoint serving ``store``'s objects as ``s3://bucket/warm/...``, and the list
+    of the archives it has sent whole."""
+    sent: list[str] = []
+    handler = type("Handler", (_SlowS3,), {
+        "objects": {name: store.read(name) or b"" for name in store.list()},
+        "pace_s": pace_s, "sent": sent})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", sent
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_restore_finishing_after_the_timeout_puts_nothing_in_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archive that trickles in over twice timeout_s: the start goes on at the timeout,
+    and once the archive has arrived in full, nothing of it is in the engine's cache."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    events, _ = start(tmp_path, {"url": f"file://{tmp_path / 'cold-store'}"})
+    missed, = [e for e in events if isinstance(e, ArtifactMissed)]
+    store = DirectoryArtifactStore(tmp_path / "store")
+    publish(store, missed.key, missed.parts, make_cache(tmp_path / "cold"))
+    with slow_s3(store, pace_s=1.0) as (endpoint, sent):
+        began = time.monotonic()
+        events, seconds = start(tmp_path, {"url": "s3://bucket/warm", "endpoint_url": endpoint,
+                                           "timeout_s": 3, "cache_dir": str(tmp_path / "w2")})
+        late, = [e for e in events if isinstance(e, ArtifactMissed)]
+        while not sent and time.monotonic() - began < 20:
+            time.sleep(0.2)
+        time.sleep(1)  # the restore's own verification and unpacking
+    assert sent, "the archive never arrived in full"
+    assert (late.reason, seconds < 3 + 5) == ("timeout", True)
+    assert not (tmp_path / "w2" / missed.key / ".llm-init-restored").exists()
+    assert not list((tmp_path / "w2").glob(f".{missed.key}.*"))
 
 
 def test_a_restore_killed_mid_fetch_leaves_no_staging_behind(tmp_path: Path) -> None:
@@ -316,12 +374,15 @@ def test_a_restore_killed_mid_fetch_leaves_no_staging_behind(tmp_path: Path) -> 
     into the same cache directory removes it."""
     published = DirectoryArtifactStore(tmp_path / "store")
     publish(published, KEY, PARTS, make_cache(tmp_path / "cold"))
-    _HangingS3.objects = {manifest_name(KEY): published.read(manifest_name(KEY)) or b""}
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _HangingS3)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    dest = tmp_path / "cache" / KEY
+    with slow_s3(published, pace_s=None) as (endpoint, _):
+        dest = tmp_path / "cache" / KEY
+        killed_while_fetching(endpoint, dest)
+    restore_artifact(DirectoryArtifactStore(tmp_path / "empty"), KEY, PARTS, dest)
+    assert list(dest.parent.iterdir()) == []
+
+
+def killed_while_fetching(endpoint: str, dest: Path) -> None:
+    """Run a restore into ``dest`` in a process of its own and SIGKILL it once it fetches."""
     script = ("import sys; from pathlib import Path\n"
               "from llm_init.artifacts import open_artifact_store, restore\n"
               f"store = open_artifact_store('s3://bucket/warm', endpoint_url={endpoint!r})\n"
@@ -339,9 +400,6 @@ def test_a_restore_killed_mid_fetch_leaves_no_staging_behind(tmp_path: Path) -> 
         if child.poll() is None:
             child.kill()
             child.wait()
-    restore_artifact(DirectoryArtifactStore(tmp_path / "empty"), KEY, PARTS, dest)
-    server.shutdown()
-    assert list(dest.parent.iterdir()) == []
 
 
 def test_a_file_vanishing_while_publishing_is_left_out(tmp_path: Path,
