@@ -8,6 +8,7 @@ it creates an object only if none of that name exists (a hard link on a director
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -243,11 +244,39 @@ class S3ArtifactStore:
         return response
 
     def get(self, name: str, dest: Path, *, max_bytes: int | None = None) -> bool:
-        response = self._get_object(name, max_bytes)
-        if response is None:
-            return False
-        with contextlib.closing(response["Body"]) as body:
-            copy_bounded(body, dest, max_bytes, f"{self.location}/{name}")
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"{self.location}/{name}"
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as exc:
+            if _not_found(exc):
+                return False
+            raise _store_error(self.location, name, exc) from exc
+        except Exception as exc:
+            raise ArtifactStoreError(f"{where}: {exc}") from exc
+        _check_size(self.location, name, int(head.get("ContentLength") or 0), max_bytes)
+        try:
+            # boto3's transfer manager (parallel ranged GETs, as fast as the old download)
+            # fetches the size the HEAD gave; archives are never rewritten, and the size is
+            # checked again below.
+            self.client.download_file(
+                self.bucket, self._key(name), str(dest),
+                Config=TransferConfig(num_download_attempts=S3_MAX_ATTEMPTS))
+        except ClientError as exc:
+            if _not_found(exc):
+                return False
+            raise _store_error(self.location, name, exc) from exc
+        except BotoCoreError as exc:  # before OSError: botocore's timeouts are OSErrors too
+            raise ArtifactStoreError(f"{where}: {exc}") from exc
+        except OSError as exc:
+            if exc.errno is None or exc.errno in _NETWORK_ERRNOS:
+                raise ArtifactStoreError(f"{where}: {exc}") from exc
+            raise  # the local disk: full, read-only, over quota
+        except Exception as exc:
+            raise ArtifactStoreError(f"{where}: {exc}") from exc
+        _check_size(self.location, name, dest.stat().st_size, max_bytes)
         return True
 
     def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
@@ -279,6 +308,9 @@ def _not_found(exc: Any) -> bool:
     return code in ("NoSuchKey", "404", "NotFound")
 
 
+_NETWORK_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
+                             errno.ETIMEDOUT, errno.EPIPE, errno.EHOSTUNREACH,
+                             errno.ENETUNREACH, errno.ENETDOWN, errno.ENOTCONN})
 _DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled",
                      "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccountProblem"})
 
