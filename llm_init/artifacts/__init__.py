@@ -13,8 +13,10 @@ from llm_init.artifacts.key import (
 )
 from llm_init.artifacts.manifest import CorruptArtifactError, Manifest
 from llm_init.artifacts.stores import (
+    ArtifactDeniedError,
     ArtifactStore,
     ArtifactStoreError,
+    ArtifactTooLargeError,
     DirectoryArtifactStore,
     S3ArtifactStore,
     open_artifact_store,
@@ -22,9 +24,11 @@ from llm_init.artifacts.stores import (
 from llm_init.artifacts.transfer import PublishOutcome, RestoreOutcome, publish, restore
 
 __all__ = [
+    "ArtifactDeniedError",
     "ArtifactKey",
     "ArtifactStore",
     "ArtifactStoreError",
+    "ArtifactTooLargeError",
     "CorruptArtifactError",
     "DirectoryArtifactStore",
     "Manifest",

@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING
 
 from llm_init.errors import EventStoreError
+from llm_init.stores.append import append_next
 from llm_init.stores.base import (
     OUTCOMES,
     ChangeFeed,
@@ -49,6 +50,7 @@ __all__ = [
     "SQLiteEventStore",
     "StoredEvent",
     "WatchableStore",
+    "append_next",
     "decode",
     "decode_rows",
     "encode",
