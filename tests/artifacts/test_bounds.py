@@ -25,7 +25,13 @@ import pytest
 
 import llm_init
 from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node_sync
-from llm_init.artifacts import DirectoryArtifactStore, Manifest, open_artifact_store, publish
+from llm_init.artifacts import (
+    ArtifactStore,
+    DirectoryArtifactStore,
+    Manifest,
+    open_artifact_store,
+    publish,
+)
 from llm_init.artifacts import manifest as manifest_module
 from llm_init.artifacts import restore as restore_artifact
 from llm_init.artifacts import transfer as transfer_module
@@ -193,11 +199,24 @@ def test_a_restore_over_max_bytes_is_a_too_large_miss(tmp_path: Path) -> None:
     assert not (tmp_path / "warm2" / missed.key / ".llm-init-restored").exists()
 
 
+@pytest.fixture(params=["dir", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
+    """A directory store (on another file system than the tmpfs: copied, not linked) or an
+    S3 store on moto's server."""
+    if request.param == "dir":
+        yield DirectoryArtifactStore(tmp_path / "store")
+        return
+    bucket = f"artifacts-{uuid.uuid4().hex[:12]}"
+    with running_moto_s3() as s3:
+        s3.client().create_bucket(Bucket=bucket)
+        yield open_artifact_store(f"s3://{bucket}/warm", endpoint_url=s3.endpoint_url,
+                                  timeout_s=30)
+
+
 def test_an_archive_larger_than_its_manifest_is_cut_at_the_manifests_size(
-        tmp_path: Path, tmpfs: Path) -> None:
+        tmp_path: Path, tmpfs: Path, store: ArtifactStore) -> None:
     """An archive grown to 4 MiB behind a small manifest is fetched only up to the manifest's
     size (a 1 MiB disk does not fill up) and is a corrupt artifact, set aside."""
-    store = DirectoryArtifactStore(tmp_path / "store")  # another file system: copied, not linked
     publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
     manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
     grown = tmp_path / "grown.tar"
@@ -208,11 +227,10 @@ def test_an_archive_larger_than_its_manifest_is_cut_at_the_manifests_size(
     assert store.read(manifest_name(KEY)) is None
 
 
-def test_a_full_local_disk_while_fetching_is_a_local_error(tmp_path: Path,
-                                                          tmpfs: Path) -> None:
+def test_a_full_local_disk_while_fetching_is_a_local_error(
+        tmp_path: Path, tmpfs: Path, store: ArtifactStore) -> None:
     """A 2 MiB artifact fetched onto a 1 MiB disk is a local_error miss (the store is fine:
     it is neither unreachable nor set aside)."""
-    store = DirectoryArtifactStore(tmp_path / "store")
     publish(store, KEY, PARTS, make_cache(tmp_path / "cold", 2 * MIB))
     outcome = restore_artifact(store, KEY, PARTS, tmpfs / "warm")
     assert (outcome.result, outcome.reason) == ("miss", "local_error")
@@ -445,3 +463,19 @@ def test_a_store_directory_this_user_may_not_read_is_denied(tmp_path: Path) -> N
         reported = pipe.read().decode()
     os.waitpid(pid, 0)
     assert reported == "miss denied"
+
+
+def test_staging_left_by_a_dead_process_or_over_an_hour_old_is_removed(tmp_path: Path) -> None:
+    """Before it fetches, a restore removes staging directories whose process is gone or
+    that are over an hour old, and keeps a live process's recent one."""
+    dest = tmp_path / "cache" / KEY
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = {dest.parent / f".{KEY}.{gone.pid}.x1", dest.parent / f".{KEY}.y2"}
+    live = dest.parent / f".{KEY}.{os.getppid()}.z3"
+    for path in (*stale, live):
+        path.mkdir(parents=True)
+    hour_ago = time.time() - 3700
+    os.utime(dest.parent / f".{KEY}.y2", (hour_ago, hour_ago))
+    restore_artifact(DirectoryArtifactStore(tmp_path / "empty"), KEY, PARTS, dest)
+    assert list(dest.parent.iterdir()) == [live]
