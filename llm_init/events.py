@@ -263,10 +263,11 @@ class ArtifactRestored(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactMissed(Event):
     """No usable warm-start artifact on ``node``; the engine compiles as usual. ``reason``:
-    ``no_match``, ``corrupt``, ``version_mismatch``, ``unreachable``, ``timeout`` or
-    ``local_error``; ``parts`` explain the ``key`` that was looked for. ``nearest`` is the
-    store's closest artifact of the same model, and ``differs`` its parts that differ, as
-    ``[theirs, here]`` (a version mismatch when only software or device parts differ)."""
+    ``no_match``, ``corrupt``, ``version_mismatch``, ``unreachable``, ``timeout``,
+    ``local_error``, ``denied`` or ``too_large``; ``parts`` explain the ``key`` that was
+    looked for. ``nearest`` is the store's closest artifact of the same model, and ``differs``
+    its parts that differ, as ``[theirs, here]`` (a version mismatch when only software or
+    device parts differ)."""
 
     TYPE: ClassVar[str] = "ArtifactMissed"
     key: str

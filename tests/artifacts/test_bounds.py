@@ -18,10 +18,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 import llm_init
 from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node_sync
@@ -48,6 +50,8 @@ from llm_init.artifacts.transfer import (
 from llm_init.events import ArtifactMissed
 from llm_init.replay import read_events
 from llm_init.steps.download import DownloadStep
+from llm_init.telemetry.backends import PrometheusBackend
+from llm_init.telemetry.metrics import MetricsCallback
 from tests.artifacts.test_warm_start import CachingEngineStep
 from tests.support.models import write_model
 from tests.support.net import free_port
@@ -479,3 +483,16 @@ def test_staging_left_by_a_dead_process_or_over_an_hour_old_is_removed(tmp_path:
     os.utime(dest.parent / f".{KEY}.y2", (hour_ago, hour_ago))
     restore_artifact(DirectoryArtifactStore(tmp_path / "empty"), KEY, PARTS, dest)
     assert list(dest.parent.iterdir()) == [live]
+
+
+@pytest.mark.parametrize(("reason", "result"), [("denied", "error"), ("too_large", "miss")])
+def test_a_denied_restore_counts_as_an_error_and_a_too_large_one_as_a_miss(
+        reason: str, result: str) -> None:
+    """In ``llm_init_artifact_cache_total``, a store that refused access is an ``error`` (it
+    needs fixing), an artifact over the cap a plain ``miss``."""
+    registry = CollectorRegistry()
+    metrics = MetricsCallback(PrometheusBackend(registry, port=None))
+    metrics.on_event(ArtifactMissed(init_id="i", sequence=5, timestamp=datetime.now(UTC),
+                                    key=KEY, store="file:///s", reason=reason))
+    assert registry.get_sample_value("llm_init_artifact_cache_total",
+                                     {"model": "unknown", "result": result}) == 1
