@@ -156,7 +156,7 @@ async def _restore_here(settings: ArtifactSettings, key: ArtifactKey,
         try:
             store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url)
             return restore(store, key.digest, key.parts, cache_root,
-                           cancelled=cancelled.is_set)
+                           cancelled=cancelled.is_set, trust=settings.trust())
         except Exception as exc:
             return RestoreOutcome(result="miss", key=key.digest, reason=LOCAL_ERROR,
                                   message=exception_message(exc))
@@ -183,7 +183,7 @@ def restore_on_node(settings: ArtifactSettings, key: ArtifactKey, weights_path: 
     if weights_path is not None:
         _link_model(settings, key.parts.get("model.weights", ""), weights_path)
     store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url)
-    return restore(store, key.digest, key.parts, cache_root)
+    return restore(store, key.digest, key.parts, cache_root, trust=settings.trust())
 
 
 async def _restore_on_other_nodes(ctx: NodeInitializationContext, settings: ArtifactSettings,
@@ -234,7 +234,7 @@ def _record(record: Any, report: ProgressReporter, settings: ArtifactSettings, k
         fields: dict[str, Any] = dict(key=key.digest, store=settings.location,
                                       bytes=outcome.bytes, files=outcome.files,
                                       seconds=outcome.seconds, node=node, path=outcome.path,
-                                      parts=dict(key.parts))
+                                      parts=dict(key.parts), signed_by=outcome.signed_by)
         event_type: Any = ArtifactRestored
     else:
         fields = dict(key=key.digest, store=settings.location, reason=outcome.reason or "",
