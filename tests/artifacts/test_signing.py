@@ -28,7 +28,13 @@ from llm_init.artifacts.signing import (
 )
 from llm_init.artifacts.transfer import manifest_name
 from llm_init.errors import CallbackConfigError
-from llm_init.events import ArtifactPublished, ArtifactPublishSkipped, ArtifactRestored, Event
+from llm_init.events import (
+    ArtifactMissed,
+    ArtifactPublished,
+    ArtifactPublishSkipped,
+    ArtifactRestored,
+    Event,
+)
 from llm_init.replay import read_events
 from llm_init.steps.download import DownloadStep
 from llm_init.stores import open_store
@@ -336,3 +342,17 @@ def test_a_replica_without_the_key_does_not_publish_where_signatures_are_require
     (skipped,) = [e for e in events if isinstance(e, ArtifactPublishSkipped)]
     assert skipped.reason == "unsigned"
     assert not list((tmp_path / "store").rglob("manifest*"))
+
+
+def test_a_trusted_key_file_missing_on_the_node_is_a_local_error_naming_it(
+        tmp_path: Path) -> None:
+    """A replica whose trusted key file is not there restores nothing: a miss with reason
+    ``local_error`` that names the file, and the engine starts cold."""
+    missing = tmp_path / "keys" / "absent.pub"
+    engine = CachingEngineStep()
+    events = warm_start(tmp_path, "replica", {"trusted_keys": [str(missing)],
+                                              "publish": False}, engine)
+    (missed,) = [e for e in events if isinstance(e, ArtifactMissed)]
+    assert missed.reason == "local_error"
+    assert str(missing) in missed.message
+    assert [s["warm"] for s in engine.seen] == [False]
