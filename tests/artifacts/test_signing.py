@@ -8,10 +8,12 @@ import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CollectorRegistry
 
 from llm_init import DefaultSteps, LLMConfig, initialize_node_sync
 from llm_init.artifacts import ArtifactStore, Manifest, open_artifact_store, publish, restore
@@ -38,6 +40,8 @@ from llm_init.events import (
 from llm_init.replay import read_events
 from llm_init.steps.download import DownloadStep
 from llm_init.stores import open_store
+from llm_init.telemetry.backends import PrometheusBackend
+from llm_init.telemetry.metrics import MetricsCallback
 from tests.artifacts.test_transfer import KEY, PARTS, make_cache
 from tests.artifacts.test_warm_start import CachingEngineStep, cache_root_env  # noqa: F401
 from tests.support.models import write_model
@@ -237,6 +241,23 @@ def test_unsigned_artifacts_restore_while_signatures_are_not_required(
     assert (outcome.result, outcome.signed_by) == ("hit", None)
 
 
+def test_a_damaged_unsigned_artifact_is_not_set_aside_while_signatures_are_optional(
+        store: ArtifactStore, tmp_path: Path, keys: tuple[Signer, TrustedKeys]) -> None:
+    """With ``require_signature`` off, a damaged unsigned artifact is a miss ``corrupt`` but is
+    left in the store: only a signed artifact may be set aside, so that no writer without the
+    key can have readers delete objects its manifest names."""
+    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
+    manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"x" * manifest.archive_bytes)
+    store.put(f"{KEY}/{manifest.archive}", bad)
+    before = snapshot(store)
+    lenient = TrustedKeys(keys[1].keys, required=False)
+    outcome = restore(store, KEY, PARTS, tmp_path / "warm", trust=lenient)
+    assert (outcome.result, outcome.reason) == ("miss", "corrupt")
+    assert snapshot(store) == before
+
+
 def test_keys_load_from_an_environment_variable_and_openssh_lines(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A private key in an environment variable and its public key as an ``ssh-ed25519``
@@ -284,7 +305,7 @@ def test_trusted_keys_turn_signatures_on_and_requiring_them_needs_keys() -> None
 
 
 def warm_start(tmp_path: Path, node: str, artifact_store: dict[str, object],
-               engine: CachingEngineStep) -> list[Event]:
+               engine: CachingEngineStep, observers: list[Any] | None = None) -> list[Event]:
     """One initialization with warm starts, its events in a SQLite log; then its publish."""
     source = tmp_path / "model"
     if not source.exists():
@@ -298,7 +319,8 @@ def warm_start(tmp_path: Path, node: str, artifact_store: dict[str, object],
                          placement_group=SettingStep("placement_group", None), engine=engine)
     store = open_store(f"sqlite:///{tmp_path / 'events.sqlite'}")
     try:
-        ctx = initialize_node_sync(config, event_store=store, steps=steps)
+        ctx = initialize_node_sync(config, event_store=store, steps=steps,
+                                   observers=observers or [])
         thread = start_publish(ctx, event_store=store)
         if thread is not None:
             thread.join(60)
@@ -356,3 +378,20 @@ def test_a_trusted_key_file_missing_on_the_node_is_a_local_error_naming_it(
     assert missed.reason == "local_error"
     assert str(missing) in missed.message
     assert [s["warm"] for s in engine.seen] == [False]
+
+
+def test_an_untrusted_artifact_counts_as_an_error_in_the_cache_metric(tmp_path: Path) -> None:
+    """A restore-only replica that finds an unsigned artifact records a miss ``untrusted``
+    and counts it as ``result="error"``, so the warm-start error alerts fire on forgeries."""
+    _, public = write_key_pair(tmp_path / "keys", "platform")
+    store = open_artifact_store(f"file://{tmp_path / 'store'}")
+    engine, registry = CachingEngineStep(), CollectorRegistry()
+    cold = warm_start(tmp_path, "cold", {}, engine)  # publishes unsigned: no keys configured
+    assert [e for e in cold if isinstance(e, ArtifactPublished)]
+    assert store.list("")
+    warm = warm_start(tmp_path, "replica", {"trusted_keys": [str(public)], "publish": False},
+                      engine, [MetricsCallback(PrometheusBackend(registry, port=None))])
+    (missed,) = [e for e in warm if isinstance(e, ArtifactMissed)]
+    assert missed.reason == "untrusted"
+    assert registry.get_sample_value("llm_init_artifact_cache_total",
+                                      {"model": "tiny", "result": "error"}) == 1.0
