@@ -1,7 +1,7 @@
 """Warm starts, measured: cold against warm deploys, and the restore's own cost per MB.
 
     python benchmarks/warm_start.py [--rounds 3] [--skip-serve] [--no-ray-recipe]
-                                    [--restore-mb 64]
+                                    [--restore-mb 64] [--verify-only]
 
 1. **Serve, cold against warm.** One local Ray cluster, an S3-compatible store (moto's server on
    loopback), the tiny random-weight Llama with vLLM's default compilation
@@ -27,6 +27,10 @@
    start padded with incompressible files) published to and restored from a directory store
    and the S3 store: restore seconds (fetch, verify the archive's SHA-256, unpack with every
    file's SHA-256) per MB, against ``shutil.copytree`` of the same files.
+3. **What verification costs** (``--verify-only`` runs just this): the same artifact, signed
+   with an Ed25519 key, in a directory store: the signature check over the manifest, the
+   archive's SHA-256, and the per-file SHA-256s while unpacking (unpack with them against
+   without), each per MB; and a whole restore with signatures required against one without.
 """
 
 from __future__ import annotations
@@ -226,11 +230,7 @@ def restore_cost(megabytes: int, workdir: pathlib.Path) -> None:
     from llm_init.artifacts import open_artifact_store, publish, restore
     from tests.support.s3 import running_moto_s3
 
-    source = workdir / "artifact-src"
-    for i in range(max(1, megabytes // 8)):
-        path = source / "torch_compile_cache" / f"part{i:03d}.bin"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(8 << 20))
+    source = incompressible_cache(megabytes, workdir / "artifact-src")
     size_mb = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) / 1e6
     copies = []
     for i in range(3):
@@ -264,6 +264,83 @@ def restore_cost(megabytes: int, workdir: pathlib.Path) -> None:
                   f"{r / size_mb * 1000:.1f} ms | {r / copy_s:.2f} |")
 
 
+def incompressible_cache(megabytes: int, root: pathlib.Path) -> pathlib.Path:
+    for i in range(max(1, megabytes // 8)):
+        path = root / "torch_compile_cache" / f"part{i:03d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(8 << 20))
+    return root
+
+
+def verify_cost(megabytes: int, workdir: pathlib.Path, repeats: int = 9) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from llm_init.artifacts import Manifest, open_artifact_store, publish, restore
+    from llm_init.artifacts.manifest import unpack, verify_archive
+    from llm_init.artifacts.signing import Signer, TrustedKeys, key_id, signature_name
+    from llm_init.artifacts.transfer import manifest_name
+
+    source = incompressible_cache(megabytes, workdir / "verify-src")
+    size_mb = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) / 1e6
+    private = Ed25519PrivateKey.generate()
+    signer = Signer(private, key_id(private.public_key()))
+    trust = TrustedKeys({signer.key_id: private.public_key()})
+    root = workdir / "verify-store"
+    store = open_artifact_store(f"file://{root}")
+    key = uuid.uuid4().hex[:24]
+    assert publish(store, key, {}, source, max_bytes=None, signer=signer).result == "published"
+    raw = store.read(manifest_name(key)) or b""
+    signature = store.read(signature_name(key, raw))
+    manifest = Manifest.from_json(raw)
+    archive = root / key / manifest.archive
+
+    def best_s(works: dict[str, Any], n: int = repeats) -> dict[str, float]:
+        """The fastest of ``n`` runs of each, taken in turns so that a busy machine slows
+        each alike; the fastest run is the one least disturbed by other work."""
+        times: dict[str, list[float]] = {name: [] for name in works}
+        for _ in range(n):
+            for name, work in works.items():
+                started = time.perf_counter()
+                work()
+                times[name].append(time.perf_counter() - started)
+        return {name: min(found) for name, found in times.items()}
+
+    def unpacked(digests: bool) -> Any:
+        def work() -> None:
+            dest = workdir / "verify-unpack"
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            unpack(archive, manifest, dest, file_digests=digests)
+        return work
+
+    signature_s = best_s({"": lambda: trust.verify(raw, signature)}, 200)[""]
+    found = best_s({"archive": lambda: verify_archive(archive, manifest),
+                    "plain": unpacked(False), "digests": unpacked(True)})
+    archive_s, plain_s, digests_s = found["archive"], found["plain"], found["digests"]
+
+    def restored(check: TrustedKeys | None) -> Any:
+        def work() -> None:
+            dest = workdir / "verify-restore"
+            shutil.rmtree(dest, ignore_errors=True)
+            assert restore(store, key, {}, dest, trust=check).result == "hit"
+        return work
+
+    found = best_s({"unsigned": restored(None), "signed": restored(trust)})
+    unsigned_s, signed_s = found["unsigned"], found["signed"]
+    per_mb = 1000 / size_mb
+    print(f"\n| {size_mb:.0f} MB artifact, {len(manifest.files)} files, manifest "
+          f"{len(raw)} B, best of {repeats} | s | ms per MB |\n|---|---|---|")
+    print(f"| signature check (Ed25519 over the manifest; per artifact) | {signature_s:.6f} | "
+          f"{signature_s * per_mb:.4f} |")
+    print(f"| archive SHA-256 | {archive_s:.3f} | {archive_s * per_mb:.2f} |")
+    print(f"| per-file SHA-256s while unpacking (unpack with - without) | "
+          f"{digests_s - plain_s:.3f} | {(digests_s - plain_s) * per_mb:.2f} |")
+    print(f"| unpack without / with per-file SHA-256s | {plain_s:.3f} / {digests_s:.3f} | "
+          f"{plain_s * per_mb:.2f} / {digests_s * per_mb:.2f} |")
+    print(f"| restore, no trusted keys / signatures required | {unsigned_s:.3f} / "
+          f"{signed_s:.3f} | {unsigned_s * per_mb:.2f} / {signed_s * per_mb:.2f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
@@ -271,12 +348,17 @@ def main() -> int:
     parser.add_argument("--no-ray-recipe", action="store_true",
                         help="leave out the arm with Ray's manual recipe")
     parser.add_argument("--restore-mb", type=int, default=64)
+    parser.add_argument("--verify-only", action="store_true",
+                        help="measure only what verification costs per MB")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="llm-init-warm-bench-") as tmp:
         workdir = pathlib.Path(tmp)
-        if not args.skip_serve:
-            summarize(serve_rounds(args.rounds, workdir, ray_recipe=not args.no_ray_recipe))
-        restore_cost(args.restore_mb, workdir)
+        if not args.verify_only:
+            if not args.skip_serve:
+                summarize(serve_rounds(args.rounds, workdir,
+                                       ray_recipe=not args.no_ray_recipe))
+            restore_cost(args.restore_mb, workdir)
+        verify_cost(args.restore_mb, workdir)
     return 0
 
 

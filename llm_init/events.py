@@ -247,7 +247,8 @@ class EventRejected(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactRestored(Event):
     """A warm-start artifact was fetched, verified and unpacked on ``node`` before the engine
-    started: ``bytes`` unpacked in ``seconds``. ``parts`` are what went into ``key``."""
+    started: ``bytes`` unpacked in ``seconds``. ``parts`` are what went into ``key``.
+    ``signed_by``: the id of the trusted key whose signature verified (``None``: unchecked)."""
 
     TYPE: ClassVar[str] = "ArtifactRestored"
     key: str
@@ -258,16 +259,17 @@ class ArtifactRestored(Event):
     node: str | None = None
     path: str | None = None
     parts: dict[str, str] = field(default_factory=dict)
+    signed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactMissed(Event):
     """No usable warm-start artifact on ``node``; the engine compiles as usual. ``reason``:
     ``no_match``, ``corrupt``, ``version_mismatch``, ``unreachable``, ``timeout``,
-    ``local_error``, ``denied`` or ``too_large``; ``parts`` explain the ``key`` that was
-    looked for. ``nearest`` is the store's closest artifact of the same model, and ``differs``
-    its parts that differ, as ``[theirs, here]`` (a version mismatch when only software or
-    device parts differ)."""
+    ``local_error``, ``denied``, ``too_large`` or ``untrusted`` (unsigned, or not signed by a
+    trusted key); ``parts`` explain the ``key`` that was looked for. ``nearest`` is the store's
+    closest artifact of the same model, and ``differs`` its parts that differ, as
+    ``[theirs, here]`` (a version mismatch when only software or device parts differ)."""
 
     TYPE: ClassVar[str] = "ArtifactMissed"
     key: str
@@ -284,7 +286,7 @@ class ArtifactMissed(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactPublished(Event):
     """What vLLM cached for this engine was published as ``key``: ``bytes`` uploaded in
-    ``seconds``, after the replica was ready."""
+    ``seconds``, after the replica was ready; ``signed_by``: the id of the key that signed it."""
 
     TYPE: ClassVar[str] = "ArtifactPublished"
     key: str
@@ -292,12 +294,14 @@ class ArtifactPublished(Event):
     bytes: int
     files: int
     seconds: float
+    signed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactPublishSkipped(Event):
     """Nothing was published for ``key``. ``reason``: ``exists``, ``too_large``, ``empty``,
-    ``vetoed`` (a callback said no) or ``failed`` (the store refused; ``message`` says why)."""
+    ``vetoed`` (a callback said no), ``unsigned`` (readers require signatures and this
+    publisher holds no trusted key) or ``failed`` (the store refused; ``message`` says why)."""
 
     TYPE: ClassVar[str] = "ArtifactPublishSkipped"
     key: str

@@ -12,6 +12,14 @@ from llm_init.artifacts.key import (
     weights_identity,
 )
 from llm_init.artifacts.manifest import CorruptArtifactError, Manifest
+from llm_init.artifacts.signing import (
+    Signer,
+    SigningKeyError,
+    TrustedKeys,
+    UntrustedArtifactError,
+    load_private_key,
+    trusted_keys,
+)
 from llm_init.artifacts.stores import (
     ArtifactDeniedError,
     ArtifactStore,
@@ -35,13 +43,19 @@ __all__ = [
     "PublishOutcome",
     "RestoreOutcome",
     "S3ArtifactStore",
+    "Signer",
+    "SigningKeyError",
+    "TrustedKeys",
+    "UntrustedArtifactError",
     "artifact_key",
     "cpu_flags",
     "device_identity",
+    "load_private_key",
     "make_key",
     "open_artifact_store",
     "publish",
     "restore",
     "software_versions",
+    "trusted_keys",
     "weights_identity",
 ]

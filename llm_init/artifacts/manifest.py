@@ -162,13 +162,13 @@ def verify_archive(archive: Path, manifest: Manifest) -> None:
                                    f"the manifest says {manifest.archive_sha256[:16]}...")
 
 
-def unpack(archive: Path, manifest: Manifest, dest: Path, *, file_digests: bool = False) -> None:
-    """Extract exactly the manifest's files into ``dest``, checking each one's size (and with
-    ``file_digests`` its SHA-256: redundant once the archive's own digest matched, and a
-    third pass over the bytes); anything else in the archive (another path, a link, a device)
-    is corruption, as is a sparse member (a few bytes of archive that unpack to many of
-    disk). No file is written past its manifest size, so the unpacked total never exceeds the
-    manifest's."""
+def unpack(archive: Path, manifest: Manifest, dest: Path, *, file_digests: bool = True) -> None:
+    """Extract exactly the manifest's files into ``dest``, checking each one's size and (unless
+    ``file_digests`` is off) its SHA-256, in the same pass that writes it; anything else in the
+    archive (another path, a link, a device) is corruption, as is a sparse member (a few bytes
+    of archive that unpack to many of disk). No file is written past its manifest size, so the
+    unpacked total never exceeds the manifest's. The file digests are what a signature over the
+    manifest vouches for, whatever archive bytes came with it."""
     expected = {f.path: f for f in manifest.files}
     seen: set[str] = set()
     with tarfile.open(archive, "r:") as tar:

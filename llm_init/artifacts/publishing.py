@@ -72,7 +72,8 @@ def _publish(init_id: str, plan: CapturePlan, choice: Any, event_store: EventSto
             try:
                 store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url)
                 outcome = publish(store, key.digest, key.parts, Path(plan.cache_root),
-                                  max_bytes=settings.max_bytes)
+                                  max_bytes=settings.max_bytes, signer=settings.signer(),
+                                  trust=settings.trust())
             except Exception as exc:
                 outcome = PublishOutcome(result="skipped", key=key.digest, reason="failed",
                                          message=exception_message(exc))
@@ -83,7 +84,7 @@ def _publish(init_id: str, plan: CapturePlan, choice: Any, event_store: EventSto
     if outcome.result == PUBLISHED:
         fields: dict[str, Any] = dict(key=key.digest, store=settings.location,
                                       bytes=outcome.bytes, files=outcome.files,
-                                      seconds=outcome.seconds)
+                                      seconds=outcome.seconds, signed_by=outcome.signed_by)
         event_type: type[Event] = ArtifactPublished
     else:
         fields = dict(key=key.digest, store=settings.location, reason=outcome.reason or "",

@@ -164,7 +164,8 @@ async def _restore_here(settings: ArtifactSettings, key: ArtifactKey,
             store = open_artifact_store(settings.url, endpoint_url=settings.endpoint_url,
                                         timeout_s=settings.timeout_s)
             outcome = restore(store, key.digest, key.parts, cache_root,
-                              cancelled=cancelled.is_set, max_bytes=settings.max_bytes)
+                              cancelled=cancelled.is_set, max_bytes=settings.max_bytes,
+                              trust=settings.trust())
         except Exception as exc:
             outcome = RestoreOutcome(result="miss", key=key.digest, reason=LOCAL_ERROR,
                                      message=exception_message(exc))
@@ -208,7 +209,7 @@ def restore_on_node(settings: ArtifactSettings, key: ArtifactKey, weights_path: 
         return RestoreOutcome(result="miss", key=key.digest, reason=TIMEOUT,
                               message="started after the first node stopped waiting")
     return restore(store, key.digest, key.parts, cache_root, cancelled=cancelled,
-                   max_bytes=settings.max_bytes)
+                   max_bytes=settings.max_bytes, trust=settings.trust())
 
 
 async def _restore_on_other_nodes(ctx: NodeInitializationContext, settings: ArtifactSettings,
@@ -261,7 +262,7 @@ def _record(record: Any, report: ProgressReporter, settings: ArtifactSettings, k
         fields: dict[str, Any] = dict(key=key.digest, store=settings.location,
                                       bytes=outcome.bytes, files=outcome.files,
                                       seconds=outcome.seconds, node=node, path=outcome.path,
-                                      parts=dict(key.parts))
+                                      parts=dict(key.parts), signed_by=outcome.signed_by)
         event_type: Any = ArtifactRestored
     else:
         fields = dict(key=key.digest, store=settings.location, reason=outcome.reason or "",

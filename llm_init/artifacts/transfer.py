@@ -30,6 +30,12 @@ from llm_init.artifacts.manifest import (
     unpack,
     verify_archive,
 )
+from llm_init.artifacts.signing import (
+    Signer,
+    TrustedKeys,
+    UntrustedArtifactError,
+    signature_name,
+)
 from llm_init.artifacts.stores import (
     ArtifactDeniedError,
     ArtifactStore,
@@ -49,6 +55,7 @@ TIMEOUT = "timeout"
 LOCAL_ERROR = "local_error"
 DENIED = "denied"  # the store refused access (S3 AccessDenied/403, a file's permissions)
 # (TOO_LARGE, below, is a miss reason too: the artifact is over the restore's max_bytes.)
+UNTRUSTED = "untrusted"  # unsigned, or not signed by a trusted key: never unpacked
 # Publish outcomes.
 PUBLISHED = "published"
 SKIPPED = "skipped"
@@ -58,6 +65,7 @@ TOO_LARGE = "too_large"
 EMPTY = "empty"
 VETOED = "vetoed"
 FAILED = "failed"
+UNSIGNED = "unsigned"  # readers require signatures and this publisher holds no trusted key
 
 RESTORED_MARK = ".llm-init-restored"
 # ``models/<model digest>/<key>.json``: the parts of every artifact of one model, so that a
@@ -68,6 +76,7 @@ MAX_CANDIDATES = 20  # index entries read to explain one miss
 # manifest of a real cache (thousands of files) is well under a MiB.
 MAX_MANIFEST_BYTES = 16 * 1024**2
 MAX_INDEX_ENTRY_BYTES = 64 * 1024
+MAX_SIGNATURE_BYTES = 64 * 1024
 # A staging directory of a restore is ``.<dest name>.<pid>.<random>``; one whose process is
 # gone, or older than this, was left by a restore that died (SIGKILL, a node's power).
 STALE_STAGING_S = 3600.0
@@ -88,6 +97,7 @@ class RestoreOutcome:
     created_by: str | None = None  # the host that published it
     nearest: str | None = None  # on a miss: the closest artifact of the same model
     differs: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # (nearest's, here)
+    signed_by: str | None = None  # on a hit: the id of the key whose signature verified
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +112,7 @@ class PublishOutcome:
     files: int = 0
     seconds: float = 0.0
     extra: Mapping[str, object] = field(default_factory=dict)
+    signed_by: str | None = None  # the id of the key that signed the manifest
 
 
 def manifest_name(key: str) -> str:
@@ -185,16 +196,47 @@ def _set_aside(store: ArtifactStore, key: str, raw: bytes, archive: str | None) 
         store.delete(manifest_name(key))
     except Exception:  # a read-only reader: the artifact stays, each start misses
         return False
+    _delete_quietly(store, signature_name(key, raw))
     if archive:
         _delete_quietly(store, f"{key}/{archive}")
     return True
 
 
+def _signature(store: ArtifactStore, key: str, raw: bytes) -> bytes | None:
+    """The signature object of the manifest ``raw``; an oversized one reads as no signature
+    (untrusted), never as a store failure."""
+    try:
+        return store.read(signature_name(key, raw), max_bytes=MAX_SIGNATURE_BYTES)
+    except ArtifactTooLargeError:
+        return None
+
+
+def _replace_untrusted(store: ArtifactStore, key: str, raw: bytes, trust: TrustedKeys) -> bool:
+    """Remove a manifest no trusted key signed (an artifact from before signing, or a
+    forger's), so that a publisher holding a trusted key can complete a sound artifact; the
+    archive it names is left alone, as a forged manifest may name a sound one."""
+    try:
+        trust.verify(raw, _signature(store, key, raw))
+        return False
+    except UntrustedArtifactError:
+        pass
+    try:
+        if store.read(manifest_name(key)) != raw:
+            return False
+        store.delete(manifest_name(key))
+    except Exception:
+        return False
+    _delete_quietly(store, signature_name(key, raw))
+    return True
+
+
 def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path, *,
             cancelled: Callable[[], bool] | None = None,
-            max_bytes: int | None = None) -> RestoreOutcome:
+            max_bytes: int | None = None,
+            trust: TrustedKeys | None = None) -> RestoreOutcome:
     """Fetch the artifact ``key``, verify it and unpack it into ``dest``. Only a complete,
-    verified artifact lands there, and nothing does once ``cancelled()`` is true. An artifact
+    verified artifact lands there, and nothing does once ``cancelled()`` is true. With
+    ``trust``, the manifest's signature is checked before anything else is read. An artifact
     whose archive or files are over ``max_bytes`` is a ``too_large`` miss, found from its
     manifest before a byte of the archive is fetched."""
     started = time.perf_counter()
@@ -210,10 +252,20 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
         return miss(_store_reason(exc), exception_message(exc))
     if raw is None:
         return _no_match(store, key, parts, started)
-    found = raw
+    found, signed_by = raw, None
+    if trust is not None:
+        try:
+            signed_by = trust.verify(raw, _signature(store, key, raw))
+        except UntrustedArtifactError as exc:
+            return miss(UNTRUSTED, f"artifact {key}: {exc}")
+        except Exception as exc:
+            return miss(_store_reason(exc), exception_message(exc))
+    # Only an artifact a trusted key signed may be set aside: a forger must not be able to
+    # have readers delete what a sound manifest names.
+    may_set_aside = trust is None or signed_by is not None
 
     def damaged(message: str, archive: str | None = None) -> RestoreOutcome:
-        if _set_aside(store, key, found, archive):
+        if may_set_aside and _set_aside(store, key, found, archive):
             message += "; set aside, so that this replica's publish replaces it"
         return miss(CORRUPT, message)
 
@@ -260,7 +312,7 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
         tree.mkdir()
         try:
             verify_archive(archive, manifest)
-            unpack(archive, manifest, tree)
+            unpack(archive, manifest, tree, file_digests=True)
         except (CorruptArtifactError, tarfile.TarError, EOFError, ValueError) as exc:
             return damaged(str(exc) or type(exc).__name__, manifest.archive)
         except OSError as exc:
@@ -279,7 +331,7 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
         shutil.rmtree(staging, ignore_errors=True)
     return RestoreOutcome(result=HIT, key=key, bytes=manifest.size, files=len(manifest.files),
                           seconds=time.perf_counter() - started, path=str(dest),
-                          created_by=manifest.host or None)
+                          created_by=manifest.host or None, signed_by=signed_by)
 
 
 def _store_reason(exc: BaseException) -> str:
@@ -345,16 +397,19 @@ def _move_into(tree: Path, dest: Path) -> None:
 
 
 def publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Path, *,
-            max_bytes: int | None = None,
-            extra: Mapping[str, object] | None = None) -> PublishOutcome:
+            max_bytes: int | None = None, extra: Mapping[str, object] | None = None,
+            signer: Signer | None = None, trust: TrustedKeys | None = None) -> PublishOutcome:
     """Publish the files under ``source`` as the artifact ``key``: the archive under a name of
     its own first, the manifest last and only if none exists. A complete artifact is never
     replaced; of two publishers at once, one manifest wins and the other removes its archive;
-    a publisher that dies before its manifest leaves nothing a reader takes. Never raises:
-    whatever goes wrong is a ``skipped`` outcome with reason ``failed``."""
+    a publisher that dies before its manifest leaves nothing a reader takes. With ``signer``
+    the manifest's signature is written before the manifest; with ``trust`` requiring
+    signatures, a publisher without a trusted key publishes nothing, and one with a trusted
+    key replaces an artifact no trusted key signed. Never raises: whatever goes wrong is a
+    ``skipped`` outcome with reason ``failed``."""
     started = time.perf_counter()
     try:
-        return _publish(store, key, parts, source, started, max_bytes, extra)
+        return _publish(store, key, parts, source, started, max_bytes, extra, signer, trust)
     except Exception as exc:
         return PublishOutcome(result=SKIPPED, key=key, reason=FAILED,
                               message=exception_message(exc),
@@ -362,14 +417,21 @@ def publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Pa
 
 
 def _publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Path,
-             started: float, max_bytes: int | None, extra: Mapping[str, object] | None
-             ) -> PublishOutcome:
+             started: float, max_bytes: int | None, extra: Mapping[str, object] | None,
+             signer: Signer | None, trust: TrustedKeys | None) -> PublishOutcome:
     def skipped(reason: str, message: str, nbytes: int = 0, files: int = 0) -> PublishOutcome:
         return PublishOutcome(result=SKIPPED, key=key, reason=reason, message=message,
                               bytes=nbytes, files=files, seconds=time.perf_counter() - started)
 
+    if trust is not None and trust.required and (signer is None
+                                                 or signer.key_id not in trust.keys):
+        return skipped(UNSIGNED, "readers require signatures by trusted keys, and this "
+                       "publisher's " + ("signing key is not among them" if signer
+                                         else "settings name no signing key"))
     try:
-        if store.read(manifest_name(key), max_bytes=MAX_MANIFEST_BYTES) is not None:
+        existing = store.read(manifest_name(key), max_bytes=MAX_MANIFEST_BYTES)
+        if existing is not None and not (signer is not None and trust is not None
+                                         and _replace_untrusted(store, key, existing, trust)):
             return skipped(EXISTS, f"artifact {key} is already in {store.location}")
     except ArtifactTooLargeError:
         return skipped(EXISTS, f"artifact {key} is already in {store.location}")
@@ -384,6 +446,7 @@ def _publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: P
         return skipped(TOO_LARGE, f"{total} bytes cached, over the cap of {max_bytes}",
                        total, len(files))
     archive_name = f"data-{uuid.uuid4().hex}.tar"
+    leftovers = [f"{key}/{archive_name}"]  # removed again unless the manifest is written
     with tempfile.TemporaryDirectory(prefix="llm-init-artifact-") as tmp:
         archive = Path(tmp) / archive_name
         try:
@@ -393,22 +456,27 @@ def _publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: P
                                 files=packed, created_at=time.time(),
                                 host=socket.gethostname(), extra=dict(extra or {}))
             store.put(f"{key}/{archive_name}", archive)
+            raw = manifest.to_json()
+            if signer is not None:  # before the manifest: a reader never sees it unsigned
+                leftovers.append(signature_name(key, raw))
+                signature = Path(tmp) / "manifest.sig"
+                signature.write_bytes(signer.sign(raw))
+                store.put(signature_name(key, raw), signature)
+            created = store.put_new(manifest_name(key), raw)
         except Exception as exc:
-            _delete_quietly(store, f"{key}/{archive_name}")
+            for name in leftovers:
+                _delete_quietly(store, name)
             return skipped(FAILED, exception_message(exc), total, len(files))
-    try:
-        created = store.put_new(manifest_name(key), manifest.to_json())
-    except Exception as exc:
-        _delete_quietly(store, f"{key}/{archive_name}")
-        return skipped(FAILED, exception_message(exc), total, len(files))
     if not created:
-        _delete_quietly(store, f"{key}/{archive_name}")
+        for name in leftovers:
+            _delete_quietly(store, name)
         return skipped(EXISTS, f"another publisher completed artifact {key} first",
                        total, len(files))
     with contextlib.suppress(Exception):  # the index only explains misses: best effort
         store.put_new(index_name(parts, key), json.dumps(dict(parts), sort_keys=True).encode())
     return PublishOutcome(result=PUBLISHED, key=key, bytes=manifest.archive_bytes,
-                          files=len(packed), seconds=time.perf_counter() - started)
+                          files=len(packed), seconds=time.perf_counter() - started,
+                          signed_by=signer.key_id if signer else None)
 
 
 def _sizes(paths: list[Path]) -> dict[Path, int]:

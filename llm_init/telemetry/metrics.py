@@ -18,7 +18,8 @@ Metrics (names in ``telemetry.names``; under Ray each gets Ray's ``ray_`` prefix
 - ``llm_init_gpu_memory_used_bytes{model,phase,boundary,gpu}``: NVML, at each phase's start and
   end, for each visible GPU; absent without a GPU.
 - ``llm_init_artifact_cache_total{model,result}``: warm-start restores per node, ``hit``,
-  ``miss`` (nothing to restore) or ``error`` (a corrupt artifact, an unreachable store);
+  ``miss`` (nothing to restore) or ``error`` (a corrupt or untrusted artifact, an unreachable
+  store);
 - ``llm_init_artifact_bytes_total{model,direction}`` and ``llm_init_artifact_seconds{model,
   direction}``: warm-start artifacts restored and published (``restore``/``publish``);
 - ``llm_init_warm_start_subphase_seconds{model,subphase,result}``: with a warm start, each engine

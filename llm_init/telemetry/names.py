@@ -80,7 +80,8 @@ RESULT_ERROR = "error"
 DIRECTION_RESTORE = "restore"
 DIRECTION_PUBLISH = "publish"
 # Miss reasons that mean the store or the artifact is broken, not merely absent.
-ARTIFACT_ERROR_REASONS = ("corrupt", "unreachable", "timeout", "local_error", "denied")
+ARTIFACT_ERROR_REASONS = ("corrupt", "unreachable", "timeout", "local_error", "denied",
+                          "untrusted")
 SPAN_ARTIFACT_RESTORE = "llm_init.artifact.restore"
 SPAN_ARTIFACT_PUBLISH = "llm_init.artifact.publish"
 ATTR_ARTIFACT_KEY = "llm_init.artifact.key"

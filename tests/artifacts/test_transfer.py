@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Iterator
@@ -146,6 +147,23 @@ def test_a_corrupt_artifact_is_set_aside_and_the_next_publish_replaces_it(
     assert restore(store, KEY, PARTS, tmp_path / "second").result == "hit"
     sound = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
     assert store.list(KEY) == sorted([manifest_name(KEY), f"{KEY}/{sound.archive}"])
+
+
+def test_a_file_that_differs_from_its_manifest_entry_is_refused(store: ArtifactStore,
+                                                                tmp_path: Path) -> None:
+    """A manifest whose archive digest matches but one of whose file digests does not (the
+    bytes a signature vouches for are the files') is refused as corrupt, naming the file."""
+    publish(store, KEY, PARTS, make_cache(tmp_path / "cold"))
+    manifest = Manifest.from_json(store.read(manifest_name(KEY)) or b"")
+    first, *rest = manifest.files
+    changed = dataclasses.replace(
+        manifest, files=(dataclasses.replace(first, sha256="0" * 64), *rest))
+    store.delete(manifest_name(KEY))
+    store.put_new(manifest_name(KEY), changed.to_json())
+    outcome = restore(store, KEY, PARTS, tmp_path / "warm")
+    assert (outcome.result, outcome.reason) == ("miss", "corrupt")
+    assert first.path in (outcome.message or "")
+    assert not (tmp_path / "warm").exists()
 
 
 def test_a_newer_manifest_format_is_a_version_mismatch(store: ArtifactStore,

@@ -1,6 +1,7 @@
 """Warm starts end to end: real Ray Serve, vLLM's CPU build with compilation on
 (``enforce_eager=False``), an S3-compatible store (moto's server) whose URL carries a secret,
-spans over OTLP/HTTP to a real receiver, and six deployments, each on a "node" of its own (its
+artifacts signed with an Ed25519 key that every replica trusts (and publishes with), spans
+over OTLP/HTTP to a real receiver, and six deployments, each on a "node" of its own (its
 own download cache and local compile cache):
 
 1. cold: nothing in the store, vLLM compiles; the cache is published after the replica is ready;
@@ -29,11 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from llm_init import read_events
 from llm_init.artifacts import Manifest, open_artifact_store, publish, restore
 from llm_init.artifacts.key import make_key
+from llm_init.artifacts.settings import ArtifactSettings
+from llm_init.artifacts.signing import key_id, signature_name
 from llm_init.artifacts.transfer import manifest_name
 from llm_init.cli import app as cli_app
 from llm_init.events import (
@@ -94,10 +99,14 @@ class Starts:
     older: Any = None  # the key of the older vLLM's artifact put in the upgraded's store
     upgrade_objects: list[str] = field(default_factory=list)  # under the upgraded's key after
     upgrade_archive: str = ""  # the archive its manifest names
+    upgrade_signature: str = ""  # the name of its manifest's signature
     upgrade_restore: str = ""  # a restore of it afterwards: hit or miss
     spans: list[ReceivedSpan] = field(default_factory=list)
     replica_logs: str = ""  # every Ray and Serve log line of the session
     metrics: str = ""  # the metrics endpoint's text at the end
+    signing: dict[str, Any] = field(default_factory=dict)  # the signing settings every start has
+    key_id: str = ""  # the signing key's id
+    private_key: str = ""  # the base64 body of the signing key's PEM, to look for in records
 
 
 def _completion(base_url: str) -> None:
@@ -167,8 +176,9 @@ def _seed_older_vllms_artifact(starts: Starts, workdir: pathlib.Path, url: str,
     (missed,) = starts.by_name["cold"].of_type(ArtifactMissed)
     starts.older = make_key({**missed.parts, "vllm": OLDER_VLLM})
     store = open_artifact_store(url, endpoint_url=endpoint_url)
+    settings = ArtifactSettings(url=url, **starts.signing)
     outcome = publish(store, starts.older.digest, starts.older.parts,
-                      workdir / "cold" / "warm" / missed.key)
+                      workdir / "cold" / "warm" / missed.key, signer=settings.signer())
     assert outcome.result == "published", outcome
 
 
@@ -180,8 +190,10 @@ def _read_back_upgraded_artifact(starts: Starts, workdir: pathlib.Path, url: str
     starts.upgrade_objects = store.list(f"{missed.key}/")
     raw = store.read(manifest_name(missed.key))
     starts.upgrade_archive = Manifest.from_json(raw).archive if raw else ""
-    starts.upgrade_restore = restore(store, missed.key, missed.parts,
-                                     workdir / "read-back").result
+    starts.upgrade_signature = signature_name(missed.key, raw or b"")
+    trust = ArtifactSettings(url=url, **starts.signing).trust()
+    starts.upgrade_restore = restore(store, missed.key, missed.parts, workdir / "read-back",
+                                     trust=trust).result
 
 
 def _rays_recipe(cluster: Cluster, workdir: pathlib.Path, s3: MotoS3, bucket: str) -> Start:
@@ -228,12 +240,23 @@ def starts(cluster: Cluster, tiny_model: pathlib.Path, receiver: OTLPReceiver,
     traced = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.traces_endpoint,
               "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
               "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    signing_key = Ed25519PrivateKey.generate()
+    private = workdir / "signing.pem"
+    pem = signing_key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+    private.write_text(pem)
+    public = signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    found.signing = {"signing_key": str(private), "trusted_keys": [public]}
+    found.private_key = "".join(pem.splitlines()[1:-1])
+    found.key_id = key_id(signing_key.public_key())
     with MotoS3() as s3, pytest.MonkeyPatch.context() as patch:
         for name, value in ENV.items():
             patch.setenv(name, value)
         s3.client().create_bucket(Bucket=bucket)
         url = f"s3://AKIAE2EWARMSTART:{SECRET}@{bucket}"
-        store = {"url": f"{url}/artifacts", "endpoint_url": s3.endpoint_url}
+        store = {"url": f"{url}/artifacts", "endpoint_url": s3.endpoint_url, **found.signing}
         found.by_name["cold"] = _deploy(cluster, tiny_model, workdir, "cold", store,
                                         wait_for_publish=True, env=traced)
         found.by_name["warm"] = _deploy(cluster, tiny_model, workdir, "warm", store,
@@ -247,10 +270,10 @@ def starts(cluster: Cluster, tiny_model: pathlib.Path, receiver: OTLPReceiver,
         found.by_name["corrupt"] = _deploy(cluster, tiny_model, workdir, "corrupt", store,
                                            wait_for_publish=True, env=traced)
         dead = {"url": f"{url}/artifacts", "endpoint_url": "http://127.0.0.1:9",
-                "timeout_s": UNREACHABLE_TIMEOUT_S}
+                "timeout_s": UNREACHABLE_TIMEOUT_S, **found.signing}
         found.by_name["unreachable"] = _deploy(cluster, tiny_model, workdir, "unreachable",
                                                dead, wait_for_publish=False, env=traced)
-        upgrade = {"url": f"{url}/upgrade", "endpoint_url": s3.endpoint_url}
+        upgrade = {"url": f"{url}/upgrade", "endpoint_url": s3.endpoint_url, **found.signing}
         _seed_older_vllms_artifact(found, workdir, upgrade["url"], s3.endpoint_url)
         found.by_name["upgraded"] = _deploy(cluster, tiny_model, workdir, "upgraded", upgrade,
                                             wait_for_publish=True, env=traced, replicas=2)
@@ -304,6 +327,14 @@ def test_warm_start_restores_and_compiles_less(starts: Starts) -> None:
         assert warm_s is not None, subphase
         assert warm_s < cold_s, subphase
     assert warm.phase_s("engine_init") < cold.phase_s("engine_init")
+
+
+def test_the_warm_start_takes_only_what_the_trusted_key_signed(starts: Starts) -> None:
+    """Every replica trusts the platform key and publishes with it: the cold start's
+    published artifact and the warm start's restored one name that key."""
+    (published,) = starts.by_name["cold"].of_type(ArtifactPublished)
+    (restored,) = starts.by_name["warm"].of_type(ArtifactRestored)
+    assert published.signed_by == restored.signed_by == starts.key_id
 
 
 def test_a_corrupt_artifact_is_a_miss_and_the_start_succeeds(starts: Starts) -> None:
@@ -379,7 +410,7 @@ def test_two_replicas_publishing_the_same_key_at_once_leave_one_complete_artifac
         for e in upgraded.of_type(ArtifactPublished) + upgraded.of_type(ArtifactPublishSkipped))
     assert outcomes == ["published", "skipped:exists"]
     assert starts.upgrade_objects == sorted(
-        [manifest_name(key), f"{key}/{starts.upgrade_archive}"])
+        [manifest_name(key), f"{key}/{starts.upgrade_archive}", starts.upgrade_signature])
     assert starts.upgrade_restore == "hit"
 
 
@@ -402,3 +433,12 @@ def test_the_secret_in_the_store_url_reaches_no_event_span_log_line_or_metric(
     assert "llm_init_artifact" in starts.metrics
     assert SECRET not in starts.metrics
     assert [line for line in starts.replica_logs.splitlines() if SECRET in line] == []
+
+
+def test_the_signing_key_reaches_no_event_span_or_log_line(starts: Starts) -> None:
+    """The publishers' private key appears in no event log, no span and no log line."""
+    for start in starts.by_name.values():
+        path = pathlib.Path(start.store_url.removeprefix("sqlite:///"))
+        assert starts.private_key.encode() not in path.read_bytes(), start.name
+    assert starts.private_key not in repr(starts.spans)
+    assert starts.private_key not in starts.replica_logs
