@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from llm_init.artifacts.stores import ArtifactStoreError, parse_store_url
 from llm_init.errors import CallbackConfigError
-from llm_init.telemetry.redaction import redact_text
 
 DEFAULT_CACHE_DIR = "~/.cache/llm-init/warm"
 DEFAULT_MODEL_LINK_DIR = "/tmp/llm-init/models"
@@ -42,10 +42,10 @@ class ArtifactSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url:
             raise CallbackConfigError("artifact_store.url must be a non-empty URL")
-        if not (self.url.startswith(("file://", "s3://", "/"))):
-            raise CallbackConfigError(
-                f"artifact_store {redact_text(self.url)!r} must be file:///dir or "
-                "s3://bucket/prefix")
+        try:
+            parse_store_url(self.url)
+        except ArtifactStoreError as exc:
+            raise CallbackConfigError(str(exc)) from exc
         if not isinstance(self.timeout_s, int | float) or self.timeout_s <= 0:
             raise CallbackConfigError(
                 f"artifact_store.timeout_s must be positive, got {self.timeout_s!r}")
@@ -56,8 +56,8 @@ class ArtifactSettings:
 
     @property
     def location(self) -> str:
-        """The URL with credentials masked."""
-        return redact_text(self.url)
+        """The URL with its user info masked whole, whatever characters it holds."""
+        return parse_store_url(self.url).location
 
 
 def artifact_settings(value: Any) -> ArtifactSettings | None:

@@ -11,12 +11,13 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from llm_init.errors import LLMInitError
-from llm_init.telemetry.redaction import redact_text
+from llm_init.telemetry.redaction import MASK, redact_text
 
 
 class ArtifactStoreError(LLMInitError):
@@ -213,25 +214,73 @@ def _not_found(exc: Any) -> bool:
     return code in ("NoSuchKey", "404", "NotFound")
 
 
-def open_artifact_store(url: str, *, endpoint_url: str | None = None) -> ArtifactStore:
-    """The store at ``url``: ``file:///dir`` (or a plain absolute path) or
-    ``s3://bucket/prefix``; a clear error naming the URL (masked) otherwise."""
+@dataclass(frozen=True, slots=True)
+class StoreURL:
+    """A store URL taken apart: ``file`` with the directory in ``root``, or ``s3`` with the
+    bucket in ``root`` and the key prefix in ``prefix``; ``credentials`` when the URL carried
+    user info (never kept: boto3's credential chain is used)."""
+
+    scheme: str
+    root: str
+    prefix: str = ""
+    credentials: bool = False
+
+    @property
+    def location(self) -> str:
+        """The URL as shown everywhere: any user info masked whole."""
+        if self.scheme == "file":
+            return f"file://{self.root}"
+        who = f"{MASK}@" if self.credentials else ""
+        return f"s3://{who}{self.root}/{self.prefix}".rstrip("/")
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """``url`` taken apart, or a one-line ``ArtifactStoreError`` naming it (credentials
+    masked): a file URL needs an absolute path (``file:///dir``), an S3 URL a bucket."""
     if not isinstance(url, str) or not url:
         raise ArtifactStoreError(f"artifact_store must be a non-empty URL, got {url!r}")
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ArtifactStoreError(
-                f"artifact_store {redact_text(url)!r}: a file URL needs an absolute path "
-                "(file:///dir)")
-        return DirectoryArtifactStore(unquote(parts.path))
-    if parts.scheme == "" and url.startswith("/"):
-        return DirectoryArtifactStore(url)
-    if parts.scheme == "s3":
-        bucket = parts.netloc.rpartition("@")[2]
+    shown = redact_text(url)
+    if url.startswith("/"):
+        if url.strip("/") == "":
+            raise ArtifactStoreError(f"artifact_store {shown!r} names no directory")
+        return StoreURL("file", os.path.normpath(url))
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() == "s3":
+        head = rest.split("/", 1)[0]
+        credentials = ("@" in head or ":" in head) and "@" in rest
+        if credentials:
+            # User info runs to the last ``@``, whatever it holds: AWS secret keys hold ``/``
+            # and ``+``, so splitting at the first ``/`` would make part of one the bucket.
+            rest = rest.rpartition("@")[2]
+        bucket, _, prefix = rest.partition("/")
         if not bucket:
-            raise ArtifactStoreError(f"artifact_store {redact_text(url)!r} names no bucket")
-        return S3ArtifactStore(bucket, parts.path, endpoint_url)
+            raise ArtifactStoreError(f"artifact_store {shown!r} names no bucket "
+                                     "(s3://bucket/prefix)")
+        return StoreURL("s3", bucket, prefix.strip("/"), credentials)
+    if sep and scheme.lower() == "file":
+        parts = urlsplit(url)
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            raise ArtifactStoreError(
+                f"artifact_store {shown!r}: a file URL needs an absolute path (file:///dir)")
+        if path.strip("/") == "":
+            raise ArtifactStoreError(
+                f"artifact_store {shown!r} names no directory (file:///dir)")
+        return StoreURL("file", os.path.normpath(path))
     raise ArtifactStoreError(
-        f"artifact_store {redact_text(url)!r}: unsupported scheme; use file:///dir or "
-        "s3://bucket/prefix")
+        f"artifact_store {shown!r}: unsupported scheme; use file:///dir or s3://bucket/prefix")
+
+
+def open_artifact_store(url: str, *, endpoint_url: str | None = None) -> ArtifactStore:
+    """The store at ``url``: ``file:///dir`` (or a plain absolute path) or
+    ``s3://bucket/prefix``; a clear error naming the URL (masked) otherwise. A directory store's
+    root must exist: an unmounted shared directory must not become a node-local store that
+    every other node misses."""
+    where = parse_store_url(url)
+    if where.scheme == "s3":
+        return S3ArtifactStore(where.root, where.prefix, endpoint_url)
+    if not os.path.isdir(where.root):
+        what = "is not a directory" if os.path.exists(where.root) else "does not exist"
+        raise ArtifactStoreError(
+            f"artifact_store {where.location!r}: {where.root} {what}; mount it or create it")
+    return DirectoryArtifactStore(where.root)

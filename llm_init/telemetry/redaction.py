@@ -268,9 +268,9 @@ def _scan(fresh: bool) -> None:
     if weak:
         # Marked before logging: the log pipeline redacts, and so comes back here.
         _EnvSecrets.warned.update(weak)
-        _log.warning("llm-init: %s %s a weak secret (a plain word, a placeholder or too short): "
-                     "its value is not masked in text, where it would rewrite ordinary words",
-                     ", ".join(weak), "holds" if len(weak) == 1 else "hold")
+        _log.warning("llm-init: %s %s a weak secret (a plain word, a placeholder or a short "
+                     "number), not masked in text, where masking would rewrite ordinary words",
+                     ", ".join(weak), "holds" if len(weak) == 1 else "each hold")
 
 
 def _is_secret_variable(name: str) -> bool:

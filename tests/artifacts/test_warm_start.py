@@ -92,6 +92,8 @@ def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, 
     source = tmp_path / "model"
     if not source.exists():
         write_model(source, shards=1, shard_size=50_000)
+    if store_url.startswith("file://"):  # the shared directory, mounted on every node
+        Path(store_url.removeprefix("file://")).mkdir(exist_ok=True)
     config = LLMConfig(model_id="tiny", model_source=str(source), callback_class=callbacks,
                        engine_kwargs={"dtype": "bfloat16", "max_model_len": 256},
                        artifact_store={"url": store_url,
@@ -171,7 +173,7 @@ def test_a_callback_vetoes_publishing(tmp_path: Path) -> None:
     _, events = start(tmp_path, "node-a", f"file://{tmp_path / 'store'}", CachingEngineStep(),
                       callbacks=[VetoesPublish])
     assert of_type(events, ArtifactPublishSkipped)[0].reason == "vetoed"
-    assert not (tmp_path / "store").exists()
+    assert list((tmp_path / "store").iterdir()) == []
 
 
 def test_a_corrupt_artifact_is_a_miss_and_the_start_succeeds(tmp_path: Path) -> None:
