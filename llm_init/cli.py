@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.tree import Tree
 
 from llm_init import fleet
@@ -29,6 +30,7 @@ from llm_init.replay import (
 from llm_init.stores import STORE_ENV_VAR, EventStore, InitQuery, encode, open_store
 from llm_init.stores import check as store_check
 from llm_init.telemetry.names import ENV_TRACE_URL as TRACE_URL_ENV
+from llm_init.text import printable
 
 app = typer.Typer(help="Inspect LLM replica initializations recorded by llm-init.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -303,7 +305,7 @@ def events(init_id: str, store: StoreOption = None,
                         if k not in ("phase", "trace_id", "span_id", "node_id", "config",
                                      "context") and v not in (None, "", [], {}))
         rows.append((str(e.sequence), e.timestamp.strftime("%H:%M:%S.%f")[:-3], e.TYPE,
-                     str(rec.get("phase", "")), what[:120]))
+                     str(rec.get("phase", "")), _shown(what, 120)))
     console.print(render.fitted_table(f"events of {evs[0].init_id}", _EVENT_COLS, rows,
                                       console.width))
 
@@ -523,23 +525,30 @@ def demo(workdir: Annotated[str | None, typer.Option(help="Model and event store
 def _warm_start_line(warm: dict[str, Any]) -> str:
     """The timeline's warm-start line: hit or miss (and why), then what was published."""
     if warm.get("result") == "hit":
-        line = (f"[green]warm start: HIT[/] artifact {warm.get('key')} "
+        line = (f"[green]warm start: HIT[/] artifact {_shown(warm.get('key'))} "
                 f"({warm.get('bytes', 0) / 1e6:.1f} MB restored in {_secs(warm.get('seconds'))})")
     elif warm.get("result") == "miss":
-        line = (f"[yellow]warm start: MISS[/] ({warm.get('reason')}) artifact {warm.get('key')}"
-                f" in {_secs(warm.get('seconds'))}")
+        line = (f"[yellow]warm start: MISS[/] ({_shown(warm.get('reason'))}) artifact "
+                f"{_shown(warm.get('key'))} in {_secs(warm.get('seconds'))}")
         differs = warm.get("differs") or {}
         if differs:  # what the store's nearest artifact of this model was made with
             line += "; nearest differs: " + ", ".join(
-                f"{k} {v[0] or '-'} -> {v[1] or '-'}" for k, v in list(differs.items())[:3])
+                f"{_shown(k)} {_shown(v[0] or '-')} -> {_shown(v[1] or '-')}"
+                for k, v in list(differs.items())[:3])
     else:
         line = "warm start:"
     published = warm.get("published")
     if published:
         line += (f"; published {published.get('bytes', 0) / 1e6:.1f} MB in "
                  f"{_secs(published.get('seconds'))}" if published["result"] == "published"
-                 else f"; not published ({published.get('reason')})")
+                 else f"; not published ({_shown(published.get('reason'))})")
     return line
+
+
+def _shown(value: object, limit: int = 120) -> str:
+    """A recorded value in Rich markup: much of it was read from an artifact store (untrusted
+    text), so it is one printable line, capped, and never taken as markup."""
+    return escape(printable(value, limit))
 
 
 def _summary(r: ReplayedInitialization) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from llm_init.artifacts.manifest import (
 )
 from llm_init.artifacts.stores import ArtifactStore
 from llm_init.telemetry.redaction import exception_message
+from llm_init.text import printable
 
 # Restore outcomes.
 HIT = "hit"
@@ -58,6 +59,8 @@ RESTORED_MARK = ".llm-init-restored"
 # miss can name the nearest artifact and what differs (an upgraded vLLM, another max_model_len).
 INDEX_PREFIX = "models"
 MAX_CANDIDATES = 20  # index entries read to explain one miss
+MAX_INDEX_PARTS = 64  # an index entry with more parts is not one this library wrote
+MAX_SHOWN_CHARS = 120  # of one name or value read from the store, in a message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,11 +135,16 @@ def nearest_artifact(store: ArtifactStore, key: str, parts: Mapping[str, str]
         if other == key:
             continue
         try:
-            theirs = json.loads(store.read(name) or b"null")
+            raw = json.loads(store.read(name) or b"null")
         except Exception:
             continue
-        if not isinstance(theirs, dict):
+        if not isinstance(raw, dict) or len(raw) > MAX_INDEX_PARTS:
             continue
+        # Index entries are whatever the store holds: their names and values reach messages,
+        # log lines and the terminal, so they are made one printable line each, and capped.
+        other = printable(other, MAX_SHOWN_CHARS)
+        theirs = {printable(k, MAX_SHOWN_CHARS): printable(v, MAX_SHOWN_CHARS)
+                  for k, v in raw.items()}
         differs = {k: (str(theirs.get(k, "")), str(parts.get(k, "")))
                    for k in sorted(set(theirs) | set(parts))
                    if str(theirs.get(k, "")) != str(parts.get(k, ""))}

@@ -27,6 +27,7 @@ from llm_init.replay import read_events
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download import DownloadStep
 from llm_init.steps.engine import model_path_from
+from llm_init.stores import EventStore
 from tests.support.models import write_model
 from tests.support.steps import SettingStep
 
@@ -86,7 +87,7 @@ def cache_root_env() -> Iterator[None]:
 
 def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, *,
           callbacks: list[type] | None = None, publish: bool = True,
-          observers: list[Any] | None = None,
+          observers: list[Any] | None = None, event_store: EventStore | None = None,
           ) -> tuple[NodeInitializationContext, list[Event]]:
     """One initialization on a "node" with its own download and compile caches."""
     source = tmp_path / "model"
@@ -101,7 +102,7 @@ def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, 
                                        "model_link_dir": str(tmp_path / "links")})
     steps = DefaultSteps(download=DownloadStep(cache_dir=tmp_path / node / "models"),
                          placement_group=SettingStep("placement_group", None), engine=engine)
-    store = InMemoryEventStore()
+    store = event_store if event_store is not None else InMemoryEventStore()
     ctx = initialize_node_sync(config, event_store=store, steps=steps,
                                observers=observers or [])
     if publish:
