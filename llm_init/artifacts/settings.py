@@ -15,7 +15,9 @@ from llm_init.artifacts.stores import ArtifactStoreError, parse_store_url
 from llm_init.errors import CallbackConfigError
 
 DEFAULT_CACHE_DIR = "~/.cache/llm-init/warm"
-DEFAULT_MODEL_LINK_DIR = "/tmp/llm-init/models"
+# Per user, as the cache: a shared directory such as ``/tmp/llm-init`` could be made first by
+# another local user, who would then choose what the engine loads.
+DEFAULT_MODEL_LINK_DIR = "~/.cache/llm-init/models"
 DEFAULT_MAX_BYTES = 4 * 1024**3
 
 
@@ -26,7 +28,9 @@ class ArtifactSettings:
     download step). ``cache_dir``: each node's local cache root (vLLM's ``VLLM_CACHE_ROOT`` is
     ``cache_dir/<key>``). ``model_link_dir``: the engine loads the model through a link
     ``model_link_dir/<weights digest>`` that is the same on every node, because vLLM's own cache
-    key includes the model's path (``None``: the download's own path). ``timeout_s``: the most a
+    key includes the model's path (``None``: the download's own path); it must be a directory
+    this process's user owns that no one else may write to, else the link is not made.
+    ``timeout_s``: the most a
     restore may take before the engine starts without it. ``max_bytes``: a larger cache is not
     published. ``restore``/``publish``: each direction can be turned off."""
 

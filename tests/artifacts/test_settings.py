@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from llm_init import LLMConfig
 from llm_init.artifacts import open_artifact_store
 from llm_init.artifacts.settings import ArtifactSettings
+from llm_init.artifacts.step import CONTEXT_KEY
 from llm_init.artifacts.stores import ArtifactStoreError, S3ArtifactStore
 from llm_init.errors import CallbackConfigError
 from llm_init.events import ArtifactMissed, ArtifactPublished
@@ -19,6 +21,7 @@ from tests.support.s3 import running_moto_s3
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalr/XUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # AWS secret keys hold ``/`` and ``+``
+NOBODY = 65534
 FRAGMENTS = (KEY_ID, "wJalr", "XUtnFEMI", "K7MDENG", "bPxRfiCYEXAMPLEKEY")
 
 
@@ -96,3 +99,55 @@ def test_a_secret_with_slashes_in_the_store_url_reaches_no_event_or_log_line(
     assert any(k.startswith("warm/") and k.endswith(".tar") for k in keys)
     text = repr(cold) + repr(warm) + caplog.text
     assert [f for f in FRAGMENTS if f in text] == []
+
+
+def test_the_default_model_link_dir_is_the_users_own() -> None:
+    """By default the model link lives under this user's home, not in a directory any local
+    user could create first."""
+    link_dir = ArtifactSettings(url="s3://bucket/warm").model_link_dir
+    assert link_dir is not None
+    assert Path(link_dir).expanduser().is_relative_to(Path.home())
+
+
+def linked_model_path(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> str:
+    """The model path the engine was given by a start whose model links go to
+    ``tmp_path/links``."""
+    with caplog.at_level(logging.WARNING, logger="llm_init.artifacts.step"):
+        ctx, _ = start(tmp_path, "node-a", str(tmp_path / "store"), CachingEngineStep(),
+                       publish=False)
+    return str(ctx.custom_data[CONTEXT_KEY]["model_path"])
+
+
+def test_an_own_model_link_dir_is_used(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                       ) -> None:
+    """A link directory this user owns and only it can write to holds the engine's model
+    link."""
+    (tmp_path / "links").mkdir(mode=0o755)
+    assert Path(linked_model_path(tmp_path, caplog)).parent == tmp_path / "links"
+
+
+def test_a_model_link_dir_anyone_can_write_to_is_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A world-writable link directory is refused with a warning naming it: the engine loads
+    the download's own directory and no link is made there."""
+    links = tmp_path / "links"
+    links.mkdir()
+    links.chmod(0o777)
+    model_path = linked_model_path(tmp_path, caplog)
+    assert not Path(model_path).is_relative_to(links)
+    assert list(links.iterdir()) == []
+    assert f"{links} is writable by others" in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory away needs root")
+def test_a_model_link_dir_owned_by_another_user_is_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A link directory another user made first (here ``nobody``'s) is refused with a warning
+    naming its owner: the engine loads the download's own directory."""
+    links = tmp_path / "links"
+    links.mkdir(mode=0o755)
+    os.chown(links, NOBODY, NOBODY)
+    model_path = linked_model_path(tmp_path, caplog)
+    assert not Path(model_path).is_relative_to(links)
+    assert list(links.iterdir()) == []
+    assert f"{links} is owned by uid {NOBODY}" in caplog.text
