@@ -29,6 +29,7 @@ NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 IDENTIFIER_KEYS = frozenset({
     "model_id", "model_source", "source", "callback_class", "callback_classes", "hook",
     "callback", "path", "local_path", "model_path", "download_dir", "cache_dir", "labels",
+    "download_result", "model_link_dir", "cache_root", "store",
 })
 
 

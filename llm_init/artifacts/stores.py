@@ -73,9 +73,17 @@ class DirectoryArtifactStore:
             raise ArtifactStoreError(f"invalid artifact object name {name!r}")
         return self.root.joinpath(*parts)
 
+    def _make_parent(self, dest: Path) -> None:
+        # Folders inside the store are made as needed, the store itself never: a missing root
+        # is an unmounted share, and filling it would make a store only this node sees.
+        if not self.root.is_dir():
+            raise ArtifactStoreError(f"artifact_store {self.location!r}: {self.root} does not "
+                                     "exist; mount it or create it")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
     def put(self, name: str, source: Path) -> None:
         dest = self._path(name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parent(dest)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
         try:
             shutil.copyfile(source, tmp)
@@ -85,7 +93,7 @@ class DirectoryArtifactStore:
 
     def put_new(self, name: str, data: bytes) -> bool:
         dest = self._path(name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parent(dest)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         try:
             with os.fdopen(fd, "wb") as out:

@@ -151,3 +151,23 @@ def test_a_model_link_dir_owned_by_another_user_is_not_used(
     assert not Path(model_path).is_relative_to(links)
     assert list(links.iterdir()) == []
     assert f"{links} is owned by uid {NOBODY}" in caplog.text
+
+
+def test_a_directory_store_whose_root_vanished_is_not_recreated_by_a_write(
+        tmp_path: Path) -> None:
+    """A directory store whose root is gone (unmounted after it was opened) refuses writes,
+    naming the root, and creates nothing; folders inside an existing root are made as needed."""
+    root = tmp_path / "share"
+    root.mkdir()
+    store = open_artifact_store(str(root))
+    assert store.put_new("key/MANIFEST.json", b"{}")
+    root.joinpath("key", "MANIFEST.json").unlink()
+    root.joinpath("key").rmdir()
+    root.rmdir()
+    source = tmp_path / "archive.tar"
+    source.write_bytes(b"tar")
+    for write in (lambda: store.put_new("key/MANIFEST.json", b"{}"),
+                  lambda: store.put("key/data.tar", source)):
+        with pytest.raises(ArtifactStoreError, match=f"{root} does not exist"):
+            write()
+    assert not root.exists()

@@ -381,12 +381,14 @@ def test_a_model_named_like_a_placeholder_secret_is_recorded_and_found_as_named(
 
 def test_identifiers_keep_a_strong_secret_value_they_happen_to_contain(
         user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Model ids, callback names and labels are names the user gave: environment values are
-    not masked in them (their URL user info still is)."""
+    """Model ids, callback names, paths and labels are names the user gave: environment values
+    are not masked in them (their URL user info still is)."""
     monkeypatch.setenv("HF_TOKEN", "Zq8vR2mK9xLp4TnW7yBc")
     assert json_safe({"model_id": "org/Zq8vR2mK9xLp4TnW7yBc",
-                      "callback_class": ["cb.Zq8vR2mK9xLp4TnW7yBc"]}) == {
-        "model_id": "org/Zq8vR2mK9xLp4TnW7yBc", "callback_class": ["cb.Zq8vR2mK9xLp4TnW7yBc"]}
+                      "callback_class": ["cb.Zq8vR2mK9xLp4TnW7yBc"],
+                      "download_result": "/models/Zq8vR2mK9xLp4TnW7yBc"}) == {
+        "model_id": "org/Zq8vR2mK9xLp4TnW7yBc", "callback_class": ["cb.Zq8vR2mK9xLp4TnW7yBc"],
+        "download_result": "/models/Zq8vR2mK9xLp4TnW7yBc"}
     assert identifiers({"team": "Zq8vR2mK9xLp4TnW7yBc", "url": URL, "api_key": "k"}) == {
         "team": "Zq8vR2mK9xLp4TnW7yBc", "url": f"https://{MASK}@models.example.com/tiny",
         "api_key": MASK}
