@@ -305,7 +305,7 @@ def events(init_id: str, store: StoreOption = None,
                         if k not in ("phase", "trace_id", "span_id", "node_id", "config",
                                      "context") and v not in (None, "", [], {}))
         rows.append((str(e.sequence), e.timestamp.strftime("%H:%M:%S.%f")[:-3], e.TYPE,
-                     str(rec.get("phase", "")), _shown(what, 120)))
+                     str(rec.get("phase", "")), escape(printable(what, None)[:120])))
     console.print(render.fitted_table(f"events of {evs[0].init_id}", _EVENT_COLS, rows,
                                       console.width))
 
