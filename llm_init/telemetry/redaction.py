@@ -67,10 +67,13 @@ _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 # ``scheme://user:password@host``: everything between ``//`` and the last ``@`` before the path;
 # after a ``user:`` the password may hold ``/`` (AWS secret keys do), so it runs to the last ``@``
 # that a host follows, unless what follows the ``:`` is a port (``host:8080/a@b`` is a path).
+# A scheme starts a word, and every run is bounded: unbounded runs tried at every position made
+# a 100 kB line of letters take a minute.
 _URL_CREDENTIALS = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)"
-    r"(?:[^/?#\s\"'<>@:]*:(?!\d*(?:[/?#\s\"'<>]|$))[^\s\"'<>]*@(?=[^/?#\s\"'<>@]*(?:[/?#\s\"'<>]|$))"
-    r"|[^/?#\s]*@)")
+    r"(?<![A-Za-z0-9+.\-])(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]{0,31}://)"
+    r"(?:[^/?#\s\"'<>@:]{0,256}:(?!\d{0,5}(?:[/?#\s\"'<>]|$))[^\s\"'<>]{0,2048}@"
+    r"(?=[^/?#\s\"'<>@]{0,256}(?:[/?#\s\"'<>]|$))"
+    r"|[^/?#\s]{0,2048}@)")
 # ``?name=value`` / ``&name=value`` in URLs (pre-signed S3 URLs carry signatures and tokens).
 _QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s]+)=(?P<value>[^&#\s]*)")
 # Well-known token shapes that leak even under innocent keys (Hugging Face, AWS key ids, bearer
