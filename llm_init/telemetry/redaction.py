@@ -84,8 +84,10 @@ _BEARER = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=\-]{8,}")
 # (a credential-ish word right before the separator) guards the full pattern, which is slower.
 _PAIR_HINT = re.compile(r"(?i)(?:key|token|secret|pass|auth|cred|cookie|sign)[\w.\-]*['\"]?"
                         r"[ \t]*[:=]")
+# The key starts a word and is bounded, so that a long run of letters is not tried at each one.
 _PAIR = re.compile(
-    r"""(?P<kq>["']?)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P=kq)(?P<sep>[ \t]*[:=][ \t]*)"""
+    r"""(?P<kq>["']?)(?<![A-Za-z0-9_])(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,127})(?P=kq)"""
+    r"""(?P<sep>[ \t]*[:=][ \t]*)"""
     r"""(?:(?P<vq>["'])(?P<quoted>(?:\\.|(?!(?P=vq))[^\\\n])*)(?P=vq)"""
     r"""|(?P<plain>(?:(?:Bearer|Basic|Token|Digest)[ \t]+)?[^\s,;&'"()\[\]{}<>]+))""")
 
