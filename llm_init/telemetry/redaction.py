@@ -75,7 +75,8 @@ _URL_CREDENTIALS = re.compile(
     r"(?=[^/?#\s\"'<>@]{0,256}(?:[/?#\s\"'<>]|$))"
     r"|[^/?#\s]{0,2048}@)")
 # ``?name=value`` / ``&name=value`` in URLs (pre-signed S3 URLs carry signatures and tokens).
-_QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s]+)=(?P<value>[^&#\s]*)")
+# The name is bounded and holds no lead character: a run of ``;`` is not tried at each one.
+_QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#;?\s]{1,256})=(?P<value>[^&#\s]*)")
 # Well-known token shapes that leak even under innocent keys (Hugging Face, AWS key ids, bearer
 # headers quoted in error messages).
 _TOKEN_SHAPES = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
