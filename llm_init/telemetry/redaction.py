@@ -26,6 +26,9 @@ ENV_KEEP_KEYS = "LLM_INIT_KEEP_KEYS"
 # Values of credential-like environment variables shorter than this are not searched for in
 # text: masking every "1" or "ab" would destroy the text and hide nothing worth hiding.
 MIN_ENV_SECRET_LEN = 4
+# A value of letters in one case shorter than this is a word (``testing``, ``minioadmin``), not
+# searched for in text; a longer one is a passphrase and is.
+MIN_WORD_SECRET_LEN = 16
 # Placeholder credentials of local test servers (moto, localstack, MinIO) and tutorials that are
 # not plain words: weak secrets, like plain words, which are never searched for in text.
 WEAK_SECRET_VALUES = frozenset({
@@ -221,8 +224,9 @@ class _EnvSecrets:
 
 def is_weak_secret(value: str) -> bool:
     """Whether a credential's value is too short or too common to search for in text: shorter
-    than ``MIN_ENV_SECRET_LEN``, a setting word (``true``), a plain word in one case
-    (``testing``, ``minioadmin``, ``Secret``), a short number, or a known placeholder
+    than ``MIN_ENV_SECRET_LEN``, a setting word (``true``), a word of letters in one case
+    shorter than ``MIN_WORD_SECRET_LEN`` (``testing``, ``minioadmin``, ``Secret``; a longer
+    one is a passphrase), a number of under 8 digits, or a known placeholder
     (``WEAK_SECRET_VALUES``). Masking such a value would rewrite ordinary words and names."""
     plain = value.strip()
     lower = plain.lower()
@@ -230,7 +234,8 @@ def is_weak_secret(value: str) -> bool:
         return True
     if lower in WEAK_SECRET_VALUES:
         return True
-    if plain.isalpha() and (plain.islower() or plain.isupper() or plain.istitle()):
+    if (plain.isalpha() and len(plain) < MIN_WORD_SECRET_LEN
+            and (plain.islower() or plain.isupper() or plain.istitle())):
         return True
     return plain.isdigit() and len(plain) < 8
 

@@ -419,3 +419,11 @@ def test_a_long_run_of_separators_is_searched_for_query_parameters_in_linear_tim
     started = time.perf_counter()
     assert redact_text(text) == text
     assert time.perf_counter() - started < 2.0
+
+
+def test_a_passphrase_of_plain_letters_is_still_masked(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential of 16 or more letters in one case is a passphrase, not a word: masked."""
+    monkeypatch.setenv("DB_PASSWORD", "correcthorsebatterystaple")
+    assert redact_text("login with correcthorsebatterystaple failed") == (
+        f"login with {MASK} failed")
