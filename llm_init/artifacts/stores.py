@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from llm_init.errors import LLMInitError
-from llm_init.telemetry.redaction import MASK, redact_text
+from llm_init.telemetry.redaction import MASK, redact_identifier, redact_text
 
 
 class ArtifactStoreError(LLMInitError):
@@ -153,7 +153,7 @@ class S3ArtifactStore:
 
     @property
     def location(self) -> str:
-        return redact_text(f"s3://{self.bucket}/{self.prefix}".rstrip("/"))
+        return redact_identifier(f"s3://{self.bucket}/{self.prefix}".rstrip("/"))
 
     @property
     def client(self) -> Any:

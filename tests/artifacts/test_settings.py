@@ -171,3 +171,12 @@ def test_a_directory_store_whose_root_vanished_is_not_recreated_by_a_write(
         with pytest.raises(ArtifactStoreError, match=f"{root} does not exist"):
             write()
     assert not root.exists()
+
+
+def test_a_bucket_named_like_a_secret_value_is_shown_as_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store's location is an identifier: a bucket whose name equals some credential's value
+    is shown as named, not as ``***``."""
+    monkeypatch.setenv("MYSVC_API_KEY", "zq8vr2mk9xlp4tnw7ybc")
+    store = open_artifact_store("s3://zq8vr2mk9xlp4tnw7ybc/warm")
+    assert store.location == "s3://zq8vr2mk9xlp4tnw7ybc/warm"
