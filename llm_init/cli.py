@@ -189,9 +189,9 @@ def _node_lines(step: Tree, r: ReplayedInitialization, t0: datetime | None, tota
         here = " this node" if node_id == r.labels.get("node_id") else ""
         files = f"{d.get('files_done', 0)}/{d.get('files_total', 0)} files"
         size = f"{_bytes(d.get('bytes_done'))}/{_bytes(d.get('bytes_total'))}"
-        ran_in = f" [dim]({d['ran_in']})[/]" if d.get("ran_in") else ""
+        ran_in = f" [dim]({_shown(d['ran_in'])})[/]" if d.get("ran_in") else ""
         line = (f"{bar:<{width}} +{_secs(offset):>9} {_secs(seconds):>9}  node "
-                f"{node_id[:12]}{here}{ran_in} {files} {size}")
+                f"{_shown(node_id[:12])}{here}{ran_in} {files} {size}")
         if not done:
             style = "yellow" if r.outcome == "running" else "red"
             line += f" [{style}]{d.get('stage')}, unfinished[/]"
@@ -233,7 +233,7 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
     t0 = r.started_at
     seen = (r.last_event_at - t0).total_seconds() if r.last_event_at and t0 else 0.0
     total = max(r.duration_s or seen, 1e-9)  # unfinished: bars scaled to its last event
-    head = (f"[bold]{r.init_id}[/] {r.model_id} "
+    head = (f"[bold]{_shown(r.init_id, None)}[/] {_shown(r.model_id, None)} "
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/] in {_secs(r.duration_s)}")
     if r.trace_id:
         head += f"  trace {r.trace_id}"
@@ -253,13 +253,13 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
         bar_len = max(1, int(width * (e.duration_s or 0.0) / total))
         bar = " " * start_col + "█" * min(bar_len, width - start_col)
         style = _STATUS_STYLE.get(e.status, "")
-        label = e.name if e.kind == "phase" else f"{e.kind} {e.name}"
+        label = _shown(e.name, None) if e.kind == "phase" else f"{e.kind} {_shown(e.name, None)}"
         if e.actor:
-            label += f" [dim]({e.actor})[/]"
+            label += f" [dim]({_shown(e.actor, None)})[/]"
         line = (f"[{style}]{bar:<{width}}[/] +{_secs(offset):>9} {_secs(e.duration_s):>9}  "
                 f"{label}")
         if e.status in ("skipped", "failed", "abandoned"):
-            line += f" [{style}]{e.status.upper()}[/] {e.detail}"
+            line += f" [{style}]{e.status.upper()}[/] {_shown(e.detail, None)}"
         if spans and e.span_id:
             line += f" [dim]span {e.span_id}[/]"
         if e.kind == "phase":
@@ -270,7 +270,7 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
             branch.add(line)
     if r.error:
         what = "[bold magenta]abandoned:[/]" if r.outcome == "abandoned" else "[bold red]error:[/]"
-        tree.add(f"{what} {r.error}")
+        tree.add(f"{what} {_shown(r.error, None)}")
     if r.warm_start:
         tree.add(_warm_start_line(r.warm_start))
     if r.ready_s is not None:
@@ -545,9 +545,10 @@ def _warm_start_line(warm: dict[str, Any]) -> str:
     return line
 
 
-def _shown(value: object, limit: int = 120) -> str:
-    """A recorded value in Rich markup: much of it was read from an artifact store (untrusted
-    text), so it is one printable line, capped, and never taken as markup."""
+def _shown(value: object, limit: int | None = 120) -> str:
+    """A recorded value in Rich markup: it may come from an artifact store, a peer or a
+    failing library (untrusted text), so it is one printable line, capped at ``limit``
+    characters, and never taken as markup."""
     return escape(printable(value, limit))
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from llm_init import SQLiteEventStore
+from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
 from llm_init.artifacts.transfer import INDEX_PREFIX, manifest_name
+from llm_init.errors import LLMInitError
 from llm_init.events import ArtifactMissed, Event
 from tests.artifacts.test_warm_start import CachingEngineStep, of_type, start
 from tests.support.cli import invoke
+from tests.support.steps import FailingStep, local_steps
 
 FORGED = "\x1b[2K\rwarm start: HIT\n"
 MARKUP = "[/][bold red]"  # closes a tag never opened: Rich markup would fail on it
@@ -83,3 +86,25 @@ def test_a_hostile_index_entry_forges_no_log_line(tmp_path: Path,
         hostile_miss(tmp_path)
     (line,) = [r.getMessage() for r in caplog.records if "nearest" in r.getMessage()]
     assert line.isprintable()
+
+
+def test_a_failure_message_cannot_forge_a_timeline_line_or_break_its_markup(
+        tmp_path: Path) -> None:
+    """A step failing with escape sequences, a newline and stray markup in its message (text
+    from a store or a server) leaves ``llm-init timeline`` rendering, with that text escaped on
+    the failure's own lines."""
+    log = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(log)
+    with pytest.raises(LLMInitError):
+        initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store,
+                             steps=local_steps(download=FailingStep(f"mirror said {FORGED}"
+                                                                    f"{MARKUP}")))
+    store.close()
+    with sqlite3.connect(log) as db:
+        ((init_id,),) = db.execute("SELECT DISTINCT init_id FROM events").fetchall()
+    result = invoke("timeline", init_id, "--store", str(log))
+    assert result.exit_code == 0, result.output
+    lines = [line.lstrip(" │├└─") for line in result.output.splitlines()]
+    assert [line for line in lines if line.startswith("warm start: HIT")] == []
+    assert "\x1b" not in result.output
+    assert f"mirror said \\x1b[2K\\rwarm start: HIT\\n{MARKUP}" in result.output
