@@ -162,13 +162,13 @@ def list_cmd(store: StoreOption = None,
     for r, where in inits:
         d = r.phase_durations
         rows.append((
-            r.init_id[:12], r.model_id,
+            render.plain(r.init_id[:12]), render.plain(r.model_id),
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/]",
             r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
             _secs(r.duration_s), _secs(d.get("download")), _secs(d.get("placement_group")),
             _secs(d.get("engine_init")),
-            (r.current_phase or "") if r.outcome in ("running", "abandoned") else "",
-            where,
+            render.plain(r.current_phase or "") if r.outcome in ("running", "abandoned") else "",
+            render.plain(where),
         ))
     console.print(render.fitted_table("initializations", _LIST_COLS, rows, console.width))
 
@@ -305,7 +305,7 @@ def events(init_id: str, store: StoreOption = None,
                         if k not in ("phase", "trace_id", "span_id", "node_id", "config",
                                      "context") and v not in (None, "", [], {}))
         rows.append((str(e.sequence), e.timestamp.strftime("%H:%M:%S.%f")[:-3], e.TYPE,
-                     str(rec.get("phase", "")), escape(printable(what, None)[:120])))
+                     render.plain(rec.get("phase", "")), escape(printable(what, None)[:120])))
     console.print(render.fitted_table(f"events of {evs[0].init_id}", _EVENT_COLS, rows,
                                       console.width))
 
@@ -549,7 +549,7 @@ def _shown(value: object, limit: int | None = 120) -> str:
     """A recorded value in Rich markup: it may come from an artifact store, a peer or a
     failing library (untrusted text), so it is one printable line, capped at ``limit``
     characters, and never taken as markup."""
-    return escape(printable(value, limit))
+    return render.plain(value, limit)
 
 
 def _summary(r: ReplayedInitialization) -> dict[str, Any]:
