@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.tree import Tree
 
 from llm_init import fleet
@@ -29,6 +30,7 @@ from llm_init.replay import (
 from llm_init.stores import STORE_ENV_VAR, EventStore, InitQuery, encode, open_store
 from llm_init.stores import check as store_check
 from llm_init.telemetry.names import ENV_TRACE_URL as TRACE_URL_ENV
+from llm_init.text import printable
 
 app = typer.Typer(help="Inspect LLM replica initializations recorded by llm-init.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -160,13 +162,13 @@ def list_cmd(store: StoreOption = None,
     for r, where in inits:
         d = r.phase_durations
         rows.append((
-            r.init_id[:12], r.model_id,
+            render.plain(r.init_id[:12]), render.plain(r.model_id),
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/]",
             r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-",
             _secs(r.duration_s), _secs(d.get("download")), _secs(d.get("placement_group")),
             _secs(d.get("engine_init")),
-            (r.current_phase or "") if r.outcome in ("running", "abandoned") else "",
-            where,
+            render.plain(r.current_phase or "") if r.outcome in ("running", "abandoned") else "",
+            render.plain(where),
         ))
     console.print(render.fitted_table("initializations", _LIST_COLS, rows, console.width))
 
@@ -187,9 +189,9 @@ def _node_lines(step: Tree, r: ReplayedInitialization, t0: datetime | None, tota
         here = " this node" if node_id == r.labels.get("node_id") else ""
         files = f"{d.get('files_done', 0)}/{d.get('files_total', 0)} files"
         size = f"{_bytes(d.get('bytes_done'))}/{_bytes(d.get('bytes_total'))}"
-        ran_in = f" [dim]({d['ran_in']})[/]" if d.get("ran_in") else ""
+        ran_in = f" [dim]({_shown(d['ran_in'])})[/]" if d.get("ran_in") else ""
         line = (f"{bar:<{width}} +{_secs(offset):>9} {_secs(seconds):>9}  node "
-                f"{node_id[:12]}{here}{ran_in} {files} {size}")
+                f"{_shown(node_id[:12])}{here}{ran_in} {files} {size}")
         if not done:
             style = "yellow" if r.outcome == "running" else "red"
             line += f" [{style}]{d.get('stage')}, unfinished[/]"
@@ -231,7 +233,7 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
     t0 = r.started_at
     seen = (r.last_event_at - t0).total_seconds() if r.last_event_at and t0 else 0.0
     total = max(r.duration_s or seen, 1e-9)  # unfinished: bars scaled to its last event
-    head = (f"[bold]{r.init_id}[/] {r.model_id} "
+    head = (f"[bold]{_shown(r.init_id, None)}[/] {_shown(r.model_id, None)} "
             f"[{_STATUS_STYLE.get(r.outcome, '')}]{r.outcome}[/] in {_secs(r.duration_s)}")
     if r.trace_id:
         head += f"  trace {r.trace_id}"
@@ -251,13 +253,13 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
         bar_len = max(1, int(width * (e.duration_s or 0.0) / total))
         bar = " " * start_col + "█" * min(bar_len, width - start_col)
         style = _STATUS_STYLE.get(e.status, "")
-        label = e.name if e.kind == "phase" else f"{e.kind} {e.name}"
+        label = _shown(e.name, None) if e.kind == "phase" else f"{e.kind} {_shown(e.name, None)}"
         if e.actor:
-            label += f" [dim]({e.actor})[/]"
+            label += f" [dim]({_shown(e.actor, None)})[/]"
         line = (f"[{style}]{bar:<{width}}[/] +{_secs(offset):>9} {_secs(e.duration_s):>9}  "
                 f"{label}")
         if e.status in ("skipped", "failed", "abandoned"):
-            line += f" [{style}]{e.status.upper()}[/] {e.detail}"
+            line += f" [{style}]{e.status.upper()}[/] {_shown(e.detail, None)}"
         if spans and e.span_id:
             line += f" [dim]span {e.span_id}[/]"
         if e.kind == "phase":
@@ -268,7 +270,7 @@ def timeline(init_id: str, store: StoreOption = None, as_json: JsonOption = Fals
             branch.add(line)
     if r.error:
         what = "[bold magenta]abandoned:[/]" if r.outcome == "abandoned" else "[bold red]error:[/]"
-        tree.add(f"{what} {r.error}")
+        tree.add(f"{what} {_shown(r.error, None)}")
     if r.warm_start:
         tree.add(_warm_start_line(r.warm_start))
     if r.ready_s is not None:
@@ -303,7 +305,7 @@ def events(init_id: str, store: StoreOption = None,
                         if k not in ("phase", "trace_id", "span_id", "node_id", "config",
                                      "context") and v not in (None, "", [], {}))
         rows.append((str(e.sequence), e.timestamp.strftime("%H:%M:%S.%f")[:-3], e.TYPE,
-                     str(rec.get("phase", "")), what[:120]))
+                     render.plain(rec.get("phase", "")), escape(printable(what, None)[:120])))
     console.print(render.fitted_table(f"events of {evs[0].init_id}", _EVENT_COLS, rows,
                                       console.width))
 
@@ -523,23 +525,31 @@ def demo(workdir: Annotated[str | None, typer.Option(help="Model and event store
 def _warm_start_line(warm: dict[str, Any]) -> str:
     """The timeline's warm-start line: hit or miss (and why), then what was published."""
     if warm.get("result") == "hit":
-        line = (f"[green]warm start: HIT[/] artifact {warm.get('key')} "
+        line = (f"[green]warm start: HIT[/] artifact {_shown(warm.get('key'))} "
                 f"({warm.get('bytes', 0) / 1e6:.1f} MB restored in {_secs(warm.get('seconds'))})")
     elif warm.get("result") == "miss":
-        line = (f"[yellow]warm start: MISS[/] ({warm.get('reason')}) artifact {warm.get('key')}"
-                f" in {_secs(warm.get('seconds'))}")
+        line = (f"[yellow]warm start: MISS[/] ({_shown(warm.get('reason'))}) artifact "
+                f"{_shown(warm.get('key'))} in {_secs(warm.get('seconds'))}")
         differs = warm.get("differs") or {}
         if differs:  # what the store's nearest artifact of this model was made with
             line += "; nearest differs: " + ", ".join(
-                f"{k} {v[0] or '-'} -> {v[1] or '-'}" for k, v in list(differs.items())[:3])
+                f"{_shown(k)} {_shown(v[0] or '-')} -> {_shown(v[1] or '-')}"
+                for k, v in list(differs.items())[:3])
     else:
         line = "warm start:"
     published = warm.get("published")
     if published:
         line += (f"; published {published.get('bytes', 0) / 1e6:.1f} MB in "
                  f"{_secs(published.get('seconds'))}" if published["result"] == "published"
-                 else f"; not published ({published.get('reason')})")
+                 else f"; not published ({_shown(published.get('reason'))})")
     return line
+
+
+def _shown(value: object, limit: int | None = 120) -> str:
+    """A recorded value in Rich markup: it may come from an artifact store, a peer or a
+    failing library (untrusted text), so it is one printable line, capped at ``limit``
+    characters, and never taken as markup."""
+    return render.plain(value, limit)
 
 
 def _summary(r: ReplayedInitialization) -> dict[str, Any]:

@@ -37,11 +37,11 @@ from llm_init.phases import PHASES, PhaseSpec
 from llm_init.recorder import EventRecorder
 from llm_init.steps.base import DefaultSteps
 from llm_init.stores import EventStore, open_store
-from llm_init.summary import json_safe
+from llm_init.summary import identifiers, json_safe
 from llm_init.telemetry import names, propagation, spans
 from llm_init.telemetry.logs import LogObserver
 from llm_init.telemetry.metrics import MetricsCallback
-from llm_init.telemetry.redaction import exception_message, redact_text
+from llm_init.telemetry.redaction import exception_message, redact_identifier, redact_text
 
 _log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ async def initialize_node(
                             hook_timeout_s=llm_config.hook_timeout_s, tracer=tracer)
     run = _Run(ctx, recorder, dispatcher,
                _with_warm_start(steps or DefaultSteps(), llm_config))
-    model_id = redact_text(llm_config.model_id)
+    model_id = redact_identifier(llm_config.model_id)
     host = socket.gethostname()
     sweeper = sweep_in_background(store, host=host, observers=[
         w for w in watchers if isinstance(w, MetricsCallback | LogObserver)])
@@ -113,7 +113,7 @@ async def initialize_node(
                     InitializationStarted, model_id=model_id,
                     config=json_safe(_config_summary(llm_config)), context=ctx.snapshot(),
                     callbacks=tuple(callback_name(cb) for cb in callbacks),
-                    host=host, pid=os.getpid(), labels=json_safe(dict(labels or {})),
+                    host=host, pid=os.getpid(), labels=identifiers(dict(labels or {})),
                     heartbeat_interval_s=interval or None,
                 )
                 if launch is not None:
@@ -166,7 +166,7 @@ def _record_unstarted(ctx: NodeInitializationContext, store: EventStore,
     config = ctx.llm_config
     recorder = EventRecorder(ctx.init_id, store,
                              [*observers, *_builtin_observers(config, observers)])
-    model_id = redact_text(config.model_id)
+    model_id = redact_identifier(config.model_id)
     tracer = spans.tracer_for(tracer_provider)
     try:
         with spans.start(tracer, names.SPAN_INITIALIZE,
@@ -177,7 +177,7 @@ def _record_unstarted(ctx: NodeInitializationContext, store: EventStore,
                 config=json_safe(_config_summary(config)), context=ctx.snapshot(),
                 callbacks=tuple(callback_name(c) for c in config.callback_classes),
                 host=socket.gethostname(), pid=os.getpid(),
-                labels=json_safe(dict(labels or {})))
+                labels=identifiers(dict(labels or {})))
             _record_failure(recorder, span, exc, 0.0, None)
         recorder.close()
     except EventStoreError as refused:  # the caller hears of the callback, the log of this

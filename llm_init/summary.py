@@ -9,14 +9,28 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from llm_init.telemetry.redaction import MASK, is_secret_key, redact_text
+from llm_init.telemetry.redaction import MASK, is_secret_key, redact_identifier, redact_text
 
 JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
+
+
+def identifiers(labels: Mapping[str, Any]) -> dict[str, JsonValue]:
+    """Labels as names: values under credential-like keys masked, the rest only structurally
+    (``redact_identifier``), so that a label equal to some secret's value is kept as given."""
+    return {redact_identifier(str(k)): json_safe(v, "labels") if not is_secret_key(str(k))
+            else MASK for k, v in labels.items()}
 
 
 _SCALARS = frozenset({bool, int, type(None)})
 # JSON has no NaN or infinities; the log records them as these strings (JavaScript's spelling).
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+# Values under these keys are names the user gave (the model, callbacks, paths): they keep
+# their structural masking (URL user info) but are never rewritten by environment-value masking.
+IDENTIFIER_KEYS = frozenset({
+    "model_id", "model_source", "source", "callback_class", "callback_classes", "hook",
+    "callback", "path", "local_path", "model_path", "download_dir", "cache_dir", "labels",
+    "download_result", "model_link_dir", "cache_root", "store",
+})
 
 
 def finite_or_text(value: float) -> float | str:
@@ -32,7 +46,7 @@ def json_safe(value: Any, key: str | None = None) -> JsonValue:
     kind = type(value)
     # Exact-type checks first: this runs on every snapshot of every hook call.
     if kind is str:
-        return redact_text(value)
+        return redact_identifier(value) if key in IDENTIFIER_KEYS else redact_text(value)
     if kind in _SCALARS:
         return value
     if kind is float:
@@ -46,14 +60,14 @@ def json_safe(value: Any, key: str | None = None) -> JsonValue:
     if isinstance(value, bool | int):
         return value
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_identifier(value) if key in IDENTIFIER_KEYS else redact_text(value)
     if isinstance(value, Mapping):
         return {redact_text(str(k)): json_safe(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        return [json_safe(v) for v in items]
+        return [json_safe(v, key) for v in items]
     if isinstance(value, os.PathLike):
-        return redact_text(str(os.fspath(value)))
+        return redact_identifier(str(os.fspath(value)))
     summarize = getattr(value, "__llm_init_summary__", None)
     if callable(summarize):
         return json_safe(summarize())

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from llm_init.telemetry.redaction import redact_text
+from llm_init.telemetry.redaction import redact_identifier
 
 # Engine arguments that change what vLLM compiles or caches (its graph, shapes, kernels).
 GRAPH_ARGUMENTS = (
@@ -63,7 +63,7 @@ def artifact_key(*, source: str, revision: str | None, weights: str,
                  device: Mapping[str, str] | None = None) -> ArtifactKey:
     """The key from the model's identity, the engine arguments that shape the graph, the
     software versions and the device (this node's unless given)."""
-    parts = {"model.source": redact_text(source), "model.revision": revision or "",
+    parts = {"model.source": redact_identifier(source), "model.revision": revision or "",
              "model.weights": weights}
     parts.update(versions if versions is not None else software_versions())
     parts.update(device if device is not None else device_identity())

@@ -11,11 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from llm_init.artifacts.stores import ArtifactStoreError, parse_store_url
 from llm_init.errors import CallbackConfigError
-from llm_init.telemetry.redaction import redact_text
 
 DEFAULT_CACHE_DIR = "~/.cache/llm-init/warm"
-DEFAULT_MODEL_LINK_DIR = "/tmp/llm-init/models"
+# Per user, as the cache: a shared directory such as ``/tmp/llm-init`` could be made first by
+# another local user, who would then choose what the engine loads.
+DEFAULT_MODEL_LINK_DIR = "~/.cache/llm-init/models"
 DEFAULT_MAX_BYTES = 4 * 1024**3
 
 if TYPE_CHECKING:
@@ -29,7 +31,9 @@ class ArtifactSettings:
     download step). ``cache_dir``: each node's local cache root (vLLM's ``VLLM_CACHE_ROOT`` is
     ``cache_dir/<key>``). ``model_link_dir``: the engine loads the model through a link
     ``model_link_dir/<weights digest>`` that is the same on every node, because vLLM's own cache
-    key includes the model's path (``None``: the download's own path). ``timeout_s``: the most a
+    key includes the model's path (``None``: the download's own path); it must be a directory
+    this process's user owns that no one else may write to, else the link is not made.
+    ``timeout_s``: the most a
     restore may take before the engine starts without it. ``max_bytes``: a larger cache is not
     published. ``restore``/``publish``: each direction can be turned off.
 
@@ -60,10 +64,10 @@ class ArtifactSettings:
         self._check_signing()
         if not isinstance(self.url, str) or not self.url:
             raise CallbackConfigError("artifact_store.url must be a non-empty URL")
-        if not (self.url.startswith(("file://", "s3://", "/"))):
-            raise CallbackConfigError(
-                f"artifact_store {redact_text(self.url)!r} must be file:///dir or "
-                "s3://bucket/prefix")
+        try:
+            parse_store_url(self.url)
+        except ArtifactStoreError as exc:
+            raise CallbackConfigError(str(exc)) from exc
         if not isinstance(self.timeout_s, int | float) or self.timeout_s <= 0:
             raise CallbackConfigError(
                 f"artifact_store.timeout_s must be positive, got {self.timeout_s!r}")
@@ -105,8 +109,8 @@ class ArtifactSettings:
 
     @property
     def location(self) -> str:
-        """The URL with credentials masked."""
-        return redact_text(self.url)
+        """The URL with its user info masked whole, whatever characters it holds."""
+        return parse_store_url(self.url).location
 
     @property
     def signatures_required(self) -> bool:

@@ -290,12 +290,23 @@ def _manifest_checksums(model_path: str) -> dict[str, str | None]:
 
 
 def _link_model(settings: ArtifactSettings, weights: str, model_path: str) -> str | None:
-    """``model_link_dir/<weights>`` pointing at ``model_path``: the same path on every node."""
+    """``model_link_dir/<weights>`` pointing at ``model_path``: the same path on every node;
+    ``None`` (the engine loads ``model_path``) when the directory is not this user's alone."""
     if settings.model_link_dir is None:
         return None
     link = Path(settings.model_link_dir).expanduser() / weights
     try:
-        link.parent.mkdir(parents=True, exist_ok=True)
+        link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Whoever can write to the directory can point the link, and so the engine, at a
+        # model of their own: another local user who made it first, or anyone if it is open.
+        found = link.parent.stat()
+        if found.st_uid != os.geteuid() or found.st_mode & 0o022:
+            _log.warning(
+                "llm-init: the engine loads %s directly (no model link: %s is %s; use a "
+                "directory of this user's that only it can write to)", model_path, link.parent,
+                f"owned by uid {found.st_uid}" if found.st_uid != os.geteuid()
+                else f"writable by others (mode {found.st_mode & 0o777:o})")
+            return None
         if link.is_symlink() and os.readlink(link) == model_path:
             return str(link)
         tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}")

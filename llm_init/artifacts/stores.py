@@ -14,12 +14,13 @@ import shutil
 import tempfile
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from llm_init.errors import LLMInitError
-from llm_init.telemetry.redaction import redact_text
+from llm_init.telemetry.redaction import MASK, redact_identifier, redact_text
 
 
 class ArtifactStoreError(LLMInitError):
@@ -93,9 +94,17 @@ class DirectoryArtifactStore:
             raise ArtifactStoreError(f"invalid artifact object name {name!r}")
         return self.root.joinpath(*parts)
 
+    def _make_parent(self, dest: Path) -> None:
+        # Folders inside the store are made as needed, the store itself never: a missing root
+        # is an unmounted share, and filling it would make a store only this node sees.
+        if not self.root.is_dir():
+            raise ArtifactStoreError(f"artifact_store {self.location!r}: {self.root} does not "
+                                     "exist; mount it or create it")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
     def put(self, name: str, source: Path) -> None:
         dest = self._path(name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parent(dest)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
         try:
             shutil.copyfile(source, tmp)
@@ -105,7 +114,7 @@ class DirectoryArtifactStore:
 
     def put_new(self, name: str, data: bytes) -> bool:
         dest = self._path(name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parent(dest)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -189,7 +198,7 @@ class S3ArtifactStore:
 
     @property
     def location(self) -> str:
-        return redact_text(f"s3://{self.bucket}/{self.prefix}".rstrip("/"))
+        return redact_identifier(f"s3://{self.bucket}/{self.prefix}".rstrip("/"))
 
     @property
     def client(self) -> Any:
@@ -378,27 +387,75 @@ def bounded_s3_client(endpoint_url: str | None, timeout_s: float) -> Any:
         return client
 
 
+@dataclass(frozen=True, slots=True)
+class StoreURL:
+    """A store URL taken apart: ``file`` with the directory in ``root``, or ``s3`` with the
+    bucket in ``root`` and the key prefix in ``prefix``; ``credentials`` when the URL carried
+    user info (never kept: boto3's credential chain is used)."""
+
+    scheme: str
+    root: str
+    prefix: str = ""
+    credentials: bool = False
+
+    @property
+    def location(self) -> str:
+        """The URL as shown everywhere: any user info masked whole."""
+        if self.scheme == "file":
+            return f"file://{self.root}"
+        who = f"{MASK}@" if self.credentials else ""
+        return f"s3://{who}{self.root}/{self.prefix}".rstrip("/")
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """``url`` taken apart, or a one-line ``ArtifactStoreError`` naming it (credentials
+    masked): a file URL needs an absolute path (``file:///dir``), an S3 URL a bucket."""
+    if not isinstance(url, str) or not url:
+        raise ArtifactStoreError(f"artifact_store must be a non-empty URL, got {url!r}")
+    shown = redact_text(url)
+    if url.startswith("/"):
+        if url.strip("/") == "":
+            raise ArtifactStoreError(f"artifact_store {shown!r} names no directory")
+        return StoreURL("file", os.path.normpath(url))
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() == "s3":
+        head = rest.split("/", 1)[0]
+        credentials = ("@" in head or ":" in head) and "@" in rest
+        if credentials:
+            # User info runs to the last ``@``, whatever it holds: AWS secret keys hold ``/``
+            # and ``+``, so splitting at the first ``/`` would make part of one the bucket.
+            rest = rest.rpartition("@")[2]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ArtifactStoreError(f"artifact_store {shown!r} names no bucket "
+                                     "(s3://bucket/prefix)")
+        return StoreURL("s3", bucket, prefix.strip("/"), credentials)
+    if sep and scheme.lower() == "file":
+        parts = urlsplit(url)
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            raise ArtifactStoreError(
+                f"artifact_store {shown!r}: a file URL needs an absolute path (file:///dir)")
+        if path.strip("/") == "":
+            raise ArtifactStoreError(
+                f"artifact_store {shown!r} names no directory (file:///dir)")
+        return StoreURL("file", os.path.normpath(path))
+    raise ArtifactStoreError(
+        f"artifact_store {shown!r}: unsupported scheme; use file:///dir or s3://bucket/prefix")
+
+
 def open_artifact_store(url: str, *, endpoint_url: str | None = None,
                         timeout_s: float | None = None) -> ArtifactStore:
     """The store at ``url``: ``file:///dir`` (or a plain absolute path) or
-    ``s3://bucket/prefix``; a clear error naming the URL (masked) otherwise. ``timeout_s``
-    bounds each S3 request (connect and read timeouts, few retries)."""
-    if not isinstance(url, str) or not url:
-        raise ArtifactStoreError(f"artifact_store must be a non-empty URL, got {url!r}")
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ArtifactStoreError(
-                f"artifact_store {redact_text(url)!r}: a file URL needs an absolute path "
-                "(file:///dir)")
-        return DirectoryArtifactStore(unquote(parts.path))
-    if parts.scheme == "" and url.startswith("/"):
-        return DirectoryArtifactStore(url)
-    if parts.scheme == "s3":
-        bucket = parts.netloc.rpartition("@")[2]
-        if not bucket:
-            raise ArtifactStoreError(f"artifact_store {redact_text(url)!r} names no bucket")
-        return S3ArtifactStore(bucket, parts.path, endpoint_url, timeout_s=timeout_s)
-    raise ArtifactStoreError(
-        f"artifact_store {redact_text(url)!r}: unsupported scheme; use file:///dir or "
-        "s3://bucket/prefix")
+    ``s3://bucket/prefix``; a clear error naming the URL (masked) otherwise. A directory store's
+    root must exist: an unmounted shared directory must not become a node-local store that
+    every other node misses. ``timeout_s`` bounds each S3 request (connect and read timeouts,
+    few retries)."""
+    where = parse_store_url(url)
+    if where.scheme == "s3":
+        return S3ArtifactStore(where.root, where.prefix, endpoint_url, timeout_s=timeout_s)
+    if not os.path.isdir(where.root):
+        what = "is not a directory" if os.path.exists(where.root) else "does not exist"
+        raise ArtifactStoreError(
+            f"artifact_store {where.location!r}: {where.root} {what}; mount it or create it")
+    return DirectoryArtifactStore(where.root)

@@ -42,6 +42,7 @@ from llm_init.artifacts.stores import (
     ArtifactTooLargeError,
 )
 from llm_init.telemetry.redaction import exception_message
+from llm_init.text import printable
 
 # Restore outcomes.
 HIT = "hit"
@@ -80,6 +81,8 @@ MAX_SIGNATURE_BYTES = 64 * 1024
 # A staging directory of a restore is ``.<dest name>.<pid>.<random>``; one whose process is
 # gone, or older than this, was left by a restore that died (SIGKILL, a node's power).
 STALE_STAGING_S = 3600.0
+MAX_INDEX_PARTS = 64  # an index entry with more parts is not one this library wrote
+MAX_SHOWN_CHARS = 120  # of one name or value read from the store, in a message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,11 +159,16 @@ def nearest_artifact(store: ArtifactStore, key: str, parts: Mapping[str, str]
         if other == key:
             continue
         try:
-            theirs = json.loads(store.read(name, max_bytes=MAX_INDEX_ENTRY_BYTES) or b"null")
+            raw = json.loads(store.read(name, max_bytes=MAX_INDEX_ENTRY_BYTES) or b"null")
         except Exception:
             continue
-        if not isinstance(theirs, dict):
+        if not isinstance(raw, dict) or len(raw) > MAX_INDEX_PARTS:
             continue
+        # Index entries are whatever the store holds: their names and values reach messages,
+        # log lines and the terminal, so they are made one printable line each, and capped.
+        other = printable(other, MAX_SHOWN_CHARS)
+        theirs = {printable(k, MAX_SHOWN_CHARS): printable(v, MAX_SHOWN_CHARS)
+                  for k, v in raw.items()}
         differs = {k: (str(theirs.get(k, "")), str(parts.get(k, "")))
                    for k in sorted(set(theirs) | set(parts))
                    if str(theirs.get(k, "")) != str(parts.get(k, ""))}

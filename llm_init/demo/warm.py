@@ -53,6 +53,7 @@ def artifact_store(base: pathlib.Path) -> Iterator[tuple[dict[str, Any], dict[st
     try:
         from moto.server import ThreadedMotoServer
     except ImportError:
+        (base / "artifact-store").mkdir(parents=True, exist_ok=True)
         yield {"url": f"file://{base / 'artifact-store'}"}, {}
         return
     import boto3

@@ -9,12 +9,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from llm_init.fleet.diff import InitDiff
 from llm_init.fleet.stats import PhaseStats
 from llm_init.fleet.status import InitStatus
+from llm_init.text import printable
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "skipped": "yellow",
                 "running": "cyan", "abandoned": "magenta"}
@@ -72,6 +74,13 @@ def fitted_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str]],
     return table
 
 
+def plain(value: object, limit: int | None = None) -> str:
+    """A recorded value as Rich markup that shows it as text: one printable line (capped at
+    ``limit`` characters), never read as markup. Anything a replica, a store or a library
+    wrote can hold escape sequences, newlines or ``[/]``."""
+    return escape(printable(value, limit))
+
+
 def _cells(markup: str) -> int:
     return Text.from_markup(markup).cell_len
 
@@ -87,9 +96,10 @@ def status_table(statuses: list[InitStatus], now: datetime, title: str,
     for s in statuses:
         where = s.labels.get("node_id") or s.host or "-"
         rows.append((
-            s.init_id[:12], s.model_id, s.labels.get("application", "-"),
-            s.labels.get("deployment", "-"), where[:16],
-            f"[{STATUS_STYLE.get(s.outcome, '')}]{s.phase or '-'}[/]", s.activity or "",
+            plain(s.init_id[:12]), plain(s.model_id), plain(s.labels.get("application", "-")),
+            plain(s.labels.get("deployment", "-")), plain(where[:16]),
+            f"[{STATUS_STYLE.get(s.outcome, '')}]{plain(s.phase or '-')}[/]",
+            plain(s.activity or ""),
             secs(s.elapsed_s(now)), f"{secs((now - s.last_event_at).total_seconds())} ago",
         ))
     return fitted_table(title, STATUS_COLS, rows, width)
@@ -101,7 +111,7 @@ STATS_COLS = (Col("phase"), Col("n", 1, justify="right"), Col("p50", justify="ri
 
 
 def stats_table(stats: list[PhaseStats], title: str, width: int | None = None) -> Table:
-    rows = [(s.phase, str(s.count), secs(s.p50), secs(s.p95), secs(s.p99), secs(s.mean),
+    rows = [(plain(s.phase), str(s.count), secs(s.p50), secs(s.p95), secs(s.p99), secs(s.mean),
              secs(s.max)) for s in stats]
     return fitted_table(title, STATS_COLS, rows, width)
 
@@ -118,7 +128,8 @@ def diff_view(d: InitDiff) -> Group:
         style = ("red" if delta is not None and delta > 0.1 * max(t.a_s or 0, 1e-3)
                  else "green" if delta is not None and delta < -0.1 * max(t.a_s or 0, 1e-3)
                  else "")
-        label = f"[bold]{t.name}[/]" if t.kind in ("init", "phase") else f"{indent}{t.name}"
+        name = plain(t.name)
+        label = f"[bold]{name}[/]" if t.kind in ("init", "phase") else f"{indent}{name}"
         times.add_row(label, secs(t.a_s), secs(t.b_s),
                       f"[{style}]{'+' if (delta or 0) > 0 else ''}{secs(delta)}[/]"
                       if style else (("+" if (delta or 0) > 0 else "") + secs(delta)), ratio)
@@ -126,7 +137,8 @@ def diff_view(d: InitDiff) -> Group:
     for col in ("section", "path", "A", "B"):
         values.add_column(col, overflow="fold")
     for v in d.values:
-        values.add_row(v.section, v.path, _short(v.a), _short(v.b))
+        values.add_row(plain(v.section), plain(v.path), plain(_short(v.a)),
+                       plain(_short(v.b)))
     if not d.values:
         values.add_row("-", "no differences", "", "")
     return Group(times, values)

@@ -60,7 +60,7 @@ from llm_init.telemetry.backends import (
     select_backend,
 )
 from llm_init.telemetry.gpu import GpuMemorySampler, default_sampler
-from llm_init.telemetry.redaction import redact_text
+from llm_init.telemetry.redaction import redact_identifier
 
 _log = logging.getLogger(__name__)
 _SUBPHASES = frozenset(names.ENGINE_SUBPHASES)
@@ -195,7 +195,7 @@ class MetricsCallback:
             self._gpu = default_sampler()
 
     def _started(self, m: Instruments, e: InitializationStarted) -> None:
-        self._model = redact_text(e.model_id)
+        self._model = redact_identifier(e.model_id)
         self._warm = None
 
     def _finished(self, m: Instruments, e: InitializationCompleted | InitializationFailed) -> None:
@@ -208,7 +208,8 @@ class MetricsCallback:
 
     def _abandoned(self, m: Instruments, e: InitializationAbandoned) -> None:
         # Another (dead) process's initialization: its own model, not this one's.
-        m.initializations.inc(1, (redact_text(e.model_id or "unknown"), names.OUTCOME_ABANDONED))
+        m.initializations.inc(1, (redact_identifier(e.model_id or "unknown"),
+                                  names.OUTCOME_ABANDONED))
 
     def _launched(self, m: Instruments, e: ReplicaLaunched) -> None:
         for segment, seconds in ((names.SEGMENT_SCHEDULING, e.scheduling_s),

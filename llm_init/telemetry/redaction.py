@@ -9,12 +9,16 @@ environment variables.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
 import traceback
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import ClassVar
+
+_log = logging.getLogger(__name__)
 
 MASK = "***"
 ENV_REDACT_KEYS = "LLM_INIT_REDACT_KEYS"
@@ -22,6 +26,15 @@ ENV_KEEP_KEYS = "LLM_INIT_KEEP_KEYS"
 # Values of credential-like environment variables shorter than this are not searched for in
 # text: masking every "1" or "ab" would destroy the text and hide nothing worth hiding.
 MIN_ENV_SECRET_LEN = 4
+# A value of letters in one case shorter than this is a word (``testing``, ``minioadmin``), not
+# searched for in text; a longer one is a passphrase and is.
+MIN_WORD_SECRET_LEN = 16
+# Placeholder credentials of local test servers (moto, localstack, MinIO) and tutorials that are
+# not plain words: weak secrets, like plain words, which are never searched for in text.
+WEAK_SECRET_VALUES = frozenset({
+    "minio123", "changeme", "changeit", "test123", "admin123", "secret123", "password1",
+    "passw0rd", "p@ssw0rd", "letmein", "12345678", "123456789", "1234567890",
+})
 # Setting-like values that credential-like variables sometimes hold (``HF_HUB_..._TOKEN=false``).
 _NOT_SECRET_VALUES = frozenset({"true", "false", "none", "null", "auto", "default", "off", "on",
                                 "yes", "no"})
@@ -54,10 +67,19 @@ _KEY_QUALIFIERS = frozenset({
 _SECRET_SUFFIXES = ("token", "secret", "password", "passwd", "passphrase", "apikey",
                     "accesskey", "privatekey", "secretkey", "credential", "credentials")
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
-# ``scheme://user:password@host``: everything between ``//`` and the last ``@`` before the path.
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")
+# ``scheme://user:password@host``: everything between ``//`` and the last ``@`` before the path;
+# after a ``user:`` the password may hold ``/`` (AWS secret keys do), so it runs to the last ``@``
+# that a host follows, unless what follows the ``:`` is a port (``host:8080/a@b`` is a path).
+# A scheme starts a word, and every run is bounded: unbounded runs tried at every position made
+# a 100 kB line of letters take a minute.
+_URL_CREDENTIALS = re.compile(
+    r"(?<![A-Za-z0-9+.\-])(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]{0,31}://)"
+    r"(?:[^/?#\s\"'<>@:]{0,256}:(?!\d{0,5}(?:[/?#\s\"'<>]|$))[^\s\"'<>]{0,2048}@"
+    r"(?=[^/?#\s\"'<>@]{0,256}(?:[/?#\s\"'<>]|$))"
+    r"|[^/?#\s]{0,2048}@)")
 # ``?name=value`` / ``&name=value`` in URLs (pre-signed S3 URLs carry signatures and tokens).
-_QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s]+)=(?P<value>[^&#\s]*)")
+# The name is bounded and holds no lead character: a run of ``;`` is not tried at each one.
+_QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#;?\s]{1,256})=(?P<value>[^&#\s]*)")
 # Well-known token shapes that leak even under innocent keys (Hugging Face, AWS key ids, bearer
 # headers quoted in error messages).
 _TOKEN_SHAPES = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
@@ -66,8 +88,10 @@ _BEARER = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=\-]{8,}")
 # (a credential-ish word right before the separator) guards the full pattern, which is slower.
 _PAIR_HINT = re.compile(r"(?i)(?:key|token|secret|pass|auth|cred|cookie|sign)[\w.\-]*['\"]?"
                         r"[ \t]*[:=]")
+# The key starts a word and is bounded, so that a long run of letters is not tried at each one.
 _PAIR = re.compile(
-    r"""(?P<kq>["']?)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P=kq)(?P<sep>[ \t]*[:=][ \t]*)"""
+    r"""(?P<kq>["']?)(?<![A-Za-z0-9_])(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,127})(?P=kq)"""
+    r"""(?P<sep>[ \t]*[:=][ \t]*)"""
     r"""(?:(?P<vq>["'])(?P<quoted>(?:\\.|(?!(?P=vq))[^\\\n])*)(?P=vq)"""
     r"""|(?P<plain>(?:(?:Bearer|Basic|Token|Digest)[ \t]+)?[^\s,;&'"()\[\]{}<>]+))""")
 
@@ -194,12 +218,44 @@ class _EnvSecrets:
     version: object = None
     watched: tuple[tuple[object, object], ...] = ()
     values: tuple[str, ...] = ()
+    patterns: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    warned: ClassVar[set[str]] = set()  # variables already reported as holding a weak secret
+
+
+def is_weak_secret(value: str) -> bool:
+    """Whether a credential's value is too short or too common to search for in text: shorter
+    than ``MIN_ENV_SECRET_LEN``, a setting word (``true``), a word of letters in one case
+    shorter than ``MIN_WORD_SECRET_LEN`` (``testing``, ``minioadmin``, ``Secret``; a longer
+    one is a passphrase), a number of under 8 digits, or a known placeholder
+    (``WEAK_SECRET_VALUES``). Masking such a value would rewrite ordinary words and names."""
+    plain = value.strip()
+    lower = plain.lower()
+    if len(plain) < MIN_ENV_SECRET_LEN or lower in _NOT_SECRET_VALUES or plain == MASK:
+        return True
+    if lower in WEAK_SECRET_VALUES:
+        return True
+    if (plain.isalpha() and len(plain) < MIN_WORD_SECRET_LEN
+            and (plain.islower() or plain.isupper() or plain.istitle())):
+        return True
+    return plain.isdigit() and len(plain) < 8
+
+
+def _whole_token(value: str) -> re.Pattern[str]:
+    # A secret is masked where it stands alone, not where it is part of a longer word or name
+    # (``c2-r0tated`` keeps its ``r0tated`` unless that is the whole token).
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])")
 
 
 def environment_secrets(*, fresh: bool = False) -> tuple[str, ...]:
-    """Values (``MIN_ENV_SECRET_LEN`` characters or more) of the credential-like environment
-    variables of this process, longest first: what ``redact_text`` masks wherever it appears.
-    ``fresh`` re-reads the whole environment."""
+    """Values of the credential-like environment variables of this process that are not weak
+    (see ``is_weak_secret``), longest first: what ``redact_text`` masks wherever it stands as a
+    whole token. A weak one is reported once by a warning naming its variable, never its
+    value. ``fresh`` re-reads the whole environment."""
+    _scan(fresh)
+    return _EnvSecrets.values
+
+
+def _scan(fresh: bool) -> None:
     environ = _RAW_ENVIRON if _RAW_ENVIRON is not None else os.environ
     size, users, now = len(environ), _user_sets(), time.monotonic()
     if (not fresh and size == _EnvSecrets.size and users is _EnvSecrets.version
@@ -208,14 +264,24 @@ def environment_secrets(*, fresh: bool = False) -> tuple[str, ...]:
             if environ.get(raw_key) != raw_value:  # type: ignore[call-overload]
                 break
         else:
-            return _EnvSecrets.values
+            return
     found = [(name, value) for name, value in os.environ.items() if _is_secret_variable(name)]
-    values = {v for _, v in found if len(v) >= MIN_ENV_SECRET_LEN
-              and v.strip().lower() not in _NOT_SECRET_VALUES and v != MASK}
+    values = {v for _, v in found if not is_weak_secret(v)}
+    # Values too short or setting words (``true``) are not worth a warning; words are.
+    weak = sorted(name for name, v in found
+                  if is_weak_secret(v) and len(v.strip()) >= MIN_ENV_SECRET_LEN
+                  and v.strip().lower() not in _NOT_SECRET_VALUES
+                  and name not in _EnvSecrets.warned)
     _EnvSecrets.watched = tuple((k, _raw_get(k)) for k in (_raw_key(n) for n, _ in found))
     _EnvSecrets.size, _EnvSecrets.version, _EnvSecrets.checked_at = size, users, now
     _EnvSecrets.values = tuple(sorted(values, key=len, reverse=True))
-    return _EnvSecrets.values
+    _EnvSecrets.patterns = tuple((v, _whole_token(v)) for v in _EnvSecrets.values)
+    if weak:
+        # Marked before logging: the log pipeline redacts, and so comes back here.
+        _EnvSecrets.warned.update(weak)
+        _log.warning("llm-init: %s %s a weak secret (a plain word, a placeholder or a short "
+                     "number), not masked in text, where masking would rewrite ordinary words",
+                     ", ".join(weak), "holds" if len(weak) == 1 else "each hold")
 
 
 def _is_secret_variable(name: str) -> bool:
@@ -256,9 +322,18 @@ def redact_text(text: str) -> str:
     """Mask credentials embedded in free text: ``user:pass@`` and secret query parameters in
     URLs, values of ``key=value`` / ``key: value`` pairs under credential-like keys, bearer
     credentials, known token shapes, and the values of credential-like environment variables."""
-    for value in environment_secrets():
+    _scan(False)
+    for value, pattern in _EnvSecrets.patterns:
         if value in text:
-            text = text.replace(value, MASK)
+            text = pattern.sub(MASK, text)
+    return redact_identifier(text)
+
+
+def redact_identifier(text: str) -> str:
+    """Mask the credentials an identifier (a model id, a label, a path, a store URL) may carry
+    in its own shape: URL user info, secret query parameters, ``key=value`` pairs under
+    credential-like keys, bearer credentials and known token shapes. The values of environment
+    variables are not searched for: a name that happens to contain one stays as it was given."""
     if "@" in text:
         text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
     if "=" in text and ("?" in text or "&" in text or ";" in text):

@@ -27,6 +27,7 @@ from llm_init.replay import read_events
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download import DownloadStep
 from llm_init.steps.engine import model_path_from
+from llm_init.stores import EventStore
 from tests.support.models import write_model
 from tests.support.steps import SettingStep
 
@@ -86,12 +87,14 @@ def cache_root_env() -> Iterator[None]:
 
 def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, *,
           callbacks: list[type] | None = None, publish: bool = True,
-          observers: list[Any] | None = None,
+          observers: list[Any] | None = None, event_store: EventStore | None = None,
           ) -> tuple[NodeInitializationContext, list[Event]]:
     """One initialization on a "node" with its own download and compile caches."""
     source = tmp_path / "model"
     if not source.exists():
         write_model(source, shards=1, shard_size=50_000)
+    if store_url.startswith("file://"):  # the shared directory, mounted on every node
+        Path(store_url.removeprefix("file://")).mkdir(exist_ok=True)
     config = LLMConfig(model_id="tiny", model_source=str(source), callback_class=callbacks,
                        engine_kwargs={"dtype": "bfloat16", "max_model_len": 256},
                        artifact_store={"url": store_url,
@@ -99,7 +102,7 @@ def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, 
                                        "model_link_dir": str(tmp_path / "links")})
     steps = DefaultSteps(download=DownloadStep(cache_dir=tmp_path / node / "models"),
                          placement_group=SettingStep("placement_group", None), engine=engine)
-    store = InMemoryEventStore()
+    store = event_store if event_store is not None else InMemoryEventStore()
     ctx = initialize_node_sync(config, event_store=store, steps=steps,
                                observers=observers or [])
     if publish:
@@ -171,7 +174,7 @@ def test_a_callback_vetoes_publishing(tmp_path: Path) -> None:
     _, events = start(tmp_path, "node-a", f"file://{tmp_path / 'store'}", CachingEngineStep(),
                       callbacks=[VetoesPublish])
     assert of_type(events, ArtifactPublishSkipped)[0].reason == "vetoed"
-    assert not (tmp_path / "store").exists()
+    assert list((tmp_path / "store").iterdir()) == []
 
 
 def test_a_corrupt_artifact_is_a_miss_and_the_start_succeeds(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def start(tmp_path: Path, run: str, signing: dict[str, object]
     source = tmp_path / "model"
     if not source.exists():
         write_model(source, shards=1, shard_size=20_000)
+    (tmp_path / "store").mkdir(exist_ok=True)
     config = LLMConfig(model_id="tiny", model_source=str(source),
                        artifact_store={**signing, "url": f"file://{tmp_path / 'store'}",
                                        "cache_dir": str(tmp_path / run / "warm"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from llm_init import LLMConfig, NodeInitializationContext, SQLiteEventStore, initialize_node_sync
 from llm_init.cli import app
 from llm_init.errors import LLMInitError
-from llm_init.summary import json_safe
+from llm_init.summary import identifiers, json_safe
 from llm_init.telemetry import names, redaction, tracing
 from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.logs import configure_logging
@@ -297,3 +298,132 @@ def test_planted_secrets_in_error_messages_reach_no_artefact(
 def _init_ids(store_path: Path) -> list[str]:
     with sqlite3.connect(store_path) as db:
         return [row[0] for row in db.execute("SELECT DISTINCT init_id FROM events")]
+
+
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+SLASHED_SECRET = "wJalr/XUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # 40 characters, ``/`` and ``+``
+
+
+@pytest.mark.parametrize("text", [
+    f"s3://{AWS_KEY_ID}:{SLASHED_SECRET}@bucket/p",
+    f"s3://{AWS_KEY_ID}:{SLASHED_SECRET}@bucket",
+    f"restore from s3://{AWS_KEY_ID}:{SLASHED_SECRET}@bucket/p/x.tar failed",
+    f"s3://{AWS_KEY_ID}:a+b/c=d/{SLASHED_SECRET}@bucket/p",
+    f"'s3://{AWS_KEY_ID}:{SLASHED_SECRET}@bucket/p'",
+])
+def test_url_credentials_holding_slashes_and_plus_signs_are_masked_whole(text: str) -> None:
+    """A URL's user info is masked up to its last ``@``, however many ``/`` and ``+`` the
+    password holds: no fragment of the key id or the secret stays in the text."""
+    redacted = redact_text(text)
+    assert f"s3://{MASK}@bucket" in redacted
+    fragments = [*SLASHED_SECRET.replace("+", "/").split("/"), AWS_KEY_ID, "a+b", "c=d"]
+    assert [f for f in fragments if f in redacted] == []
+
+
+@pytest.mark.parametrize("text", [
+    "https://host:8080/path@x", "https://registry:443/@scope/pkg", "https://h/a/b@c",
+    "mail user@example.com",
+])
+def test_at_signs_in_url_paths_are_not_user_info(text: str) -> None:
+    """An ``@`` after a URL's host (behind a port or in the path) is kept as it is."""
+    assert redact_text(text) == text
+
+
+@pytest.mark.parametrize("placeholder", ["testing", "minioadmin"])
+def test_placeholder_secret_values_do_not_rewrite_ordinary_words(
+        placeholder: str, user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential variable holding a plain word (moto's ``testing``, MinIO's
+    ``minioadmin``) does not turn that word into ``***`` in messages."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", placeholder)
+    text = f"{placeholder} the download of c2-{placeholder} as {placeholder.upper()}"
+    assert redact_text(text) == text
+
+
+def test_a_real_looking_secret_value_is_still_masked_as_a_whole_token(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 40-character secret key in the environment is masked wherever it stands alone."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SLASHED_SECRET)
+    assert redact_text(f"signed with {SLASHED_SECRET}, then '{SLASHED_SECRET}'.") == (
+        f"signed with {MASK}, then '{MASK}'.")
+
+
+def test_a_weak_secret_is_reported_once_by_name(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A credential variable holding a weak value is named once in a warning, its value never."""
+    monkeypatch.setattr(redaction._EnvSecrets, "warned", set())
+    monkeypatch.setenv("MYSVC_WEAK_PASSWORD", "minioadmin")
+    with caplog.at_level("WARNING", logger=redaction.__name__):
+        redaction.environment_secrets(fresh=True)
+        redaction.environment_secrets(fresh=True)
+    warnings = [r.getMessage() for r in caplog.records if "MYSVC_WEAK_PASSWORD" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "minioadmin" not in warnings[0]
+
+
+@pytest.mark.parametrize("placeholder", ["testing", "minioadmin"])
+def test_a_model_named_like_a_placeholder_secret_is_recorded_and_found_as_named(
+        placeholder: str, tmp_path: Path, user_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``AWS_SECRET_ACCESS_KEY`` set to a placeholder, the model ``c2-<placeholder>`` is
+    recorded under its own name and ``llm-init list --model`` finds it."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", placeholder)
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    initialize_node_sync(LLMConfig(model_id=f"c2-{placeholder}"), event_store=store,
+                         steps=local_steps(), labels={"team": placeholder})
+    store.close()
+    result = CliRunner().invoke(app, ["list", "--json", "--model", f"c2-{placeholder}",
+                                      "--store", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f'"c2-{placeholder}"' in result.output
+    assert MASK not in result.output
+
+
+def test_identifiers_keep_a_strong_secret_value_they_happen_to_contain(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model ids, callback names, paths and labels are names the user gave: environment values
+    are not masked in them (their URL user info still is)."""
+    monkeypatch.setenv("HF_TOKEN", "Zq8vR2mK9xLp4TnW7yBc")
+    assert json_safe({"model_id": "org/Zq8vR2mK9xLp4TnW7yBc",
+                      "callback_class": ["cb.Zq8vR2mK9xLp4TnW7yBc"],
+                      "download_result": "/models/Zq8vR2mK9xLp4TnW7yBc"}) == {
+        "model_id": "org/Zq8vR2mK9xLp4TnW7yBc", "callback_class": ["cb.Zq8vR2mK9xLp4TnW7yBc"],
+        "download_result": "/models/Zq8vR2mK9xLp4TnW7yBc"}
+    assert identifiers({"team": "Zq8vR2mK9xLp4TnW7yBc", "url": URL, "api_key": "k"}) == {
+        "team": "Zq8vR2mK9xLp4TnW7yBc", "url": f"https://{MASK}@models.example.com/tiny",
+        "api_key": MASK}
+
+
+def test_a_long_line_is_searched_for_url_credentials_in_linear_time() -> None:
+    """A 100 kB run of letters with an ``@`` in it (a base64 blob in a message) is redacted in
+    well under a second, not in the minute a search tried at every letter took."""
+    text = "blob " + "Q" * 100_000 + " by user@example.com"
+    started = time.perf_counter()
+    assert redact_text(text) == text
+    assert time.perf_counter() - started < 5.0
+
+
+def test_a_long_line_is_searched_for_credential_pairs_in_linear_time() -> None:
+    """A 30 kB run of letters before a ``token=`` pair is redacted in well under a second,
+    not in the tens of seconds a search tried at every letter took."""
+    started = time.perf_counter()
+    assert redact_text("Q" * 30_000 + " token=abc") == "Q" * 30_000 + f" token={MASK}"
+    assert time.perf_counter() - started < 5.0
+
+
+def test_a_long_run_of_separators_is_searched_for_query_parameters_in_linear_time() -> None:
+    """40 k ``;`` before an ``a=b`` are redacted in well under a second, not in the
+    seconds a search from every ``;`` took."""
+    text = ";" * 40_000 + " a=b"
+    started = time.perf_counter()
+    assert redact_text(text) == text
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_passphrase_of_plain_letters_is_still_masked(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential of 16 or more letters in one case is a passphrase, not a word: masked."""
+    monkeypatch.setenv("DB_PASSWORD", "correcthorsebatterystaple")
+    assert redact_text("login with correcthorsebatterystaple failed") == (
+        f"login with {MASK} failed")
