@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.tree import Tree
 
-from llm_init import fleet
+from llm_init import cli_warm, fleet
 from llm_init.errors import LLMInitError
 from llm_init.events import Event, InitializationStarted
 from llm_init.fleet import render
@@ -32,6 +32,7 @@ from llm_init.telemetry.names import ENV_TRACE_URL as TRACE_URL_ENV
 
 app = typer.Typer(help="Inspect LLM replica initializations recorded by llm-init.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(cli_warm.app, name="warm")
 console = Console()
 StoreOption = Annotated[str | None, typer.Option(
     "--store", envvar=STORE_ENV_VAR,
