@@ -160,7 +160,8 @@ def build_here(llm_config: LLMConfig, *, download: DefaultStep | None = None,
         store.close()
     return BuildOutcome(result=published.result, key=published.key, model_id=model,
                         store=settings.location, init_id=ctx.init_id, reason=published.reason,
-                        message=published.message, bytes=published.bytes, files=published.files,
+                        message=redact_text(published.message or "") or None,
+                        bytes=published.bytes, files=published.files,
                         seconds=time.perf_counter() - started, engine_s=engine_s,
                         publish_s=published.seconds, parts=dict(plan.key.parts))
 

@@ -5,6 +5,7 @@ restores it and serves. One engine start and one deploy: a few minutes on two co
 
 from __future__ import annotations
 
+import os
 import pathlib
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ class Rollout:
     build_events: list[Event]
     replica_events: list[Event]
     deploy_s: float
+    config: pathlib.Path  # the Serve config the build read
 
 
 def _events(store_url: str, init_id: str) -> list[Event]:
@@ -63,7 +65,8 @@ def rollout(cluster: Cluster, tiny_model: pathlib.Path,
         build_events = _events(built.store, built.outcome["init_id"])
         start = deploy(workdir, "first", tiny_model, cluster.http_port, store, env,
                        wait_for_publish=False)
-        yield Rollout(built, build_events, _events(start.store, start.init_id), start.deploy_s)
+        yield Rollout(built, build_events, _events(start.store, start.init_id), start.deploy_s,
+                      workdir / "builder" / "serve-config.yaml")
     print(f"warm build {built.build_s:.1f} s (engine {built.outcome['engine_s']:.1f} s), first "
           f"replica deploy to first completion {start.deploy_s:.1f} s")
 
@@ -102,3 +105,23 @@ def test_the_build_is_recorded_as_an_initialization_labelled_warm_build(
     purpose=warm-build, so fleet queries can tell it from a replica's."""
     first = rollout.build_events[0]
     assert getattr(first, "labels", {}).get("purpose") == "warm-build"
+
+
+def test_a_build_on_ray_of_an_artifact_the_store_has_succeeds_without_publishing(
+        rollout: Rollout) -> None:
+    """`build(..., on_ray=True)` runs the initialization in a Ray task (another process),
+    restores the artifact the CLI build published and reports it as existing, which is
+    success."""
+    import json
+
+    from llm_init.artifacts import build
+    from llm_init.artifacts.build import serve_targets
+
+    (target,) = serve_targets(json.loads(rollout.config.read_text(encoding="utf-8")))
+    outcome = build(target.llm_config, on_ray=True, num_cpus=1, download=target.download,
+                    event_store=target.event_store)
+    assert (outcome.result, outcome.reason, outcome.ok) == ("skipped", "exists", True)
+    assert outcome.key == rollout.build.outcome["key"]
+    events = _events(target.event_store or "", outcome.init_id)
+    assert getattr(events[0], "pid", None) != os.getpid()
+    assert [e for e in events if isinstance(e, ArtifactRestored)]
