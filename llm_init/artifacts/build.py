@@ -131,7 +131,7 @@ def build_here(llm_config: LLMConfig, *, download: DefaultStep | None = None,
     env = dict((llm_config.runtime_env or {}).get("env_vars") or {})
     steps = DefaultSteps(download=download or DefaultDownload(),
                          placement_group=_placement_step(llm_config),
-                         engine=VLLMEngineStep())
+                         engine=_EngineUnlessRestored(VLLMEngineStep()))
     store = open_store(event_store)
     try:
         with _environment(env):
@@ -148,10 +148,8 @@ def build_here(llm_config: LLMConfig, *, download: DefaultStep | None = None,
                     raise BuildError(
                         f"no warm-start artifact for {model}: the download phase left no model "
                         "directory (or a pre-download hook skipped it), so there is no key")
-                # The build exists to publish: the replicas' own ``publish: false`` does not
-                # stop it, a callback's veto or redirect does.
-                plan = dataclasses.replace(plan, settings=dataclasses.replace(
-                    plan.settings, publish=True))
+                # Unlike ``start_publish``, ``publish_plan`` ignores ``publish: false``: the
+                # build exists to publish (a callback's veto or redirect still applies).
                 published = publish_plan(ctx.init_id, plan, ctx.custom_data.get(PUBLISH_KEY),
                                          event_store=store)
             finally:
@@ -218,6 +216,25 @@ def _placement_step(llm_config: LLMConfig) -> DefaultStep:
 
         return PlacementGroupStep()
     return _NoPlacementGroup()
+
+
+@dataclass(frozen=True, slots=True)
+class _EngineUnlessRestored:
+    """The engine step, unless the warm start just restored the very artifact the build would
+    publish: then the store has it, and starting the engine would only spend the accelerator."""
+
+    engine: DefaultStep
+
+    async def run(self, ctx: Any, report: Any) -> None:
+        from llm_init.artifacts.step import CONTEXT_KEY
+        from llm_init.artifacts.transfer import HIT
+
+        warm = ctx.custom_data.get(CONTEXT_KEY) or {}
+        if warm.get("result") == HIT:
+            report(engine="not started: the store already has artifact "
+                   f"{warm.get('artifact')}")
+            return
+        await self.engine.run(ctx, report)
 
 
 class _NoPlacementGroup:

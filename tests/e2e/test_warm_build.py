@@ -110,8 +110,8 @@ def test_the_build_is_recorded_as_an_initialization_labelled_warm_build(
 def test_a_build_on_ray_of_an_artifact_the_store_has_succeeds_without_publishing(
         rollout: Rollout) -> None:
     """`build(..., on_ray=True)` runs the initialization in a Ray task (another process),
-    restores the artifact the CLI build published and reports it as existing, which is
-    success."""
+    restores the artifact the CLI build published, does not start an engine for it, and
+    reports it as existing, which is success."""
     import json
 
     from llm_init.artifacts import build
@@ -125,3 +125,4 @@ def test_a_build_on_ray_of_an_artifact_the_store_has_succeeds_without_publishing
     events = _events(target.event_store or "", outcome.init_id)
     assert getattr(events[0], "pid", None) != os.getpid()
     assert [e for e in events if isinstance(e, ArtifactRestored)]
+    assert _init_engine_s(events) is None  # vLLM did not start
