@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.tree import Tree
 
-from llm_init import fleet
+from llm_init import cli_warm, fleet
 from llm_init.errors import LLMInitError
 from llm_init.events import Event, InitializationStarted
 from llm_init.fleet import render
@@ -34,6 +34,7 @@ from llm_init.text import printable
 
 app = typer.Typer(help="Inspect LLM replica initializations recorded by llm-init.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(cli_warm.app, name="warm")
 console = Console()
 StoreOption = Annotated[str | None, typer.Option(
     "--store", envvar=STORE_ENV_VAR,

@@ -2,6 +2,15 @@
 an artifact store after a replica starts and restored on the next node before its engine
 starts. See docs/warm-starts.md."""
 
+from llm_init.artifacts.build import BuildError, BuildOutcome, build
+from llm_init.artifacts.catalog import (
+    ArtifactEntry,
+    CatalogError,
+    PruneReport,
+    inspect_artifact,
+    list_artifacts,
+    prune,
+)
 from llm_init.artifacts.key import (
     ArtifactKey,
     artifact_key,
@@ -33,13 +42,18 @@ from llm_init.artifacts.transfer import PublishOutcome, RestoreOutcome, publish,
 
 __all__ = [
     "ArtifactDeniedError",
+    "ArtifactEntry",
     "ArtifactKey",
     "ArtifactStore",
     "ArtifactStoreError",
     "ArtifactTooLargeError",
+    "BuildError",
+    "BuildOutcome",
+    "CatalogError",
     "CorruptArtifactError",
     "DirectoryArtifactStore",
     "Manifest",
+    "PruneReport",
     "PublishOutcome",
     "RestoreOutcome",
     "S3ArtifactStore",
@@ -48,11 +62,15 @@ __all__ = [
     "TrustedKeys",
     "UntrustedArtifactError",
     "artifact_key",
+    "build",
     "cpu_flags",
     "device_identity",
+    "inspect_artifact",
+    "list_artifacts",
     "load_private_key",
     "make_key",
     "open_artifact_store",
+    "prune",
     "publish",
     "restore",
     "software_versions",

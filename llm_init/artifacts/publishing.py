@@ -53,8 +53,17 @@ def start_publish(ctx: NodeInitializationContext, *, event_store: EventStore | N
     return thread
 
 
+def publish_plan(init_id: str, plan: CapturePlan, choice: Any = None, *,
+                 event_store: EventStore | None = None, event_store_location: str | None = None,
+                 observers: Sequence[EventObserver] = ()) -> PublishOutcome:
+    """``start_publish``'s work in the caller's thread (``llm-init warm build`` waits for it):
+    publish ``plan`` unless ``choice`` vetoes or redirects it, record the outcome; never
+    raises for what the store does."""
+    return _publish(init_id, plan, choice, event_store, event_store_location, tuple(observers))
+
+
 def _publish(init_id: str, plan: CapturePlan, choice: Any, event_store: EventStore | None,
-             location: str | None, observers: Sequence[EventObserver]) -> None:
+             location: str | None, observers: Sequence[EventObserver]) -> PublishOutcome:
     settings = plan.settings
     if isinstance(choice, str) and choice:
         settings = dataclasses.replace(settings, url=choice)
@@ -96,6 +105,7 @@ def _publish(init_id: str, plan: CapturePlan, choice: Any, event_store: EventSto
     event = append_after_last(init_id, event_type, fields, event_store, location)
     if event is not None:
         notify(observers, event)
+    return outcome
 
 
 def append_after_last(init_id: str, event_type: type[Event], fields: dict[str, Any],

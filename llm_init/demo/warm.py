@@ -83,17 +83,7 @@ def deploy(base: pathlib.Path, name: str, model_dir: pathlib.Path, http_port: in
     from llm_init.demo.run import latest_init_id
     from llm_init.serve import build_openai_app
 
-    node = base / name
-    shutil.rmtree(node, ignore_errors=True)
-    node.mkdir(parents=True)
-    store_url = f"sqlite:///{node / 'events.sqlite'}"
-    args = app_args(
-        model_dir, event_store=store_url,
-        settings={"download_options": {"cache_dir": str(node / "models")},
-                  "artifact_store": {**store, "cache_dir": str(node / "warm"),
-                                     "model_link_dir": str(base / "links")}},
-        llm_config={"engine_kwargs": dict(WARM_ENGINE_KWARGS)},
-        env={**env, "TORCHINDUCTOR_CACHE_DIR": str(node / "inductor")})
+    store_url, args = node_app_args(base, name, model_dir, store, env)
     started = time.perf_counter()
     serve.run(build_openai_app(args), name=APP_NAME, route_prefix="/")
     completion(http_port)
@@ -105,6 +95,66 @@ def deploy(base: pathlib.Path, name: str, model_dir: pathlib.Path, http_port: in
         wait_for_artifact(store_url, init_id, PUBLISH_WAIT_S)
     serve.delete(APP_NAME)
     return DemoStart(name, init_id, store_url, deploy_s)
+
+
+def node_app_args(base: pathlib.Path, name: str, model_dir: pathlib.Path,
+                  store: Mapping[str, Any], env: Mapping[str, str]
+                  ) -> tuple[str, dict[str, Any]]:
+    """The event store and application args of a deployment on a fresh "node" ``base/name``
+    (emptied here): its own download cache, compile caches and event store; the model link
+    directory is shared by all nodes, as it is one path on every node of a cluster."""
+    node = base / name
+    shutil.rmtree(node, ignore_errors=True)
+    node.mkdir(parents=True)
+    store_url = f"sqlite:///{node / 'events.sqlite'}"
+    args = app_args(
+        model_dir, event_store=store_url,
+        settings={"download_options": {"cache_dir": str(node / "models")},
+                  "artifact_store": {**store, "cache_dir": str(node / "warm"),
+                                     "model_link_dir": str(base / "links")}},
+        llm_config={"engine_kwargs": dict(WARM_ENGINE_KWARGS)},
+        env={**env, "TORCHINDUCTOR_CACHE_DIR": str(node / "inductor")})
+    return store_url, args
+
+
+@dataclass(frozen=True, slots=True)
+class DemoBuild:
+    """``llm-init warm build`` on a fresh "node": its JSON outcome, event store and wall time."""
+
+    outcome: dict[str, Any]
+    store: str
+    build_s: float
+    returncode: int
+    output: str
+
+
+def build_on_node(base: pathlib.Path, name: str, model_dir: pathlib.Path,
+                  store: Mapping[str, Any], env: Mapping[str, str]) -> DemoBuild:
+    """``llm-init warm build`` of the deployment ``deploy`` would make, through the real CLI
+    in a process of its own, on a fresh node ``base/name``."""
+    import json
+    import subprocess
+    import sys
+
+    store_url, args = node_app_args(base, name, model_dir, store, env)
+    config = base / name / "serve-config.yaml"
+    serve_config = {"applications": [{"name": APP_NAME, "route_prefix": "/",
+                                      "import_path": "llm_init.serve:build_openai_app",
+                                      "args": args}]}
+    config.write_text(json.dumps(serve_config, indent=1), encoding="utf-8")  # JSON is YAML
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "llm_init", "warm", "build", str(config),
+                           "--json"], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=900, check=False)
+    build_s = time.perf_counter() - started
+    # vLLM logs to stdout too: the outcome is the JSON list the CLI prints last.
+    start = done.stdout.rfind("\n[\n")
+    try:
+        (outcome,) = json.loads(done.stdout[start + 1:] if start >= 0 else done.stdout)
+    except ValueError:
+        outcome = {}
+    return DemoBuild(outcome, store_url, build_s, done.returncode,
+                     done.stdout[-4000:] + done.stderr[-4000:])
 
 
 def completion(http_port: int) -> None:

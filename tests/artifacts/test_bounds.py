@@ -62,12 +62,6 @@ CODE_ROOT = str(Path(llm_init.__file__).parents[1])  # the llm_init under test, 
 PARTS = {"vllm": "0.32.0", "torch": "2.13.0", "model.weights": "abc"}
 KEY = "b" * 24
 
-@pytest.fixture(autouse=True)
-def _store_dir(tmp_path: Path) -> None:
-    """A directory store must exist before it is opened (an unmounted one is refused)."""
-    (tmp_path / "store").mkdir(exist_ok=True)
-
-
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:

@@ -28,7 +28,7 @@ def hostile_miss(tmp_path: Path) -> tuple[Path, list[Event]]:
     the next start's miss is explained by the hostile entry. Returns its event log and
     events."""
     store_dir = tmp_path / "store"
-    store_dir.mkdir()
+    store_dir.mkdir(exist_ok=True)
     engine = CachingEngineStep()
     _, cold = start(tmp_path, "node-a", str(store_dir), engine)
     (missed,) = of_type(cold, ArtifactMissed)

@@ -48,12 +48,6 @@ from tests.support.models import write_model
 from tests.support.s3 import running_moto_s3
 from tests.support.steps import SettingStep
 
-@pytest.fixture(autouse=True)
-def _store_dir(tmp_path: Path) -> None:
-    """A directory store must exist before it is opened (an unmounted one is refused)."""
-    (tmp_path / "store").mkdir(exist_ok=True)
-
-
 
 def write_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
     """A fresh Ed25519 key pair as PEM files: ``(private, public)``."""

@@ -49,7 +49,7 @@ def publish_damaged(store: ArtifactStore, tmp_path: Path) -> None:
 @pytest.fixture(params=["dir", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
     if request.param == "dir":
-        (tmp_path / "store").mkdir()
+        (tmp_path / "store").mkdir(exist_ok=True)
         yield open_artifact_store(f"file://{tmp_path / 'store'}")
         return
     # moto keeps its buckets per process, not per server: a bucket of this test's own.
