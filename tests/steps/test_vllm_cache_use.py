@@ -13,6 +13,12 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from llm_init.events import ArtifactUseObserved
+from llm_init.steps.engine import record_cache_use
 from llm_init.steps.vllm_cache_use import (
     AOT_ABSENT,
     AOT_FAILED,
@@ -21,6 +27,7 @@ from llm_init.steps.vllm_cache_use import (
     parse_cache_use,
 )
 from llm_init.steps.vllm_startup import EngineStartWatch, LogLine, StartupParser
+from llm_init.telemetry import names, spans
 from tests.steps.test_engine import FakeLoggingConfig
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "vllm_logs"
@@ -137,3 +144,33 @@ def test_the_watch_reads_the_model_info_record_of_this_process_and_restores_the_
     logging.getLogger("vllm").setLevel(logging.INFO)
     assert asyncio.run(start()).model_info_cached is False
     assert not registry.isEnabledFor(logging.DEBUG)
+
+
+def test_the_engine_steps_span_says_whether_vllm_used_the_restored_cache() -> None:
+    """After a restore, the engine step's span carries whether vLLM used the cache and how,
+    beside the recorded event."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    watch = EngineStartWatch(lambda **d: None)
+    for line in (FIXTURES / "ignored.log").read_text().splitlines():
+        process, level, text = line.split(" ", 2)
+        watch.parser.feed(LogLine(0.0, level, process, text))
+    recorded: list[tuple[type, dict[str, object]]] = []
+
+    class Report:
+        def __call__(self, **details: object) -> None: ...
+
+        def record(self, kind: type, /, **fields: object) -> None:
+            recorded.append((kind, fields))
+
+    ctx = SimpleNamespace(custom_data={"llm_init.warm_start": {"artifact": "k1",
+                                                               "result": "hit"}})
+    with spans.start(provider.get_tracer("test"), "llm_init.step.engine", {}):
+        record_cache_use(ctx, Report(), watch)  # type: ignore[arg-type]
+    (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes[names.ATTR_ARTIFACT_USED] is False
+    assert attributes[names.ATTR_ARTIFACT_AOT] == "absent"
+    assert [(kind, fields["used"], fields["restored"]) for kind, fields in recorded] == [
+        (ArtifactUseObserved, False, True)]
