@@ -56,6 +56,15 @@ FALLBACK_IGNORED = frozenset({
 })
 # Where inductor keeps its cache (vLLM sets it to a directory inside its own): not a setting.
 TORCH_ENV_IGNORED = frozenset({"TORCHINDUCTOR_CACHE_DIR"})
+# Values vLLM 0.32 writes into its own process's environment (on import, or while it makes an
+# engine's configuration for the platform): the same on every node of the platform, which is a
+# part already. Left out, or a second start in one process would not find the first's key.
+VLLM_SETS_ITSELF = {
+    "TORCHINDUCTOR_COMPILE_THREADS": "1", "TORCHINDUCTOR_CPP_DYNAMIC_THREADS": "1",
+    "VLLM_DISABLE_SHARED_EXPERTS_STREAM": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    "VLLM_USE_RAY_COMPILED_DAG_CHANNEL_TYPE": "shm", "VLLM_SSM_CONV_STATE_LAYOUT": "SD",
+    "VLLM_USE_TRITON_AWQ": "1",
+}
 
 _log = logging.getLogger(__name__)
 
@@ -150,8 +159,11 @@ def compile_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
     default stays out of the key (a default changes with vLLM's version, which is a part
     already). Without vLLM importable: every ``VLLM_*`` variable set but those in
     ``FALLBACK_IGNORED``, as written. And ``TORCHINDUCTOR_*`` variables, which inductor reads
-    into the configuration vLLM hashes too. Values are masked as URLs in events are."""
-    env = os.environ if environ is None else environ
+    into the configuration vLLM hashes too. A variable holding the value vLLM itself writes
+    into its process's environment (``VLLM_SETS_ITSELF``) is left out. Values are masked as
+    URLs in events are."""
+    env = {name: value for name, value in (os.environ if environ is None else environ).items()
+           if VLLM_SETS_ITSELF.get(name) != value}
     factors = _vllm_compile_factors() if environ is None else None
     if factors is not None:
         chosen = {name: _canonical(value) for name, value in factors.items() if name in env}

@@ -126,3 +126,16 @@ def test_a_publisher_and_a_restorer_differing_in_a_hashed_variable_miss_naming_i
         "miss", "no_match", published.digest)
     assert dict(outcome.differs) == {"vllm.env.VLLM_USE_AOT_COMPILE": ("true", "false")}
     assert "vllm.env.VLLM_USE_AOT_COMPILE" in (outcome.message or "")
+
+
+def test_values_vllm_writes_into_its_own_environment_keep_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variables vLLM sets itself while it makes an engine (the CPU platform's inductor
+    threads) are no part, so a second start in one process computes the first one's key; the
+    same variables set by hand to another value are."""
+    before = compile_environment()
+    monkeypatch.setenv("TORCHINDUCTOR_CPP_DYNAMIC_THREADS", "1")
+    monkeypatch.setenv("VLLM_DISABLE_SHARED_EXPERTS_STREAM", "1")
+    assert compile_environment() == before
+    monkeypatch.setenv("TORCHINDUCTOR_CPP_DYNAMIC_THREADS", "0")
+    assert compile_environment()["torch.env.TORCHINDUCTOR_CPP_DYNAMIC_THREADS"] == "0"
