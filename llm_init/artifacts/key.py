@@ -157,8 +157,9 @@ def compile_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
     into the ``torch_compile_cache`` directory name, each as vLLM reads it
     (``vllm.env.VLLM_USE_AOT_COMPILE`` = ``false``); only those set in the environment, so a
     default stays out of the key (a default changes with vLLM's version, which is a part
-    already). Without vLLM importable: every ``VLLM_*`` variable set but those in
-    ``FALLBACK_IGNORED``, as written. And ``TORCHINDUCTOR_*`` variables, which inductor reads
+    already). Without vLLM importable, or for a given ``environ`` (vLLM reads only this
+    process's environment): every ``VLLM_*`` variable set but those in ``FALLBACK_IGNORED``,
+    as written. And ``TORCHINDUCTOR_*`` variables, which inductor reads
     into the configuration vLLM hashes too. A variable holding the value vLLM itself writes
     into its process's environment (``VLLM_SETS_ITSELF``) is left out. Values are masked as
     URLs in events are."""
