@@ -309,17 +309,23 @@ def download_engine_row(d: db.Dashboard) -> None:
 def warm_start_row(d: db.Dashboard) -> None:
     d.with_row(db.Row("Warm starts"))
     cache = n.METRIC_ARTIFACT_CACHE
-    hit = f'{n.LABEL_RESULT}="{n.RESULT_HIT}"'
+    hit = total(cache, n.LABEL_MODEL, f'{n.LABEL_RESULT}="{n.RESULT_HIT}"')
+    unused = total(cache, n.LABEL_MODEL, f'{n.LABEL_RESULT}="{n.RESULT_UNUSED}"')
+    restores = total(cache, n.LABEL_MODEL, f'{n.LABEL_RESULT}!="{n.RESULT_UNUSED}"')
     d.with_panel(graph(
-        "Warm-start hit ratio", "Share of warm-start restores (one per node and start) that "
-        "found a usable artifact. Empty where no artifact_store is configured.", "percentunit",
-        [Query(f"{total(cache, n.LABEL_MODEL, hit)} / {total(cache, n.LABEL_MODEL)}",
-               "{{model}}")], width=8,
+        "Warm-start hit ratio", "Effective share of warm-start restores (one per node and "
+        "start) that found an artifact vLLM then used: a restored artifact that vLLM ignored "
+        "(result unused: it compiled anyway) counts as a miss. Empty where no artifact_store "
+        "is configured.", "percentunit",
+        # Without any unused restore the unused series is absent: subtract zero then.
+        [Query(f"({hit} - ({unused} or {hit} * 0)) / {restores}", "{{model}}")], width=8,
         max_value=1))
     d.with_panel(graph(
         "Warm-start restores by result", "Restores per interval: hit, miss (nothing "
         "published yet for the key) and error (a corrupt artifact, an unreachable store, a "
-        "timeout); the log's ArtifactMissed events say why.", "short",
+        "timeout); the log's ArtifactMissed events say why. unused: hits whose artifact vLLM "
+        "did not use (counted in hit too); the log's ArtifactUseObserved events say what "
+        "vLLM compiled.", "short",
         [Query(total(cache, n.LABEL_RESULT), "{{result}}")], width=8, stacked=True,
         bars=True))
     sub = n.METRIC_WARM_START_SUBPHASE

@@ -27,6 +27,7 @@ from llm_init.replay import (
     replay,
     resolve_init_id,
 )
+from llm_init.steps.vllm_cache_use import CacheUse
 from llm_init.stores import STORE_ENV_VAR, EventStore, InitQuery, encode, open_store
 from llm_init.stores import check as store_check
 from llm_init.telemetry.names import ENV_TRACE_URL as TRACE_URL_ENV
@@ -538,6 +539,16 @@ def _warm_start_line(warm: dict[str, Any]) -> str:
                 for k, v in list(differs.items())[:3])
     else:
         line = "warm start:"
+    vllm = warm.get("vllm")
+    if vllm is not None:  # what vLLM did with its compile cache, from its log lines
+        use = CacheUse(**{k: v for k, v in vllm.items() if k != "restored"}).describe()
+        if warm.get("used"):
+            line += f"; used by vLLM ({use})"
+        elif warm.get("result") == "hit":  # files in place that vLLM ignored: a hidden miss
+            line = line.replace("[green]warm start: HIT[/]",
+                                f"[red]warm start: HIT, unused by vLLM[/] ({use})", 1)
+        else:
+            line += f"; vLLM: {use}"
     published = warm.get("published")
     if published:
         line += (f"; published {published.get('bytes', 0) / 1e6:.1f} MB in "

@@ -312,6 +312,30 @@ class ArtifactPublishSkipped(Event):
     seconds: float = 0.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactUseObserved(Event):
+    """What vLLM did with its compile cache on ``node``, from its own log lines, once the engine
+    had started: ``used`` when the AOT artifact loaded or no graph had to be compiled.
+    ``restored``: this initialization restored ``key`` there first (a restored artifact that
+    is not ``used`` is a miss in disguise). ``aot``: ``loaded``, ``failed`` (``aot_reason``) or
+    ``absent``; ``graphs_loaded``/``graphs_compiled``: compile ranges from the cache or
+    compiled; ``compiled``: vLLM compiled the model and saved a new AOT artifact;
+    ``model_info_cached``: ``None`` when vLLM did not say."""
+
+    TYPE: ClassVar[str] = "ArtifactUseObserved"
+    key: str
+    used: bool
+    restored: bool = False
+    aot: str = "absent"
+    aot_reason: str | None = None
+    graphs_loaded: int = 0
+    graphs_compiled: int = 0
+    compiled: bool = False
+    model_info_cached: bool | None = None
+    cache_disabled: bool = False
+    node: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -322,6 +346,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepStarted, StepProgressed, StepCompleted, StepFailed,
         ContextChanged, EventRejected,
         ArtifactRestored, ArtifactMissed, ArtifactPublished, ArtifactPublishSkipped,
+        ArtifactUseObserved,
     )
 }
 

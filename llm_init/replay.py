@@ -15,6 +15,7 @@ from llm_init.events import (
     ArtifactPublished,
     ArtifactPublishSkipped,
     ArtifactRestored,
+    ArtifactUseObserved,
     ContextChanged,
     Event,
     HeartbeatRecorded,
@@ -300,6 +301,17 @@ def _artifact_missed(r: ReplayedInitialization, _: _OpenItems, e: ArtifactMissed
                             differs=dict(e.differs))
 
 
+def _artifact_use_observed(r: ReplayedInitialization, _: _OpenItems,
+                           e: ArtifactUseObserved) -> None:
+    if "used" not in r.warm_start:  # the first node's (this process's) engine
+        r.warm_start["used"] = e.used
+        r.warm_start["vllm"] = {
+            "restored": e.restored, "aot": e.aot, "aot_reason": e.aot_reason,
+            "graphs_loaded": e.graphs_loaded, "graphs_compiled": e.graphs_compiled,
+            "compiled": e.compiled, "model_info_cached": e.model_info_cached,
+            "cache_disabled": e.cache_disabled}
+
+
 def _artifact_published(r: ReplayedInitialization, _: _OpenItems,
                         e: ArtifactPublished | ArtifactPublishSkipped) -> None:
     if isinstance(e, ArtifactPublished):
@@ -352,6 +364,7 @@ _HANDLERS: dict[type, _Apply] = {
     ArtifactRestored: _artifact_restored,
     ArtifactMissed: _artifact_missed,
     ArtifactPublished: _artifact_published,
+    ArtifactUseObserved: _artifact_use_observed,
     ArtifactPublishSkipped: _artifact_published,
     InitializationCompleted: _init_completed,
     InitializationFailed: _init_failed,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping
@@ -14,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from llm_init.telemetry.redaction import redact_identifier
+from llm_init.telemetry.redaction import redact_identifier, redact_text
 
 # Engine arguments that change what vLLM compiles or caches (its graph, shapes, kernels).
 GRAPH_ARGUMENTS = (
@@ -36,6 +38,35 @@ KEY_LENGTH = 24
 MODEL_PARTS = ("model.source", "model.revision", "model.weights")
 RUNTIME_PARTS = ("python", "vllm", "torch", "platform", "cpu.isa", "gpu.name",
                  "gpu.capability", "gpu.count")
+# Parts for the environment vLLM's compile cache depends on: ``vllm.env.<NAME>`` for each
+# variable vLLM hashes into its cache directory (``vllm.envs.compile_factors``) that is set
+# here, ``torch.env.<NAME>`` for inductor's settings from the environment.
+VLLM_ENV_PREFIX = "vllm.env."
+TORCH_ENV_PREFIX = "torch.env."
+# Without vLLM importable: every ``VLLM_*`` variable set here but these, which vLLM 0.32's
+# ``compile_factors`` leaves out too (where things live, logging, ports, credentials).
+FALLBACK_IGNORED = frozenset({
+    "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT", "VLLM_XLA_CACHE_PATH", "VLLM_ASSETS_CACHE",
+    "VLLM_RPC_BASE_PATH", "VLLM_PORT", "VLLM_HOST_IP", "VLLM_DP_MASTER_IP",
+    "VLLM_DP_MASTER_PORT", "VLLM_API_KEY", "VLLM_LOGGING_LEVEL", "VLLM_LOGGING_PREFIX",
+    "VLLM_LOGGING_STREAM", "VLLM_LOGGING_CONFIG_PATH", "VLLM_LOGGING_COLOR",
+    "VLLM_LOG_STATS_INTERVAL", "VLLM_NO_USAGE_STATS", "VLLM_DO_NOT_TRACK",
+    "VLLM_USAGE_STATS_SERVER", "VLLM_CPU_KVCACHE_SPACE", "VLLM_WORKER_MULTIPROC_METHOD",
+    "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_FORCE_AOT_LOAD", "VLLM_MODEL_REDIRECT_PATH",
+})
+# Where inductor keeps its cache (vLLM sets it to a directory inside its own): not a setting.
+TORCH_ENV_IGNORED = frozenset({"TORCHINDUCTOR_CACHE_DIR"})
+# Values vLLM 0.32 writes into its own process's environment (on import, or while it makes an
+# engine's configuration for the platform): the same on every node of the platform, which is a
+# part already. Left out, or a second start in one process would not find the first's key.
+VLLM_SETS_ITSELF = {
+    "TORCHINDUCTOR_COMPILE_THREADS": "1", "TORCHINDUCTOR_CPP_DYNAMIC_THREADS": "1",
+    "VLLM_DISABLE_SHARED_EXPERTS_STREAM": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    "VLLM_USE_RAY_COMPILED_DAG_CHANNEL_TYPE": "shm", "VLLM_SSM_CONV_STATE_LAYOUT": "SD",
+    "VLLM_USE_TRITON_AWQ": "1",
+}
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +91,16 @@ def model_digest(parts: Mapping[str, str]) -> str:
 
 def artifact_key(*, source: str, revision: str | None, weights: str,
                  engine_kwargs: Mapping[str, Any], versions: Mapping[str, str] | None = None,
-                 device: Mapping[str, str] | None = None) -> ArtifactKey:
+                 device: Mapping[str, str] | None = None,
+                 environment: Mapping[str, str] | None = None) -> ArtifactKey:
     """The key from the model's identity, the engine arguments that shape the graph, the
-    software versions and the device (this node's unless given)."""
+    software versions, the device and the compile-relevant environment (this node's unless
+    given; see ``compile_environment``)."""
     parts = {"model.source": redact_identifier(source), "model.revision": revision or "",
              "model.weights": weights}
     parts.update(versions if versions is not None else software_versions())
     parts.update(device if device is not None else device_identity())
+    parts.update(environment if environment is not None else compile_environment())
     for name in GRAPH_ARGUMENTS:
         if name in engine_kwargs:
             parts[f"engine.{name}"] = _canonical(engine_kwargs[name])
@@ -113,6 +147,47 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: source.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def compile_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Key parts for the environment that vLLM's compile cache depends on, so that an
+    artifact made under another setting is a miss that names it, not a silent recompile.
+
+    The variables are vLLM's own choice: those its ``vllm.envs.compile_factors()`` hashes
+    into the ``torch_compile_cache`` directory name, each as vLLM reads it
+    (``vllm.env.VLLM_USE_AOT_COMPILE`` = ``false``); only those set in the environment, so a
+    default stays out of the key (a default changes with vLLM's version, which is a part
+    already). Without vLLM importable, or for a given ``environ`` (vLLM reads only this
+    process's environment): every ``VLLM_*`` variable set but those in ``FALLBACK_IGNORED``,
+    as written. And ``TORCHINDUCTOR_*`` variables, which inductor reads
+    into the configuration vLLM hashes too. A variable holding the value vLLM itself writes
+    into its process's environment (``VLLM_SETS_ITSELF``) is left out. Values are masked as
+    URLs in events are."""
+    env = {name: value for name, value in (os.environ if environ is None else environ).items()
+           if VLLM_SETS_ITSELF.get(name) != value}
+    factors = _vllm_compile_factors() if environ is None else None
+    if factors is not None:
+        chosen = {name: _canonical(value) for name, value in factors.items() if name in env}
+    else:
+        chosen = {name: value for name, value in env.items()
+                  if name.startswith("VLLM_") and name not in FALLBACK_IGNORED}
+    parts = {f"{VLLM_ENV_PREFIX}{name}": redact_text(value) for name, value in chosen.items()}
+    parts.update({f"{TORCH_ENV_PREFIX}{name}": redact_text(value)
+                  for name, value in env.items()
+                  if name.startswith("TORCHINDUCTOR_") and name not in TORCH_ENV_IGNORED})
+    return dict(sorted(parts.items()))
+
+
+def _vllm_compile_factors() -> dict[str, Any] | None:
+    """vLLM's ``compile_factors()`` (name to the value it hashes), ``None`` without vLLM."""
+    try:
+        import vllm.envs as vllm_envs
+
+        factors: dict[str, Any] = vllm_envs.compile_factors()
+    except Exception as exc:  # no vLLM here, or another one without the function
+        _log.debug("llm-init: the key falls back to VLLM_* variables: %r", exc)
+        return None
+    return factors
 
 
 def software_versions() -> dict[str, str]:

@@ -28,8 +28,8 @@ class TimeDelta:
 
 @dataclass(frozen=True, slots=True)
 class ValueDelta:
-    """One value that differs: ``section`` is run, labels, config or context; ``path`` is
-    dotted into nested mappings; ``None`` on a side means absent there."""
+    """One value that differs: ``section`` is run, warm_start, labels, config or context;
+    ``path`` is dotted into nested mappings; ``None`` on a side means absent there."""
 
     section: str
     path: str
@@ -68,6 +68,8 @@ def diff_initializations(a: Sequence[Event], b: Sequence[Event]) -> InitDiff:
     sa, sb = _started(a), _started(b)
     sections: list[tuple[str, Mapping[str, Any], Mapping[str, Any]]] = [
         ("run", _run_facts(ra, sa), _run_facts(rb, sb)),
+        # hit or miss, and whether vLLM then used what was restored (``used``, ``vllm.*``)
+        ("warm_start", ra.warm_start, rb.warm_start),
         ("labels", ra.labels, rb.labels),
         ("config", sa.config if sa else {}, sb.config if sb else {}),
         ("context", ra.state, rb.state),

@@ -16,8 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
+from llm_init.events import ArtifactUseObserved
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.vllm_startup import ENGINE_CONFIG, ENGINE_CORE_START, EngineStartWatch
+from llm_init.telemetry import names
 
 if TYPE_CHECKING:
     from llm_init.context import NodeInitializationContext
@@ -97,6 +101,38 @@ class VLLMEngineStep:
                 watch.capture_child_logs(vllm_config)
             ctx.engine = await watch.call(lambda: _async_llm(engine_args, vllm_config),
                                           subphase=ENGINE_CORE_START)
+        record_cache_use(ctx, report, watch)
+
+
+def record_cache_use(ctx: NodeInitializationContext, report: ProgressReporter,
+                     watch: EngineStartWatch) -> None:
+    """After a warm start's restore, record what vLLM did with its compile cache
+    (``ArtifactUseObserved``, and attributes on the current span). Nothing is recorded when
+    the records of the process that compiles could not be read: then nothing is known."""
+    from llm_init.artifacts.step import CONTEXT_KEY
+    from llm_init.steps.download.fanout import this_node_id
+
+    warm = ctx.custom_data.get(CONTEXT_KEY)
+    if not isinstance(warm, Mapping) or not warm.get("artifact"):
+        return
+    if not watch.children_captured and not watch.cache_use_seen:
+        return
+    use = watch.cache_use
+    span = trace.get_current_span()
+    span.set_attribute(names.ATTR_ARTIFACT_USED, use.used)
+    span.set_attribute(names.ATTR_ARTIFACT_AOT, use.aot)
+    span.set_attribute(names.ATTR_ARTIFACT_GRAPHS_LOADED, use.graphs_loaded)
+    span.set_attribute(names.ATTR_ARTIFACT_GRAPHS_COMPILED, use.graphs_compiled)
+    fields = dict(key=str(warm["artifact"]), used=use.used, restored=warm.get("result") == "hit",
+                  aot=use.aot, aot_reason=use.aot_reason, graphs_loaded=use.graphs_loaded,
+                  graphs_compiled=use.graphs_compiled, compiled=use.compiled,
+                  model_info_cached=use.model_info_cached,
+                  cache_disabled=use.cache_disabled, node=this_node_id())
+    record = getattr(report, "record", None)
+    if record is not None:
+        record(ArtifactUseObserved, **fields)
+    else:  # a reporter without typed events: what vLLM did still reaches the log
+        report(artifact_use=fields)
 
 
 def use_in_process_worker_on_cpu(vllm_config: Any) -> bool:

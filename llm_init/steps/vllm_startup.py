@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from opentelemetry import propagate
 
 from llm_init.steps.base import ProgressReporter
+from llm_init.steps.vllm_cache_use import MODEL_INFO_LOGGER, CacheUse, CacheUseParser
 from llm_init.telemetry import names
 
 T = TypeVar("T")
@@ -96,11 +97,13 @@ class StartupParser:
     def __init__(self, started_at: float) -> None:
         self.started_at = started_at
         self.errors: list[str] = []
+        self.cache = CacheUseParser()
         self._kv_sized_at: float | None = None
         self._core_seen = False
 
     def feed(self, line: LogLine) -> list[Subphase]:
         first = line.text.split("\n", 1)[0]
+        self.cache.feed(first)
         found: list[Subphase] = []
         if not self._core_seen and _ENGINE_CORE_FIRST_LINE.search(first):
             self._core_seen = True
@@ -161,10 +164,19 @@ class StartupLogFile(logging.FileHandler):
         super().emit(record)
 
 
+class CaptureFilter(logging.Filter):
+    """Lets through INFO and above, and the model-info cache's DEBUG records (whether vLLM
+    inspected the model or used its cache is said only at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO or record.name == MODEL_INFO_LOGGER
+
+
 class _QueueHandler(logging.Handler):
     def __init__(self, sink: queue.SimpleQueue[LogLine]) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.sink = sink
+        self.addFilter(CaptureFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -194,14 +206,33 @@ class EngineStartWatch:
         self._stop = threading.Event()
         self._tail: threading.Thread | None = None
         self._file_lock = threading.Lock()
+        self._model_info_level: int | None = None
+        self.children_captured = False
+
+    @property
+    def cache_use(self) -> CacheUse:
+        """What vLLM did with its compile cache, from what it has logged so far."""
+        return self.parser.cache.result()
+
+    @property
+    def cache_use_seen(self) -> bool:
+        """Whether vLLM logged anything about its caches that this watch received."""
+        return self.parser.cache.seen
 
     async def __aenter__(self) -> EngineStartWatch:
         logging.getLogger("vllm").addHandler(self._handler)
+        model_info = logging.getLogger(MODEL_INFO_LOGGER)
+        if not model_info.isEnabledFor(logging.DEBUG):
+            # vLLM's own handlers keep their level, so only this watch sees the DEBUG records.
+            self._model_info_level = model_info.level
+            model_info.setLevel(logging.DEBUG)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         logging.getLogger("vllm").removeHandler(self._handler)
+        if self._model_info_level is not None:
+            logging.getLogger(MODEL_INFO_LOGGER).setLevel(self._model_info_level)
         self._stop.set()
         if self._tail is not None:
             await asyncio.to_thread(self._tail.join, 5.0)
@@ -236,6 +267,7 @@ class EngineStartWatch:
         self._tail = threading.Thread(target=self._follow, name="llm-init-vllm-logs",
                                       daemon=True)
         self._tail.start()
+        self.children_captured = True
         return True
 
     async def call(self, fn: Callable[[], T], *, subphase: str | None = None) -> T:
@@ -334,15 +366,22 @@ def _child_logging_config(logging_config: Any, capture_file: str) -> dict[str, A
         "format": _RECORD_START + "%(created).6f %(levelname)s %(processName)s %(message)s"}
     config.setdefault("handlers", {})["llm_init_capture"] = {
         "()": f"{__name__}.StartupLogFile", "filename": capture_file,
-        "max_bytes": _CAPTURE_MAX_BYTES, "formatter": "llm_init_capture", "level": "INFO"}
-    vllm_logger = config.setdefault("loggers", {}).setdefault("vllm", {"propagate": True})
+        "max_bytes": _CAPTURE_MAX_BYTES, "formatter": "llm_init_capture", "level": "DEBUG",
+        "filters": ["llm_init_capture"]}
+    config.setdefault("filters", {})["llm_init_capture"] = {"()": f"{__name__}.CaptureFilter"}
+    loggers = config.setdefault("loggers", {})
+    vllm_logger = loggers.setdefault("vllm", {"propagate": True})
     vllm_logger["handlers"] = [*vllm_logger.get("handlers", []), "llm_init_capture"]
-    level = logging.getLevelName(str(vllm_logger.get("level", "INFO")).upper())
+    configured = str(vllm_logger.get("level", "INFO")).upper()
+    level = logging.getLevelName(configured)
     if not isinstance(level, int) or level > logging.INFO:
-        # The start-up timings are INFO records; vLLM's own handler keeps its level.
-        for name in vllm_logger["handlers"][:-1]:
-            config["handlers"].get(name, {}).setdefault("level", vllm_logger.get("level"))
-        vllm_logger["level"] = "INFO"
+        vllm_logger["level"] = "INFO"  # the start-up timings are INFO records
+    if MODEL_INFO_LOGGER not in loggers:
+        # The model-info cache speaks at DEBUG; the filter above keeps the rest out.
+        loggers[MODEL_INFO_LOGGER] = {"level": "DEBUG", "propagate": True}
+    # vLLM's own handlers keep the level its logger had, whatever this capture lowers.
+    for name in vllm_logger["handlers"][:-1]:
+        config["handlers"].get(name, {}).setdefault("level", configured)
     return config
 
 

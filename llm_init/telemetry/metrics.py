@@ -19,7 +19,10 @@ Metrics (names in ``telemetry.names``; under Ray each gets Ray's ``ray_`` prefix
   end, for each visible GPU; absent without a GPU.
 - ``llm_init_artifact_cache_total{model,result}``: warm-start restores per node, ``hit``,
   ``miss`` (nothing to restore) or ``error`` (a corrupt or untrusted artifact, an unreachable
-  store);
+  store); and
+  ``unused``, once more for a ``hit`` whose artifact vLLM did not use (it compiled anyway,
+  ``ArtifactUseObserved``): the effective hit ratio is ``(hit - unused) / (hit + miss +
+  error)``;
 - ``llm_init_artifact_bytes_total{model,direction}`` and ``llm_init_artifact_seconds{model,
   direction}``: warm-start artifacts restored and published (``restore``/``publish``);
 - ``llm_init_warm_start_subphase_seconds{model,subphase,result}``: with a warm start, each engine
@@ -37,6 +40,7 @@ from llm_init.events import (
     ArtifactMissed,
     ArtifactPublished,
     ArtifactRestored,
+    ArtifactUseObserved,
     Event,
     HookCompleted,
     HookFailed,
@@ -162,7 +166,7 @@ class MetricsCallback:
             StepProgressed: self._progressed, ReplicaLaunched: self._launched,
             ReplicaReady: self._ready, InitializationAbandoned: self._abandoned,
             ArtifactRestored: self._restored, ArtifactMissed: self._missed,
-            ArtifactPublished: self._published,
+            ArtifactPublished: self._published, ArtifactUseObserved: self._use_observed,
         }
 
     @property
@@ -231,6 +235,10 @@ class MetricsCallback:
                   else names.RESULT_MISS)
         m.artifact_cache.inc(1, (self._model, result))
         self._warm = self._warm or result
+
+    def _use_observed(self, m: Instruments, e: ArtifactUseObserved) -> None:
+        if e.restored and not e.used:
+            m.artifact_cache.inc(1, (self._model, names.RESULT_UNUSED))
 
     def _published(self, m: Instruments, e: ArtifactPublished) -> None:
         m.artifact_bytes.inc(e.bytes, (self._model, names.DIRECTION_PUBLISH))

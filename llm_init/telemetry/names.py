@@ -77,6 +77,9 @@ LABEL_DIRECTION = "direction"
 RESULT_HIT = "hit"
 RESULT_MISS = "miss"
 RESULT_ERROR = "error"
+# A restored artifact that vLLM did not use (it compiled anyway): counted besides its ``hit``,
+# so the effective hit ratio is (hit - unused) / (hit + miss + error).
+RESULT_UNUSED = "unused"
 DIRECTION_RESTORE = "restore"
 DIRECTION_PUBLISH = "publish"
 # Miss reasons that mean the store or the artifact is broken, not merely absent.
@@ -88,6 +91,11 @@ ATTR_ARTIFACT_KEY = "llm_init.artifact.key"
 ATTR_ARTIFACT_RESULT = "llm_init.artifact.result"
 ATTR_ARTIFACT_REASON = "llm_init.artifact.reason"
 ATTR_ARTIFACT_BYTES = "llm_init.artifact.bytes"
+# On the engine step's span: whether vLLM used its compile cache, and how (aot loaded/failed).
+ATTR_ARTIFACT_USED = "llm_init.artifact.used"
+ATTR_ARTIFACT_AOT = "llm_init.artifact.aot"
+ATTR_ARTIFACT_GRAPHS_LOADED = "llm_init.artifact.graphs_loaded"
+ATTR_ARTIFACT_GRAPHS_COMPILED = "llm_init.artifact.graphs_compiled"
 
 # Values of the ``segment`` label of the replica start-up histogram: the parts of a Serve
 # replica's start-up that are not the initialization's phases.

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from llm_init.artifacts import artifact_key, cpu_flags, weights_identity
-from llm_init.artifacts.key import weights_of_directory
+import pytest
+
+from llm_init.artifacts import (
+    artifact_key,
+    cpu_flags,
+    open_artifact_store,
+    publish,
+    restore,
+    weights_identity,
+)
+from llm_init.artifacts.key import compile_environment, weights_of_directory
 
 VERSIONS = {"python": "3.11", "vllm": "0.32.0", "torch": "2.13.0"}
 DEVICE = {"platform": "linux-x86_64", "cpu.isa": "avx,avx2"}
@@ -70,3 +80,62 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nflags\t\t: fpu avx avx2\n\nprocessor\t: 1\nflags\t: fpu\n")
     assert cpu_flags(info) == {"fpu", "avx", "avx2"}
     assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_a_variable_vllm_hashes_is_a_part_named_after_it_and_its_locations_are_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``VLLM_*`` variable vLLM's own ``compile_factors`` hashes, set here, becomes a part
+    with vLLM's reading of it; where its cache lives (``VLLM_CACHE_ROOT``) and inductor's cache
+    directory do not, and ``TORCHINDUCTOR_*`` settings do."""
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "0")
+    monkeypatch.setenv("VLLM_CACHE_ROOT", "/somewhere/else")
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/inductor")
+    parts = compile_environment()
+    assert parts["vllm.env.VLLM_USE_AOT_COMPILE"] == "false"
+    assert parts["torch.env.TORCHINDUCTOR_MAX_AUTOTUNE"] == "1"
+    assert not any("CACHE_ROOT" in name or "CACHE_DIR" in name for name in parts)
+
+
+def test_without_vllm_every_vllm_variable_set_but_locations_and_logging_is_a_part() -> None:
+    """The fallback (no vLLM to ask) keeps the ``VLLM_*`` variables as written, less the
+    ones vLLM leaves out of its own hash."""
+    parts = compile_environment({"VLLM_USE_AOT_COMPILE": "0", "VLLM_CACHE_ROOT": "/c",
+                                 "VLLM_LOGGING_LEVEL": "DEBUG", "HOME": "/root"})
+    assert parts == {"vllm.env.VLLM_USE_AOT_COMPILE": "0"}
+
+
+def test_a_publisher_and_a_restorer_differing_in_a_hashed_variable_miss_naming_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An artifact published under one value of a variable vLLM hashes is no match for a
+    node with another: a recorded miss whose message and differences name the variable, not
+    a restore that vLLM would silently recompile over."""
+    store = open_artifact_store(f"file://{tmp_path / 'store'}")
+    args: dict[str, Any] = {"source": "s3://models/tiny", "revision": None, "weights": "w1",
+                            "engine_kwargs": ENGINE, "versions": VERSIONS, "device": DEVICE}
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "1")
+    published = artifact_key(**args)
+    cache = tmp_path / "cold" / "torch_compile_cache" / "abc"
+    cache.mkdir(parents=True)
+    (cache / "model").write_bytes(b"compiled" * 100)
+    publish(store, published.digest, published.parts, tmp_path / "cold")
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "0")
+    wanted = artifact_key(**args)
+    outcome = restore(store, wanted.digest, wanted.parts, tmp_path / "warm")
+    assert (outcome.result, outcome.reason, outcome.nearest) == (
+        "miss", "no_match", published.digest)
+    assert dict(outcome.differs) == {"vllm.env.VLLM_USE_AOT_COMPILE": ("true", "false")}
+    assert "vllm.env.VLLM_USE_AOT_COMPILE" in (outcome.message or "")
+
+
+def test_values_vllm_writes_into_its_own_environment_keep_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variables vLLM sets itself while it makes an engine (the CPU platform's inductor
+    threads) are no part, so a second start in one process computes the first one's key; the
+    same variables set by hand to another value are."""
+    before = compile_environment()
+    monkeypatch.setenv("TORCHINDUCTOR_CPP_DYNAMIC_THREADS", "1")
+    monkeypatch.setenv("VLLM_DISABLE_SHARED_EXPERTS_STREAM", "1")
+    assert compile_environment() == before
+    monkeypatch.setenv("TORCHINDUCTOR_CPP_DYNAMIC_THREADS", "0")
+    assert compile_environment()["torch.env.TORCHINDUCTOR_CPP_DYNAMIC_THREADS"] == "0"

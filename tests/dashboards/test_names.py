@@ -22,7 +22,8 @@ VALUES = {
     names.LABEL_OUTCOME: {names.OUTCOME_COMPLETED, names.OUTCOME_FAILED, names.OUTCOME_ABANDONED},
     names.LABEL_BOUNDARY: {names.BOUNDARY_START, names.BOUNDARY_END},
     names.LABEL_SUBPHASE: set(names.ENGINE_SUBPHASES),
-    names.LABEL_RESULT: {names.RESULT_HIT, names.RESULT_MISS, names.RESULT_ERROR},
+    names.LABEL_RESULT: {names.RESULT_HIT, names.RESULT_MISS, names.RESULT_ERROR,
+                        names.RESULT_UNUSED},
     names.LABEL_DIRECTION: {names.DIRECTION_RESTORE, names.DIRECTION_PUBLISH},
 }
 _MATCHER = re.compile(r'\b([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
