@@ -14,7 +14,8 @@ from opentelemetry import trace
 from llm_init.callbacks import EventObserver
 from llm_init.errors import EventRejectedError, EventStoreUnavailableError
 from llm_init.events import ContextChanged, Event, EventRejected, InitializationStarted
-from llm_init.stores.base import EventStore, StoredEvent, encode, unencodable_field
+from llm_init.stores.base import EventStore
+from llm_init.stores.codec import StoredEvent, encode, unencodable_field
 from llm_init.telemetry.redaction import exception_message
 
 E = TypeVar("E", bound=Event)
