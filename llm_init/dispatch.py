@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from llm_init.callbacks import BoundHook
+from llm_init.binding import BoundHook
 from llm_init.context import DICT_FIELDS, RECORDED_FIELDS, NodeInitializationContext
 from llm_init.errors import CallbackError, ContextFieldError, HookTimeoutError, StepError
 from llm_init.events import (

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.llm._internal.common.callbacks.base import CallbackBase
 
-from llm_init.callbacks import BoundHook
+from llm_init.binding import BoundHook
 from llm_init.config import NodeModelDownloadable
 from llm_init.serve.settings import ServeConfigError
 from llm_init.steps.engine import model_path_from
