@@ -22,20 +22,22 @@ class BoundHook:
     hook: str
     fn: Any
     is_async: bool
-    # An adapted Ray Serve LLM callback's: the Ray hook this call runs, recorded with it.
-    ray_hook: str | None = None
-    # This callback's own ``raise_error_on_callback``; None: the initialization's.
+    # The name this call goes by in its callback's own framework (an adapted Ray Serve LLM
+    # callback's Ray hook), recorded with it; None: the hook's own name says it all.
+    alias: str | None = None
+    # This callback's own error policy (``raise_error_on_callback``); None: the initialization's.
     raise_errors: bool | None = None
-    # Called when the hook is due, to choose the binding that runs then (returning None: none
-    # runs and nothing is recorded); None: this binding runs.
-    pick: Callable[[], BoundHook | None] | None = None
+    # Asked when the hook is due: False, and this binding is neither called nor recorded then;
+    # None: it always runs.
+    when: Callable[[], bool] | None = None
 
 
 class BindsOwnHooks(Protocol):
     """A callback that adjusts how its hooks are bound (the Ray callback adapter does)."""
 
-    def llm_init_bound_hook(self, bound: BoundHook) -> BoundHook | None:
-        """The binding to dispatch for ``bound``, or None to leave the hook out."""
+    def llm_init_bound_hook(self, bound: BoundHook) -> BoundHook | Sequence[BoundHook] | None:
+        """The binding to dispatch for ``bound``, several (in their order), or None to leave
+        the hook out."""
 
 
 def callback_name(obj: object) -> str:
@@ -126,16 +128,18 @@ def validate_callback_class(cls: type, kwargs: Mapping[str, Any]) -> None:
 
 def bind_hooks(instances: Sequence[object]) -> dict[str, tuple[BoundHook, ...]]:
     """Resolve every implemented hook once, in callback order, so the dispatcher just calls.
-    A callback with ``llm_init_bound_hook`` (``BindsOwnHooks``) adjusts or drops each binding."""
+    A callback with ``llm_init_bound_hook`` (``BindsOwnHooks``) adjusts, multiplies or drops
+    each binding."""
     bound: dict[str, tuple[BoundHook, ...]] = {hook: () for hook in HOOK_NAMES}
     for instance in instances:
         name = callback_name(instance)
         refine = getattr(instance, "llm_init_bound_hook", None)
         for hook in implemented_hooks(type(instance)):
             fn = getattr(instance, hook)
-            one: BoundHook | None = BoundHook(name, hook, fn, inspect.iscoroutinefunction(fn))
-            if refine is not None:
-                one = refine(one)
-            if one is not None:
-                bound[hook] += (one,)
+            one = BoundHook(name, hook, fn, inspect.iscoroutinefunction(fn))
+            refined = one if refine is None else refine(one)
+            if isinstance(refined, BoundHook):
+                bound[hook] += (refined,)
+            elif refined is not None:
+                bound[hook] += tuple(refined)
     return bound

@@ -1,4 +1,4 @@
-"""SQL shared by the SQLite and PostgreSQL stores: the index upsert and the fleet filters."""
+"""SQL shared by the SQLite and PostgreSQL stores: the index upsert, fleet filters, id ranges."""
 
 from __future__ import annotations
 
