@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from llm_init.callbacks import callback_name, resolve_class, validate_callback_class
+from llm_init.binding import callback_name, resolve_class, validate_callback_class
 from llm_init.errors import CallbackConfigError
 from llm_init.telemetry.redaction import exception_message
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import inspect
 import json
-import operator
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from llm_init.callbacks import BoundHook
-from llm_init.context import DICT_FIELDS, RECORDED_FIELDS, NodeInitializationContext
+from llm_init.binding import BoundHook
+from llm_init.changes import Snapshots
+from llm_init.context import NodeInitializationContext
 from llm_init.errors import CallbackError, ContextFieldError, HookTimeoutError, StepError
 from llm_init.events import (
     ContextChanged,
@@ -31,112 +30,45 @@ from llm_init.events import (
     StepProgressed,
     StepStarted,
 )
+from llm_init.phases import PRE_HOOKS
 from llm_init.recorder import EventRecorder
 from llm_init.steps.base import DefaultStep
 from llm_init.summary import json_safe
 from llm_init.telemetry import names, spans
 from llm_init.telemetry.redaction import exception_message
 
-_MISSING: Any = object()
-_DEFAULT: Any = object()
-
-_IMMUTABLE = frozenset({type(None), bool, int, float, str})
-_CONTAINERS = frozenset({dict, list})
-_PLAIN = frozenset({type(None), bool})  # hook results that are certainly not awaitable
 # Not errors of the hook but orders to stop: recorded as failures, then re-raised unchanged.
 INTERRUPTS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
-    field: str
-    key: str | None
-    old: Any
-    new: Any
-    removed: bool = False
+class Result:
+    """The outcome of one call, as a value: what it returned, or what it raised."""
+
+    value: Any = None
+    error: BaseException | None = None
 
 
-def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
-    """Field-level changes; dict fields are compared key by key."""
-    changes: list[Change] = []
-    for name in RECORDED_FIELDS:
-        old, new = before[name], after[name]
-        if old == new:
-            continue
-        if name in DICT_FIELDS and isinstance(old, dict) and isinstance(new, dict):
-            for key in sorted(old.keys() | new.keys()):
-                o, n = old.get(key, _MISSING), new.get(key, _MISSING)
-                if o != n:
-                    changes.append(Change(name, key, None if o is _MISSING else o,
-                                          None if n is _MISSING else n, removed=n is _MISSING))
-        else:
-            changes.append(Change(name, None, old, new))
-    return changes
+class Call(Protocol):
+    """One kind of call through the seam (a hook, a step): its span, its events, its policy."""
 
+    actor: str  # who runs, as the context's write errors name it
+    changed_by: str  # who ContextChanged events name
+    hook: str | None  # the hook ContextChanged events name
 
-class Snapshots:
-    """Redacted summaries of the context's recorded fields, taken after each hook or step.
+    def span(self, tracer: Tracer | None) -> contextlib.AbstractContextManager[Span]: ...
 
-    Summarizing every field after every call would cost more than the call, so a summary is
-    reused while the field provably did not change: the same immutable object (``None``, a
-    string, an enum member), or a dict or list still equal to its summary when that summary was
-    a faithful copy (nothing masked or converted; the comparison runs in C). When no field
-    changed, ``take`` returns the previous snapshot itself. The summary after one call is the
-    "before" of the next, so whatever changes the context between two calls (a thread a hook
-    left running) is still recorded, never lost.
-    """
+    def started(self, recorder: EventRecorder) -> None: ...
 
-    def __init__(self, ctx: NodeInitializationContext) -> None:
-        self.ctx = ctx
-        self._get = operator.attrgetter(*RECORDED_FIELDS)
-        self._values: tuple[Any, ...] = (_MISSING,) * len(RECORDED_FIELDS)
-        self._summaries: list[Any] = [_MISSING] * len(RECORDED_FIELDS)
-        self._compare: tuple[int, ...] = ()  # faithful containers: compare with the summary
-        self._redo: tuple[int, ...] = ()  # anything else mutable: summarize again
-        self.last: dict[str, Any] = {}
-        self.last = self.take()
+    async def run(self, ctx: NodeInitializationContext) -> Any: ...
 
-    def take(self) -> dict[str, Any]:
-        values = self._get(self.ctx)
-        summaries = self._summaries
-        if (not self._redo and all(map(operator.is_, values, self._values))
-                and all(values[i] == summaries[i] for i in self._compare)):
-            return self.last
-        compare, redo = [], []
-        for i, value in enumerate(values):
-            kind = type(value)
-            same = self._values[i] is value
-            if same and (kind in _IMMUTABLE or isinstance(value, enum.Enum)):
-                continue
-            if same and i in self._compare and value == summaries[i]:
-                compare.append(i)
-                continue
-            try:
-                summaries[i] = json_safe(value, RECORDED_FIELDS[i])
-            except Exception as exc:  # a cycle, or a summary method that raised
-                raise ContextFieldError(
-                    f"ctx.{RECORDED_FIELDS[i]} holds a value that cannot be recorded: "
-                    f"{exception_message(exc)}") from exc
-            if kind in _CONTAINERS and _same_json(value, summaries[i]):
-                compare.append(i)
-            elif kind not in _IMMUTABLE and not isinstance(value, enum.Enum):
-                redo.append(i)
-        self._values, self._compare, self._redo = values, tuple(compare), tuple(redo)
-        return dict(zip(RECORDED_FIELDS, summaries, strict=True))
+    def completed(self, recorder: EventRecorder, span: Span, returned: Any, duration: float,
+                  changed: tuple[str, ...]) -> None: ...
 
-
-def _same_json(value: Any, summary: Any) -> bool:
-    """Whether ``summary`` is an exact copy of ``value`` (same types all the way down)."""
-    kind = type(value)
-    if kind is not type(summary):
-        return False
-    if kind is dict:
-        return value.keys() == summary.keys() and all(
-            _same_json(v, summary[k]) for k, v in value.items())
-    if kind is list:
-        return len(value) == len(summary) and all(
-            _same_json(v, s) for v, s in zip(value, summary, strict=True))
-    return kind in _IMMUTABLE and value == summary
+    def failed(self, recorder: EventRecorder, span: Span, exc: BaseException,
+               duration: float) -> BaseException | None:
+        """Record the failure; the error to raise (``exc`` itself: re-raised unchanged), or
+        ``None`` to carry on."""
 
 
 class Dispatcher:
@@ -144,116 +76,65 @@ class Dispatcher:
 
     def __init__(self, ctx: NodeInitializationContext, recorder: EventRecorder,
                  hooks: Mapping[str, tuple[BoundHook, ...]], *, raise_errors: bool,
-                 hook_timeout_s: float | None, tracer: Tracer | None = _DEFAULT) -> None:
+                 hook_timeout_s: float | None, tracer: Tracer | None = None) -> None:
         self.ctx = ctx
         self.recorder = recorder
         self.hooks = hooks
         self.raise_errors = raise_errors
         self.hook_timeout_s = hook_timeout_s
         # None: no SDK is set up, so no spans are opened at all (see telemetry.spans).
-        self.tracer = spans.tracer_for() if tracer is _DEFAULT else tracer
+        self.tracer = tracer
         self.snapshots = Snapshots(ctx)
 
     async def call_hook(self, phase: str, hook: str) -> str | None:
         """Call every callback's ``hook`` in order; return the first callback that returned
         ``False`` (its default step is then skipped), or ``None``."""
         skipped_by: str | None = None
-        for due in self.hooks.get(hook, ()):
-            bound = due if due.pick is None else due.pick()
-            if bound is None:
+        for bound in self.hooks.get(hook, ()):
+            if bound.when is not None and not bound.when():
                 continue
-            returned = await self._observe(phase, hook, bound.callback_name, bound)
-            if returned is False and hook.startswith("on_pre_") and skipped_by is None:
+            own = bound.raise_errors
+            call = HookCall(phase, bound, self.raise_errors if own is None else own,
+                            self.hook_timeout_s)
+            returned = await self._observe(call)
+            if returned is False and hook in PRE_HOOKS and skipped_by is None:
                 skipped_by = bound.callback_name
         return skipped_by
 
     async def run_step(self, phase: str, step_name: str, step: DefaultStep) -> None:
-        await self._observe(phase, step_name, f"step:{step_name}", step)
+        await self._observe(StepCall(phase, step_name, step, _Reporter(self.recorder, phase,
+                                                                       step_name)))
 
-    async def _observe(self, phase: str, name: str, actor: str,
-                       target: BoundHook | DefaultStep) -> Any:
-        is_hook = isinstance(target, BoundHook)
+    async def _observe(self, call: Call) -> Any:
         rec, ctx = self.recorder, self.ctx
-        changed_by, hook = (actor, name) if is_hook else (name, None)
-        ray_hook = target.ray_hook if isinstance(target, BoundHook) else None
-        with self._span(name, actor, is_hook, ray_hook) as span:
-            if is_hook:
-                rec.emit(HookStarted, phase=phase, hook=name, callback=actor, ray_hook=ray_hook)
-            else:
-                rec.emit(StepStarted, phase=phase, step=name)
+        with call.span(self.tracer) as span:
+            call.started(rec)
             rec.checkpoint()
-            ctx._actor = f"{actor}.{name}" if is_hook else f"the {name} step"
+            ctx._actor = call.actor
             started = time.perf_counter()
-            try:
-                if isinstance(target, BoundHook):
-                    returned = self._call_hook(target)
-                    if type(returned) not in _PLAIN and inspect.isawaitable(returned):
-                        returned = await returned
-                else:
-                    await target.run(ctx, self._reporter(phase, name))
-                    returned = None
-            except (Exception, *INTERRUPTS) as exc:
-                duration = time.perf_counter() - started
-                ctx._actor = "llm_init"
-                # What the hook changed before it failed is recorded too, so replay matches.
-                with contextlib.suppress(ContextFieldError):  # its own failure says enough
-                    self._record_changes(span, changed_by, hook)
-                self._failed(span, phase, name, actor, target, exc, duration)
-                return None
+            result = await _settle(call.run(ctx))
             duration = time.perf_counter() - started
             ctx._actor = "llm_init"
             try:
-                changed = self._record_changes(span, changed_by, hook)
+                changed = self._record_changes(span, call.changed_by, call.hook)
             except ContextFieldError as exc:  # it left a value that cannot be recorded
-                self._failed(span, phase, name, actor, target, exc, duration)
+                # What a failed call changed is recorded too, so replay matches; its own
+                # failure, if it had one, says more than this one.
+                result, changed = Result(error=result.error or exc), ()
+            if result.error is not None:
+                error = call.failed(rec, span, result.error, duration)
+                rec.commit()
+                if error is result.error:
+                    raise error
+                if error is not None:
+                    raise error from result.error
                 return None
-            if is_hook:
-                skipped = returned is False and name.startswith("on_pre_")
-                safe_returned = json_safe(returned)
-                rec.emit(HookCompleted, phase=phase, hook=name, callback=actor,
-                         duration_s=duration, returned=safe_returned,
-                         skipped_default=skipped, changed_fields=changed, ray_hook=ray_hook)
-                if span.is_recording():
-                    _set_outcome(span, changed, safe_returned, skipped)
-            else:
-                rec.emit(StepCompleted, phase=phase, step=name, duration_s=duration,
-                         changed_fields=changed)
-                if changed and span.is_recording():
-                    span.set_attribute(names.ATTR_CHANGED_FIELDS, changed)
+            call.completed(rec, span, result.value, duration, changed)
             rec.checkpoint()
-            return returned
-
-    def _span(self, name: str, actor: str, is_hook: bool,
-              ray_hook: str | None = None) -> contextlib.AbstractContextManager[Span]:
-        if self.tracer is None:
-            return spans.NO_SPAN
-        # Phase and init id are on the parent spans; every attribute costs on this hot path.
-        if is_hook:
-            attributes: dict[str, AttributeValue] = {names.ATTR_HOOK: name,
-                                                     names.ATTR_CALLBACK: actor}
-            if ray_hook is not None:
-                attributes[names.ATTR_RAY_HOOK] = ray_hook
-            return spans.start(self.tracer, names.SPAN_HOOK_PREFIX + name, attributes)
-        return spans.start(self.tracer, names.SPAN_STEP_PREFIX + name, {names.ATTR_STEP: name})
-
-    def _call_hook(self, bound: BoundHook) -> Any:
-        """Call the hook: its result, or something to await for it (an async hook, or a sync
-        hook run in a thread so that its timeout can fire)."""
-        timeout = self.hook_timeout_s
-        if bound.is_async or timeout is None:
-            result = bound.fn(self.ctx)
-        else:
-            result = _in_daemon_thread(bound.fn, self.ctx)
-        if timeout and type(result) not in _PLAIN and inspect.isawaitable(result):
-            return asyncio.wait_for(result, timeout)
-        return result
+            return result.value
 
     def _record_changes(self, span: Span, changed_by: str, hook: str | None) -> tuple[str, ...]:
-        before, after = self.snapshots.last, self.snapshots.take()
-        if after is before:
-            return ()
-        self.snapshots.last = after
-        changes = diff(before, after)
+        changes = self.snapshots.changes()
         if not changes:
             return ()
         recording = span.is_recording()
@@ -268,47 +149,125 @@ class Dispatcher:
                 span.add_event(names.SPAN_EVENT_CONTEXT_CHANGED, attrs)
         return tuple(dict.fromkeys(c.field for c in changes))
 
-    def _failed(self, span: Span, phase: str, name: str, actor: str,
-                target: BoundHook | DefaultStep, exc: BaseException, duration: float) -> None:
-        is_hook = isinstance(target, BoundHook)
-        ray_hook = target.ray_hook if isinstance(target, BoundHook) else None
-        # A Ray callback keeps its own raise_error_on_callback; llm-init's applies otherwise.
-        own = target.raise_errors if isinstance(target, BoundHook) else None
-        raise_errors = self.raise_errors if own is None else own
-        message = exception_message(exc)
-        timed_out = isinstance(exc, asyncio.TimeoutError | TimeoutError) and is_hook
-        if timed_out:
-            message = f"{actor}.{name} did not return within {self.hook_timeout_s} s"
+
+async def _settle(pending: Any) -> Result:
+    """Await ``pending`` (a call's coroutine): its outcome as a value."""
+    try:
+        return Result(value=await pending)
+    except (Exception, *INTERRUPTS) as exc:
+        return Result(error=exc)
+
+
+class HookCall:
+    """One callback's hook: recorded as Hook* events, failing by the callback's error policy."""
+
+    __slots__ = ("actor", "bound", "changed_by", "hook", "phase", "raise_errors", "timeout_s")
+
+    def __init__(self, phase: str, bound: BoundHook, raise_errors: bool,
+                 timeout_s: float | None) -> None:
+        self.phase, self.bound = phase, bound
+        self.raise_errors, self.timeout_s = raise_errors, timeout_s
+        self.actor = f"{bound.callback_name}.{bound.hook}"
+        self.changed_by = bound.callback_name
+        self.hook: str | None = bound.hook
+
+    def span(self, tracer: Tracer | None) -> contextlib.AbstractContextManager[Span]:
+        if tracer is None:
+            return spans.NO_SPAN
+        # Phase and init id are on the parent spans; every attribute costs on this hot path.
+        bound = self.bound
+        attributes: dict[str, AttributeValue] = {names.ATTR_HOOK: bound.hook,
+                                                 names.ATTR_CALLBACK: bound.callback_name}
+        if bound.alias is not None:
+            attributes[names.ATTR_RAY_HOOK] = bound.alias
+        return spans.start(tracer, names.SPAN_HOOK_PREFIX + bound.hook, attributes)
+
+    def started(self, recorder: EventRecorder) -> None:
+        bound = self.bound
+        recorder.emit(HookStarted, phase=self.phase, hook=bound.hook,
+                      callback=bound.callback_name, ray_hook=bound.alias)
+
+    async def run(self, ctx: NodeInitializationContext) -> Any:
+        """Call the hook; a sync hook under a timeout runs in a thread so the timeout can fire."""
+        bound, timeout = self.bound, self.timeout_s
+        if bound.is_async or timeout is None:
+            result = bound.fn(ctx)
+        else:
+            result = _in_daemon_thread(bound.fn, ctx)
+        if inspect.isawaitable(result):
+            return await (asyncio.wait_for(result, timeout) if timeout else result)
+        return result
+
+    def completed(self, recorder: EventRecorder, span: Span, returned: Any, duration: float,
+                  changed: tuple[str, ...]) -> None:
+        bound = self.bound
+        skipped = returned is False and bound.hook in PRE_HOOKS
+        safe_returned = json_safe(returned)
+        recorder.emit(HookCompleted, phase=self.phase, hook=bound.hook,
+                      callback=bound.callback_name, duration_s=duration, returned=safe_returned,
+                      skipped_default=skipped, changed_fields=changed, ray_hook=bound.alias)
+        if span.is_recording():
+            _set_outcome(span, changed, safe_returned, skipped)
+
+    def failed(self, recorder: EventRecorder, span: Span, exc: BaseException,
+               duration: float) -> BaseException | None:
+        bound = self.bound
+        timed_out = isinstance(exc, asyncio.TimeoutError | TimeoutError)
+        message = (f"{self.actor} did not return within {self.timeout_s} s" if timed_out
+                   else exception_message(exc))
         spans.record_error(span, exc, message=message)
         interrupted = isinstance(exc, INTERRUPTS)
-        if is_hook:
-            aborted = raise_errors or interrupted
-            if span.is_recording():
-                span.set_attribute(names.ATTR_TIMED_OUT, timed_out)
-            self.recorder.emit(HookFailed, phase=phase, hook=name, callback=actor,
-                               duration_s=duration, error_type=type(exc).__name__,
-                               message=message, timed_out=timed_out, aborted=aborted,
-                               ray_hook=ray_hook)
-            self.recorder.commit()
-            if interrupted:
-                raise exc
-            if not aborted:
-                return None
-            error_type = HookTimeoutError if timed_out else CallbackError
-            raise error_type(f"callback {actor} failed in {name}: {message}",
-                             callback=actor, hook=name) from exc
-        self.recorder.emit(StepFailed, phase=phase, step=name, duration_s=duration,
-                           error_type=type(exc).__name__, message=message)
-        self.recorder.commit()
+        aborted = self.raise_errors or interrupted
+        if span.is_recording():
+            span.set_attribute(names.ATTR_TIMED_OUT, timed_out)
+        recorder.emit(HookFailed, phase=self.phase, hook=bound.hook, callback=bound.callback_name,
+                      duration_s=duration, error_type=type(exc).__name__, message=message,
+                      timed_out=timed_out, aborted=aborted, ray_hook=bound.alias)
         if interrupted:
-            raise exc
-        if isinstance(exc, StepError):
-            raise exc
-        raise StepError(f"the {name} step of phase {phase} failed: {message}",
-                        step=name, phase=phase) from exc
+            return exc
+        if not aborted:
+            return None
+        error_type = HookTimeoutError if timed_out else CallbackError
+        return error_type(f"callback {bound.callback_name} failed in {bound.hook}: {message}",
+                          callback=bound.callback_name, hook=bound.hook)
 
-    def _reporter(self, phase: str, step: str) -> Callable[..., None]:
-        return _Reporter(self.recorder, phase, step)
+
+class StepCall:
+    """A default step: recorded as Step* events; its failure always stops the initialization."""
+
+    __slots__ = ("actor", "changed_by", "hook", "name", "phase", "report", "step")
+
+    def __init__(self, phase: str, name: str, step: DefaultStep, report: _Reporter) -> None:
+        self.phase, self.name, self.step, self.report = phase, name, step, report
+        self.actor, self.changed_by = f"the {name} step", name
+        self.hook: str | None = None
+
+    def span(self, tracer: Tracer | None) -> contextlib.AbstractContextManager[Span]:
+        return spans.start(tracer, names.SPAN_STEP_PREFIX + self.name, {names.ATTR_STEP: self.name})
+
+    def started(self, recorder: EventRecorder) -> None:
+        recorder.emit(StepStarted, phase=self.phase, step=self.name)
+
+    async def run(self, ctx: NodeInitializationContext) -> Any:
+        await self.step.run(ctx, self.report)
+
+    def completed(self, recorder: EventRecorder, span: Span, returned: Any, duration: float,
+                  changed: tuple[str, ...]) -> None:
+        recorder.emit(StepCompleted, phase=self.phase, step=self.name, duration_s=duration,
+                      changed_fields=changed)
+        if changed and span.is_recording():
+            span.set_attribute(names.ATTR_CHANGED_FIELDS, changed)
+
+    def failed(self, recorder: EventRecorder, span: Span, exc: BaseException,
+               duration: float) -> BaseException | None:
+        message = exception_message(exc)
+        spans.record_error(span, exc, message=message)
+        recorder.emit(StepFailed, phase=self.phase, step=self.name, duration_s=duration,
+                      error_type=type(exc).__name__, message=message)
+        if isinstance(exc, (*INTERRUPTS, StepError)):
+            return exc
+        return StepError(f"the {self.name} step of phase {self.phase} failed: {message}",
+                         step=self.name, phase=self.phase)
 
 
 class _Reporter:

@@ -14,7 +14,8 @@ from opentelemetry import trace
 from llm_init.callbacks import EventObserver
 from llm_init.errors import EventRejectedError, EventStoreUnavailableError
 from llm_init.events import ContextChanged, Event, EventRejected, InitializationStarted
-from llm_init.stores.base import EventStore, StoredEvent, encode, unencodable_field
+from llm_init.stores.base import EventStore
+from llm_init.stores.codec import StoredEvent, encode, unencodable_field
 from llm_init.telemetry.redaction import exception_message
 
 E = TypeVar("E", bound=Event)
@@ -69,20 +70,12 @@ class EventRecorder:
         self._refusal: Exception | None = None  # raised once, by the next commit
         self._broken = False  # the store refuses even EventRejected: stop writing
         self._stop = threading.Event()
-        self._trace_ids: tuple[int, str] = (0, "")
-        self._span_ids: tuple[int, str] = (0, "")
 
     def emit(self, event_type: type[E], /, **fields: Any) -> E:
         span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:  # hex ids, formatted once per trace and per span
-            trace_ids, span_ids = self._trace_ids, self._span_ids
-            if trace_ids[0] != span_context.trace_id:
-                trace_ids = self._trace_ids = (span_context.trace_id,
-                                               format(span_context.trace_id, "032x"))
-            if span_ids[0] != span_context.span_id:
-                span_ids = self._span_ids = (span_context.span_id,
-                                             format(span_context.span_id, "016x"))
-            fields["trace_id"], fields["span_id"] = trace_ids[1], span_ids[1]
+        if span_context.is_valid:
+            fields["trace_id"] = format(span_context.trace_id, "032x")
+            fields["span_id"] = format(span_context.span_id, "016x")
         with self._lock:
             self._sequence += 1
             event = event_type(init_id=self.init_id, sequence=self._sequence,

@@ -37,7 +37,8 @@ from llm_init.events import (
     StepProgressed,
     StepStarted,
 )
-from llm_init.stores.base import DecodingStore, EventStore, PrefixSearchStore, decode
+from llm_init.stores.base import DecodingStore, EventStore, PrefixSearchStore
+from llm_init.stores.codec import decode
 
 
 @dataclass(slots=True)

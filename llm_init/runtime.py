@@ -15,7 +15,8 @@ from typing import Any
 
 from opentelemetry.trace import Span, TracerProvider
 
-from llm_init.callbacks import EventObserver, bind_hooks, callback_name
+from llm_init.binding import bind_hooks, callback_name
+from llm_init.callbacks import EventObserver
 from llm_init.config import LLMConfig
 from llm_init.context import NodeInitializationContext
 from llm_init.dispatch import INTERRUPTS, Dispatcher

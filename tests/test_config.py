@@ -23,6 +23,7 @@ def test_callback_class_accepts_both_import_path_forms(path: str) -> None:
     ("tests.callbacks_for_tests:Missing", r"has no attribute 'Missing'"),
     ("tests.callbacks_for_tests:not_a_class", r"resolves to 42, not a class"),
     ("NoDots", r"is not an import path"),
+    ("tests.callbacks for tests:Cb", r"'tests.callbacks for tests:Cb' is not an import path"),
 ])
 def test_unresolvable_import_path_fails_at_config_time(spec: str, message: str) -> None:
     """A callback path that does not resolve is rejected when the config is built."""

@@ -14,7 +14,8 @@ from llm_init import labels as label_keys
 from llm_init.events import Event, InitializationStarted
 from llm_init.fleet.query import query_initializations
 from llm_init.replay import replay
-from llm_init.stores.base import ChangeFeed, EventStore, InitQuery, WatchableStore, decode
+from llm_init.stores.base import ChangeFeed, EventStore, InitQuery, WatchableStore
+from llm_init.stores.codec import decode
 
 ANY_INIT = InitQuery(limit=None)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from llm_init.errors import DuplicateEventError, EventStoreError
 from llm_init.replay import read_events
-from llm_init.stores.base import EventStore, StoredEvent, decode
+from llm_init.stores.base import EventStore
+from llm_init.stores.codec import StoredEvent, decode
 
 
 def export_lines(store: EventStore, init_ids: Iterable[str]) -> Iterator[str]:

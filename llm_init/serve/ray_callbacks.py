@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.llm._internal.common.callbacks.base import CallbackBase
 
-from llm_init.callbacks import BoundHook
+from llm_init.binding import BoundHook
 from llm_init.config import NodeModelDownloadable
 from llm_init.serve.settings import ServeConfigError
 from llm_init.steps.engine import model_path_from
@@ -98,27 +98,29 @@ class RayCallbackAdapter:
         point_engine_at(self.ray_callback.llm_config, model_path_from(ctx.download_result))
         await self._run("on_after_node_init", ctx)
 
-    def llm_init_bound_hook(self, bound: BoundHook) -> BoundHook | None:
+    def llm_init_bound_hook(self, bound: BoundHook) -> BoundHook | tuple[BoundHook, ...] | None:
         """Only the Ray hooks the class overrides are called and recorded, each under its Ray
         name and with the Ray callback's ``raise_error_on_callback``. The download hook is
-        decided when it is due: ``run_init_node`` may be switched off until then."""
+        decided when it is due: ``run_init_node`` may be switched off until then, and then the
+        hook runs under its own name only to skip the download."""
         ray_hook = RAY_HOOKS.get(bound.hook)
         if ray_hook is None:
             return bound
         ray_callback = self.ray_callback
-        own = replace(bound, ray_hook=ray_hook,
-                      raise_errors=bool(ray_callback.raise_error_on_callback))
+        raise_errors = bool(ray_callback.raise_error_on_callback)
+        own = replace(bound, alias=ray_hook, raise_errors=raise_errors)
         overridden = overrides(type(ray_callback), ray_hook)
         if bound.hook != "on_pre_download":
             return own if overridden else None
-        skip = replace(bound, raise_errors=own.raise_errors)  # no Ray hook runs: it skips
 
-        def pick() -> BoundHook | None:
-            if not ray_callback.ctx.run_init_node:
-                return skip
-            return own if overridden else None
+        def skipping() -> bool:
+            return not ray_callback.ctx.run_init_node
 
-        return replace(bound, pick=pick)
+        # The skip comes first: it changes nothing, so the Ray hook's turn is judged as before.
+        skip = replace(bound, raise_errors=raise_errors, when=skipping)
+        if not overridden:
+            return skip
+        return skip, replace(own, when=lambda: not skipping())
 
     async def _run(self, hook: str, ctx: NodeInitializationContext) -> None:
         ray_callback = self.ray_callback

@@ -8,7 +8,7 @@ application args' ``"llm_init"`` key; a model's own entry wins key by key.
 from __future__ import annotations
 
 import difflib
-import importlib
+import pkgutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -151,13 +151,7 @@ def merged(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def import_path(path: str, what: str) -> Any:
     """``pkg.module:attr`` or ``pkg.module.attr``."""
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
+        return pkgutil.resolve_name(path)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ServeConfigError(f"{what} {path!r} cannot be imported: {exc}") from exc
-    return obj

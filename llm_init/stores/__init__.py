@@ -18,13 +18,10 @@ from llm_init.stores.base import (
     Outcome,
     PrefixSearchStore,
     QueryableStore,
-    StoredEvent,
     WatchableStore,
-    decode,
-    decode_rows,
-    encode,
 )
 from llm_init.stores.buffered import SPOOL_ENV_VAR, BufferedEventStore
+from llm_init.stores.codec import StoredEvent, decode, decode_rows, encode
 from llm_init.stores.memory import InMemoryEventStore
 from llm_init.stores.sqlite import SQLiteEventStore
 

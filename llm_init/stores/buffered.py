@@ -45,11 +45,9 @@ from llm_init.stores.base import (
     InitQuery,
     PrefixSearchStore,
     QueryableStore,
-    StoredEvent,
     WatchableStore,
-    decode,
-    encode,
 )
+from llm_init.stores.codec import StoredEvent, decode, encode
 from llm_init.telemetry.redaction import exception_message
 
 SPOOL_ENV_VAR = "LLM_INIT_SPOOL_DIR"

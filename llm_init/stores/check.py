@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from llm_init.errors import EventStoreError
 from llm_init.events import Event
 from llm_init.replay import ReplayedInitialization, replay
-from llm_init.stores.base import CheckableStore, EventStore, StoredEvent, decode
+from llm_init.stores.base import CheckableStore, EventStore
+from llm_init.stores.codec import StoredEvent, decode
 
 # Outcomes the index never stores: readers derive them from a stored one (a stale "running"
 # initialization read as "abandoned"), so they agree with that one.

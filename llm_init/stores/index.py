@@ -22,7 +22,8 @@ from typing import TypeVar
 
 from llm_init import labels as label_keys
 from llm_init import liveness
-from llm_init.stores.base import InitQuery, StoredEvent
+from llm_init.stores.base import InitQuery
+from llm_init.stores.codec import StoredEvent
 
 STARTED = "InitializationStarted"
 HEARTBEAT = "HeartbeatRecorded"

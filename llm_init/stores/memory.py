@@ -8,7 +8,8 @@ import threading
 from collections.abc import Sequence
 
 from llm_init.errors import DuplicateEventError
-from llm_init.stores.base import InitQuery, StoredEvent
+from llm_init.stores.base import InitQuery
+from llm_init.stores.codec import StoredEvent
 from llm_init.stores.index import (
     DURATION_TOPICS,
     TOTAL,

@@ -26,9 +26,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from llm_init.errors import DuplicateEventError, EventStoreError, EventStoreUnavailableError
 from llm_init.events import Event
-from llm_init.stores.base import InitQuery, StoredEvent, decode_rows, prefix_upper
+from llm_init.stores.base import InitQuery
+from llm_init.stores.codec import StoredEvent, decode_rows
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
-from llm_init.stores.sql import index_upsert, order_by, where
+from llm_init.stores.sql import index_upsert, order_by, prefix_upper, where
 
 SCHEMES = ("postgresql://", "postgres://")
 NOTIFY_CHANNEL = "llm_init_events"

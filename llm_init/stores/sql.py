@@ -1,4 +1,4 @@
-"""SQL shared by the SQLite and PostgreSQL stores: the index upsert and the fleet filters."""
+"""SQL shared by the SQLite and PostgreSQL stores: the index upsert, fleet filters, id ranges."""
 
 from __future__ import annotations
 
@@ -79,3 +79,16 @@ def order_by(query: InitQuery, alias: str = "i") -> str:
         return (f"ORDER BY ({alias}.duration_s IS NULL), {alias}.duration_s DESC, "
                 f"{alias}.init_id")
     return f"ORDER BY {alias}.started_at DESC, {alias}.init_id DESC"
+
+
+def prefix_upper(prefix: str) -> str | None:
+    """The least string above every string starting with ``prefix`` (code point order, which
+    is SQLite's and PostgreSQL's "C" order of UTF-8 text); ``None`` when there is none."""
+    while prefix and prefix[-1] == chr(0x10FFFF):
+        prefix = prefix[:-1]
+    if not prefix:
+        return None
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates cannot be encoded: skip to the next scalar
+        last = 0xE000
+    return prefix[:-1] + chr(last)

@@ -13,9 +13,10 @@ from typing import Any
 
 from llm_init.errors import DuplicateEventError, EventStoreError, EventStoreUnavailableError
 from llm_init.events import Event
-from llm_init.stores.base import InitQuery, StoredEvent, decode_rows, prefix_upper
+from llm_init.stores.base import InitQuery
+from llm_init.stores.codec import StoredEvent, decode_rows
 from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
-from llm_init.stores.sql import INDEX_COLUMNS, index_upsert, order_by, where
+from llm_init.stores.sql import INDEX_COLUMNS, index_upsert, order_by, prefix_upper, where
 
 _EVENT_COLUMNS = "init_id, sequence, topic, schema_version, timestamp, state"
 # Without the init id, which the caller has: one text value less to build per row.

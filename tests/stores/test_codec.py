@@ -1,16 +1,19 @@
 """The one mapper between events and stored records: a tolerant reader (unknown fields ignored,
-left-out defaulted fields filled), exact, and the same with or without msgspec."""
+left-out defaulted fields filled), exact, with one decode path for records and rows."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 
 import pytest
 
 from llm_init import ContextChanged, EventStoreError, LLMConfig, initialize_node_sync
-from llm_init.stores import InMemoryEventStore, StoredEvent, base, decode, decode_rows, encode
+from llm_init.events import PhaseCompleted
+from llm_init.stores import InMemoryEventStore
+from llm_init.stores.codec import StoredEvent, decode, decode_rows, encode
 from tests.conftest import local_steps
 from tests.support.logs import T0
 from tests.test_replay import Busy
@@ -32,23 +35,11 @@ def with_body(record: StoredEvent, **changes: object) -> StoredEvent:
 _DROP = object()
 
 
-@pytest.fixture(params=["msgspec", "stdlib"])
-def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test with msgspec's typed decoding and with the standard-library path."""
-    if request.param == "stdlib":
-        monkeypatch.setattr(base, "_msgspec", None)
-    elif base._msgspec is None:
-        pytest.fail("msgspec is not installed: it is part of the dev extra")
-    return str(request.param)
-
-
-@pytest.mark.usefixtures("codec")
 def test_an_unknown_field_is_ignored() -> None:
     """A body with a field the event type lacks decodes to the event without it."""
     assert decode(with_body(encode(changed()), colour="red")) == changed()
 
 
-@pytest.mark.usefixtures("codec")
 def test_a_real_log_decodes_the_same_on_both_paths() -> None:
     """Every event of a real run decodes to the event that was encoded."""
     memory = InMemoryEventStore()
@@ -58,28 +49,24 @@ def test_a_real_log_decodes_the_same_on_both_paths() -> None:
     assert [encode(decode(r)) for r in records] == records
 
 
-@pytest.mark.usefixtures("codec")
 def test_a_defaulted_field_an_older_writer_left_out_gets_its_default() -> None:
     """A body without a field that has a default decodes with that default."""
     record = with_body(encode(changed()), removed=_DROP, span_id=_DROP)
     assert decode(record) == changed()
 
 
-@pytest.mark.usefixtures("codec")
 def test_a_missing_required_field_is_an_error() -> None:
     """A body without a required field fails to decode."""
     with pytest.raises(EventStoreError, match="x#3"):
         decode(with_body(encode(changed()), changed_by=_DROP))
 
 
-@pytest.mark.usefixtures("codec")
 def test_integers_beyond_64_bits_round_trip() -> None:
     """A context value too large for a 64-bit integer decodes exactly."""
     event = changed(new=2**70 + 1)
     assert decode(encode(event)) == event
 
 
-@pytest.mark.usefixtures("codec")
 def test_ids_and_times_that_need_escaping_round_trip() -> None:
     """An init id with quotes, a backslash and a newline decodes exactly."""
     event = changed(init_id='odd "id"\\\n')
@@ -98,14 +85,12 @@ def real_log() -> list[StoredEvent]:
     return memory.read(ctx.init_id)
 
 
-@pytest.mark.usefixtures("codec")
 def test_decode_rows_gives_what_decode_gives() -> None:
     """The rows of a real log decode to the events ``decode`` makes of its records."""
     log = real_log()
     assert decode_rows(log[0].init_id, rows(log)) == [decode(r) for r in log]
 
 
-@pytest.mark.usefixtures("codec")
 def test_decode_rows_escapes_an_odd_init_id() -> None:
     """An init id with quotes, a backslash and a newline decodes exactly from rows."""
     event = changed(init_id='odd "id"\\\n')
@@ -124,7 +109,6 @@ ODD_BODIES = ['{}', ' { "field": "custom_data" }', '{ "field": "custom_data" }',
               '{"new": 1, "x": [}', '{,"new": 1}']
 
 
-@pytest.mark.usefixtures("codec")
 @pytest.mark.parametrize("state", ODD_BODIES)
 def test_decode_rows_treats_rows_of_another_shape_as_decode_does(state: str) -> None:
     """A body the encoder would not write (empty, spaced, broken) decodes, or fails, exactly
@@ -134,7 +118,6 @@ def test_decode_rows_treats_rows_of_another_shape_as_decode_does(state: str) -> 
         outcome(lambda: [decode(record)])
 
 
-@pytest.mark.usefixtures("codec")
 @pytest.mark.parametrize("timestamp", ["2025-01-01T12:00:00\n+00:00", "2025-01-01T12:00:00\\"])
 def test_decode_rows_treats_a_time_with_a_control_character_or_backslash_as_decode_does(
         timestamp: str) -> None:
@@ -144,7 +127,6 @@ def test_decode_rows_treats_a_time_with_a_control_character_or_backslash_as_deco
         outcome(lambda: [decode(record)])
 
 
-@pytest.mark.usefixtures("codec")
 def test_decode_rows_keeps_a_time_with_a_quote_inside_its_string() -> None:
     """A stored time with a quote is one (invalid) time, not a valid time and another field."""
     record = dataclasses.replace(encode(changed()),
@@ -153,9 +135,15 @@ def test_decode_rows_keeps_a_time_with_a_quote_inside_its_string() -> None:
         decode_rows(record.init_id, rows([record]))
 
 
-@pytest.mark.usefixtures("codec")
 def test_decode_rows_rejects_a_newer_schema_version() -> None:
     """A row newer than its event type is an error, worded as ``decode`` words it."""
     record = dataclasses.replace(encode(changed()), schema_version=99)
     with pytest.raises(EventStoreError, match="newer than this llm-init"):
         decode_rows(record.init_id, rows([record]))
+
+
+def test_a_non_finite_float_field_reads_back_as_that_float() -> None:
+    """A float field the encoder stored as ``"Infinity"`` decodes to infinity, not to the text."""
+    event = PhaseCompleted(init_id="x", sequence=3, timestamp=T0, phase="download",
+                           duration_s=math.inf)
+    assert decode(encode(event)) == event
