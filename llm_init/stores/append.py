@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 
 from llm_init.errors import DuplicateEventError, UnknownInitializationError
 from llm_init.events import Event
-from llm_init.stores.base import EventStore, decode, encode
+from llm_init.stores.base import EventStore
+from llm_init.stores.codec import decode, encode
 
 APPEND_ATTEMPTS = 5
 
