@@ -10,6 +10,7 @@ from llm_init.callbacks import (
 from llm_init.config import LLMConfig, NodeModelDownloadable
 from llm_init.context import NodeInitializationContext
 from llm_init.errors import (
+    ArtifactError,
     CallbackConfigError,
     CallbackError,
     ContextFieldError,
@@ -55,6 +56,7 @@ from llm_init.stores import EventStore, InMemoryEventStore, SQLiteEventStore, op
 __all__ = [
     "HOOK_NAMES",
     "PHASES",
+    "ArtifactError",
     "CallbackConfigError",
     "CallbackError",
     "ContextChanged",

@@ -62,3 +62,8 @@ class EventRejectedError(EventStoreError):
     """The event store refused an event for good (a value it cannot hold, a sequence number
     taken by another writer): the same append would fail again, so the initialization fails
     instead of retrying. The message names the event and, where known, its hook, step or field."""
+
+
+class ArtifactError(LLMInitError):
+    """A warm-start artifact or its store: what a restore or publish turns into a miss or a
+    skip, and what ``llm-init warm`` reports."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import socket
@@ -264,14 +263,13 @@ def _builtin_observers(config: LLMConfig, present: Sequence[object]) -> list[Eve
 
 
 def _with_warm_start(steps: DefaultSteps, config: LLMConfig) -> DefaultSteps:
-    """The download step wrapped with the warm-start restore when ``artifact_store`` is set."""
+    """The steps with the warm-start restore when ``artifact_store`` is set."""
     if config.artifact_store is None:
         return steps
     from llm_init.artifacts.settings import artifact_settings
-    from llm_init.artifacts.step import with_warm_start
+    from llm_init.steps.warm_start import with_warm_start_steps
 
-    download = with_warm_start(steps.download, artifact_settings(config.artifact_store))
-    return dataclasses.replace(steps, download=download)
+    return with_warm_start_steps(steps, artifact_settings(config.artifact_store))
 
 
 def _env_float(name: str, default: float) -> float:

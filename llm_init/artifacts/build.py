@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm_init.artifacts.settings import ArtifactSettings, artifact_settings
 from llm_init.artifacts.transfer import EXISTS, PUBLISHED
-from llm_init.errors import LLMInitError
+from llm_init.errors import ArtifactError, LLMInitError
 from llm_init.telemetry.redaction import exception_message, redact_text
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ PURPOSE = "warm-build"
 _log = logging.getLogger(__name__)
 
 
-class BuildError(LLMInitError):
+class BuildError(ArtifactError):
     """A warm-start build could not run: no artifact store, or the engine did not start."""
 
 
@@ -118,11 +118,11 @@ def build_here(llm_config: LLMConfig, *, download: DefaultStep | None = None,
                event_store: str | None = None) -> BuildOutcome:
     """``build`` in this process (the Ray task's body)."""
     from llm_init.artifacts.publishing import publish_plan
-    from llm_init.artifacts.step import PUBLISH_KEY, pending_capture
     from llm_init.runtime import initialize_node_sync
     from llm_init.steps.base import DefaultSteps
     from llm_init.steps.engine import VLLMEngineStep
     from llm_init.steps.ray_vllm import DefaultDownload
+    from llm_init.steps.warm_start import PUBLISH_KEY, capture_plan
     from llm_init.stores import open_store
 
     settings = _settings_of(llm_config)
@@ -143,7 +143,7 @@ def build_here(llm_config: LLMConfig, *, download: DefaultStep | None = None,
                                  f"build: {exception_message(exc)}") from exc
             try:
                 engine_s = time.perf_counter() - started
-                plan = pending_capture(ctx.init_id)
+                plan = capture_plan(ctx)
                 if plan is None:
                     raise BuildError(
                         f"no warm-start artifact for {model}: the download phase left no model "
@@ -226,8 +226,8 @@ class _EngineUnlessRestored:
     engine: DefaultStep
 
     async def run(self, ctx: Any, report: Any) -> None:
-        from llm_init.artifacts.step import CONTEXT_KEY
         from llm_init.artifacts.transfer import HIT
+        from llm_init.steps.warm_start import CONTEXT_KEY
 
         warm = ctx.custom_data.get(CONTEXT_KEY) or {}
         if warm.get("result") == HIT:
@@ -249,7 +249,7 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
     """The replicas' ``runtime_env`` variables (vLLM's hash of its environment is part of its
     cache key) set for the build, and every variable the build changed (the warm start's
     ``VLLM_CACHE_ROOT``) put back after it."""
-    from llm_init.artifacts.step import VLLM_CACHE_ROOT
+    from llm_init.steps.warm_start import VLLM_CACHE_ROOT
 
     names = {*env, VLLM_CACHE_ROOT}
     saved = {name: os.environ.get(name) for name in names}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from llm_init.artifacts.manifest import MANIFEST_NAME, Manifest
 from llm_init.artifacts.stores import ArtifactStore
 from llm_init.artifacts.transfer import INDEX_PREFIX, index_name, manifest_name
-from llm_init.errors import LLMInitError
+from llm_init.errors import ArtifactError
 
 TOMBSTONE_PREFIX = "tombstones"
 DEFAULT_GRACE_S = 3600.0  # longer than any sane restore timeout (the default is 60 s)
@@ -35,7 +35,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
-class CatalogError(LLMInitError):
+class CatalogError(ArtifactError):
     """An artifact cannot be shown or pruned: none of that key, or its manifest is unreadable."""
 
 

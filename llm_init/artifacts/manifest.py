@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from llm_init.errors import ArtifactError
+
 FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20
 
 
-class CorruptArtifactError(Exception):
+class CorruptArtifactError(ArtifactError):
     """The archive or a file in it does not match its manifest; the message says which."""
 
 
-class ManifestVersionError(Exception):
+class ManifestVersionError(ArtifactError):
     """The manifest is of a format this llm-init does not read."""
 
 

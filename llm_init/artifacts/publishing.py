@@ -16,24 +16,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
-
-from llm_init.artifacts.step import PUBLISH_KEY, CapturePlan, pending_capture
 from llm_init.artifacts.stores import open_artifact_store
-from llm_init.artifacts.transfer import EXISTS, PUBLISHED, VETOED, PublishOutcome, publish
+from llm_init.artifacts.transfer import (
+    EXISTS,
+    FAILED,
+    PUBLISHED,
+    SKIPPED,
+    VETOED,
+    PublishOutcome,
+    publish,
+)
 from llm_init.callbacks import EventObserver
 from llm_init.events import ArtifactPublished, ArtifactPublishSkipped, Event
 from llm_init.recorder import notify
+from llm_init.steps.warm_start import PUBLISH_KEY, CapturePlan, capture_plan
 from llm_init.stores import EventStore, open_store
 from llm_init.stores.append import APPEND_ATTEMPTS, append_next
-from llm_init.telemetry import names
+from llm_init.telemetry import names, spans
 from llm_init.telemetry.redaction import exception_message, redact_text
 
 if TYPE_CHECKING:
     from llm_init.context import NodeInitializationContext
 
 _log = logging.getLogger(__name__)
-_tracer = trace.get_tracer(names.INSTRUMENTATION_NAME)
 
 
 def start_publish(ctx: NodeInitializationContext, *, event_store: EventStore | None = None,
@@ -42,7 +47,7 @@ def start_publish(ctx: NodeInitializationContext, *, event_store: EventStore | N
     """Publish what vLLM cached for ``ctx``'s engine, in a daemon thread (returned; ``None``
     when this initialization has no warm start). The outcome goes to ``event_store`` (or the
     store at ``event_store_location``) and to ``observers``."""
-    plan = pending_capture(ctx.init_id)
+    plan = capture_plan(ctx)
     if plan is None or not plan.settings.publish:
         return None
     choice = ctx.custom_data.get(PUBLISH_KEY)
@@ -68,14 +73,14 @@ def _publish(init_id: str, plan: CapturePlan, choice: Any, event_store: EventSto
     if isinstance(choice, str) and choice:
         settings = dataclasses.replace(settings, url=choice)
     key = plan.key
-    with _tracer.start_as_current_span(names.SPAN_ARTIFACT_PUBLISH,
+    with spans.current_tracer().start_as_current_span(names.SPAN_ARTIFACT_PUBLISH,
                                        attributes={names.ATTR_ARTIFACT_KEY: key.digest,
                                                    names.ATTR_INIT_ID: init_id}) as span:
         if choice is False:
-            outcome = PublishOutcome(result="skipped", key=key.digest, reason=VETOED,
+            outcome = PublishOutcome(result=SKIPPED, key=key.digest, reason=VETOED,
                                      message=f"ctx.custom_data[{PUBLISH_KEY!r}] is False")
         elif plan.restored:
-            outcome = PublishOutcome(result="skipped", key=key.digest, reason=EXISTS,
+            outcome = PublishOutcome(result=SKIPPED, key=key.digest, reason=EXISTS,
                                      message="this replica started from the artifact")
         else:
             try:
@@ -84,7 +89,7 @@ def _publish(init_id: str, plan: CapturePlan, choice: Any, event_store: EventSto
                                   max_bytes=settings.max_bytes, signer=settings.signer(),
                                   trust=settings.trust())
             except Exception as exc:
-                outcome = PublishOutcome(result="skipped", key=key.digest, reason="failed",
+                outcome = PublishOutcome(result=SKIPPED, key=key.digest, reason=FAILED,
                                          message=exception_message(exc))
         span.set_attribute(names.ATTR_ARTIFACT_RESULT, outcome.result)
         span.set_attribute(names.ATTR_ARTIFACT_BYTES, outcome.bytes)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llm_init.errors import LLMInitError
+from llm_init.errors import ArtifactError
 
 if TYPE_CHECKING:
     # imported where used: configuring warm starts without signing needs no cryptography
@@ -38,12 +38,12 @@ _PEM = b"-----BEGIN"
 _OPENSSH_PUBLIC = ("ssh-ed25519 ",)
 
 
-class SigningKeyError(LLMInitError):
+class SigningKeyError(ArtifactError):
     """A signing or trusted key cannot be loaded; the message names the file or variable,
     never the key."""
 
 
-class UntrustedArtifactError(LLMInitError):
+class UntrustedArtifactError(ArtifactError):
     """An artifact's manifest has no valid signature by a trusted key; the message says why."""
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
-from llm_init.errors import LLMInitError
+from llm_init.errors import ArtifactError
 from llm_init.telemetry.redaction import MASK, redact_identifier, redact_text
 
 
-class ArtifactStoreError(LLMInitError):
+class ArtifactStoreError(ArtifactError):
     """The artifact store cannot be used: a bad URL, or the store did not answer."""
 
 

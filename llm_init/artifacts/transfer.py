@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from llm_init.artifacts.key import RUNTIME_PARTS, model_digest
@@ -44,29 +45,58 @@ from llm_init.artifacts.stores import (
 from llm_init.telemetry.redaction import exception_message
 from llm_init.text import printable
 
-# Restore outcomes.
-HIT = "hit"
-MISS = "miss"
-# Miss reasons.
-NO_MATCH = "no_match"
-CORRUPT = "corrupt"
-VERSION_MISMATCH = "version_mismatch"
-UNREACHABLE = "unreachable"
-TIMEOUT = "timeout"
-LOCAL_ERROR = "local_error"
-DENIED = "denied"  # the store refused access (S3 AccessDenied/403, a file's permissions)
-# (TOO_LARGE, below, is a miss reason too: the artifact is over the restore's max_bytes.)
-UNTRUSTED = "untrusted"  # unsigned, or not signed by a trusted key: never unpacked
-# Publish outcomes.
-PUBLISHED = "published"
-SKIPPED = "skipped"
-# Skip reasons.
-EXISTS = "exists"
-TOO_LARGE = "too_large"
-EMPTY = "empty"
-VETOED = "vetoed"
-FAILED = "failed"
-UNSIGNED = "unsigned"  # readers require signatures and this publisher holds no trusted key
+
+class RestoreResult(StrEnum):
+    """What a restore did."""
+
+    HIT = "hit"
+    MISS = "miss"
+
+
+class MissReason(StrEnum):
+    """Why a restore missed; the first four mean nothing usable is there, the rest that the
+    store, the artifact or this node failed (``llm_init_artifact_cache_total{result="error"}``
+    counts those, see ``names.ARTIFACT_ERROR_REASONS``)."""
+
+    NO_MATCH = "no_match"
+    VERSION_MISMATCH = "version_mismatch"
+    TOO_LARGE = "too_large"  # the artifact is over the restore's max_bytes
+    DISABLED = "disabled"  # artifact_store.restore is off
+    CORRUPT = "corrupt"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    LOCAL_ERROR = "local_error"
+    DENIED = "denied"  # the store refused access (S3 AccessDenied/403, a file's permissions)
+    UNTRUSTED = "untrusted"  # unsigned, or not signed by a trusted key: never unpacked
+
+
+class PublishResult(StrEnum):
+    """What a publish did."""
+
+    PUBLISHED = "published"
+    SKIPPED = "skipped"
+
+
+class SkipReason(StrEnum):
+    """Why a publish was skipped."""
+
+    EXISTS = "exists"
+    TOO_LARGE = "too_large"
+    EMPTY = "empty"
+    VETOED = "vetoed"
+    FAILED = "failed"
+    UNSIGNED = "unsigned"  # readers require signatures and this publisher holds no trusted key
+
+
+# The members under their short names, as they were before they had enums.
+HIT, MISS = RestoreResult.HIT, RestoreResult.MISS
+NO_MATCH, CORRUPT = MissReason.NO_MATCH, MissReason.CORRUPT
+VERSION_MISMATCH, UNREACHABLE = MissReason.VERSION_MISMATCH, MissReason.UNREACHABLE
+TIMEOUT, LOCAL_ERROR, DENIED = MissReason.TIMEOUT, MissReason.LOCAL_ERROR, MissReason.DENIED
+UNTRUSTED, DISABLED = MissReason.UNTRUSTED, MissReason.DISABLED
+PUBLISHED, SKIPPED = PublishResult.PUBLISHED, PublishResult.SKIPPED
+EXISTS, TOO_LARGE, EMPTY = SkipReason.EXISTS, SkipReason.TOO_LARGE, SkipReason.EMPTY
+VETOED, FAILED, UNSIGNED = SkipReason.VETOED, SkipReason.FAILED, SkipReason.UNSIGNED
 
 RESTORED_MARK = ".llm-init-restored"
 # ``models/<model digest>/<key>.json``: the parts of every artifact of one model, so that a
@@ -89,9 +119,9 @@ MAX_SHOWN_CHARS = 120  # of one name or value read from the store, in a message
 class RestoreOutcome:
     """What a restore did: ``hit`` (with bytes and files) or ``miss`` with its reason."""
 
-    result: str
+    result: RestoreResult
     key: str
-    reason: str | None = None
+    reason: MissReason | None = None
     message: str | None = None
     bytes: int = 0
     files: int = 0
@@ -107,9 +137,9 @@ class RestoreOutcome:
 class PublishOutcome:
     """What a publish did: ``published`` (bytes uploaded) or ``skipped`` with its reason."""
 
-    result: str
+    result: PublishResult
     key: str
-    reason: str | None = None
+    reason: SkipReason | None = None
     message: str | None = None
     bytes: int = 0
     files: int = 0
@@ -180,7 +210,8 @@ def nearest_artifact(store: ArtifactStore, key: str, parts: Mapping[str, str]
 def _no_match(store: ArtifactStore, key: str, parts: Mapping[str, str],
               started: float) -> RestoreOutcome:
     nearest = nearest_artifact(store, key, parts)
-    reason, message = NO_MATCH, f"no artifact {key} in {store.location}"
+    reason: MissReason = NO_MATCH
+    message = f"no artifact {key} in {store.location}"
     if nearest is not None and nearest.only_runtime:
         reason = VERSION_MISMATCH
         message = (f"the artifact of this model and configuration, {nearest.key}, was made "
@@ -249,7 +280,7 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
     manifest before a byte of the archive is fetched."""
     started = time.perf_counter()
 
-    def miss(reason: str, message: str) -> RestoreOutcome:
+    def miss(reason: MissReason, message: str) -> RestoreOutcome:
         return RestoreOutcome(result=MISS, key=key, reason=reason, message=message,
                               seconds=time.perf_counter() - started)
 
@@ -291,8 +322,8 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
                                 for k in differing[:4]))
     largest = max(manifest.archive_bytes, manifest.size)
     if max_bytes is not None and largest > max_bytes:
-        return miss(TOO_LARGE, f"artifact {key} holds {largest} bytes, over the restore's cap "
-                    f"of {max_bytes} (max_bytes)")
+        return miss(MissReason.TOO_LARGE, f"artifact {key} holds {largest} bytes, over the "
+                    f"restore's cap of {max_bytes} (max_bytes)")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.",
@@ -342,12 +373,12 @@ def restore(store: ArtifactStore, key: str, parts: Mapping[str, str], dest: Path
                           created_by=manifest.host or None, signed_by=signed_by)
 
 
-def _store_reason(exc: BaseException) -> str:
+def _store_reason(exc: BaseException) -> MissReason:
     """The miss reason of a failed read from the store."""
     if isinstance(exc, ArtifactDeniedError | PermissionError):
         return DENIED
     if isinstance(exc, ArtifactTooLargeError):
-        return TOO_LARGE
+        return MissReason.TOO_LARGE
     return UNREACHABLE
 
 
@@ -427,7 +458,8 @@ def publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Pa
 def _publish(store: ArtifactStore, key: str, parts: Mapping[str, str], source: Path,
              started: float, max_bytes: int | None, extra: Mapping[str, object] | None,
              signer: Signer | None, trust: TrustedKeys | None) -> PublishOutcome:
-    def skipped(reason: str, message: str, nbytes: int = 0, files: int = 0) -> PublishOutcome:
+    def skipped(reason: SkipReason, message: str, nbytes: int = 0, files: int = 0
+                ) -> PublishOutcome:
         return PublishOutcome(result=SKIPPED, key=key, reason=reason, message=message,
                               bytes=nbytes, files=files, seconds=time.perf_counter() - started)
 

@@ -33,6 +33,7 @@ from llm_init.steps.base import DefaultSteps, ProgressReporter
 from llm_init.steps.engine import (
     merged_engine_kwargs,
     model_path_from,
+    record_cache_use,
     use_in_process_worker_on_cpu,
 )
 from llm_init.steps.placement import PlacementGroupStep
@@ -175,6 +176,7 @@ class ServeEngineStep:
             finally:
                 engine._prestarted = None
             watch.measured(SERVING_INIT, time.perf_counter() - started)
+        record_cache_use(ctx, report, watch)
         ctx.engine = engine
 
 

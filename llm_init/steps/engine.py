@@ -109,8 +109,8 @@ def record_cache_use(ctx: NodeInitializationContext, report: ProgressReporter,
     """After a warm start's restore, record what vLLM did with its compile cache
     (``ArtifactUseObserved``, and attributes on the current span). Nothing is recorded when
     the records of the process that compiles could not be read: then nothing is known."""
-    from llm_init.artifacts.step import CONTEXT_KEY
     from llm_init.steps.download.fanout import this_node_id
+    from llm_init.steps.warm_start import CONTEXT_KEY
 
     warm = ctx.custom_data.get(CONTEXT_KEY)
     if not isinstance(warm, Mapping) or not warm.get("artifact"):

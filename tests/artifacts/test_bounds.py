@@ -40,7 +40,6 @@ from llm_init.artifacts import transfer as transfer_module
 from llm_init.artifacts.key import device_identity, make_key
 from llm_init.artifacts.manifest import ArtifactFile, file_sha256
 from llm_init.artifacts.settings import ArtifactSettings
-from llm_init.artifacts.step import restore_on_node
 from llm_init.artifacts.transfer import (
     MAX_INDEX_ENTRY_BYTES,
     MAX_MANIFEST_BYTES,
@@ -50,6 +49,7 @@ from llm_init.artifacts.transfer import (
 from llm_init.events import ArtifactMissed
 from llm_init.replay import read_events
 from llm_init.steps.download import DownloadStep
+from llm_init.steps.warm_start import restore_on_node
 from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.metrics import MetricsCallback
 from tests.artifacts.test_warm_start import CachingEngineStep

@@ -82,7 +82,7 @@ def test_the_events_table_shows_store_text_as_data(tmp_path: Path) -> None:
 def test_a_hostile_index_entry_forges_no_log_line(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     """The log line about that miss is one line, without escape sequences."""
-    with caplog.at_level(logging.INFO, logger="llm_init.artifacts.step"):
+    with caplog.at_level(logging.INFO, logger="llm_init.steps.warm_start"):
         hostile_miss(tmp_path)
     (line,) = [r.getMessage() for r in caplog.records if "nearest" in r.getMessage()]
     assert line.isprintable()
@@ -108,3 +108,26 @@ def test_a_failure_message_cannot_forge_a_timeline_line_or_break_its_markup(
     assert [line for line in lines if line.startswith("warm start: HIT")] == []
     assert "\x1b" not in result.output
     assert f"mirror said \\x1b[2K\\rwarm start: HIT\\n{MARKUP}" in result.output
+
+
+def test_a_hostile_manifest_forges_no_event_or_log_line(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A manifest naming an archive with escape sequences and a newline makes a miss whose
+    message, in the event and in the log, is one printable line."""
+    store_dir = tmp_path / "store"
+    engine = CachingEngineStep()
+    _, cold = start(tmp_path, "node-a", str(store_dir), engine)
+    (missed,) = of_type(cold, ArtifactMissed)
+    manifest = store_dir / manifest_name(missed.key)
+    data = json.loads(manifest.read_text())
+    data["archive"] = f"data{FORGED}.tar"
+    manifest.write_text(json.dumps(data))
+    with caplog.at_level(logging.INFO, logger="llm_init.steps.warm_start"):
+        _, warm = start(tmp_path, "node-b", str(store_dir), engine, publish=False)
+    (miss,) = of_type(warm, ArtifactMissed)
+    assert miss.reason == "corrupt"
+    assert "\\x1b[2K\\rwarm start: HIT\\n" in miss.message
+    assert miss.message.isprintable()
+    lines = [r.getMessage() for r in caplog.records if "warm start on" in r.getMessage()]
+    assert lines
+    assert all(line.isprintable() for line in lines)

@@ -12,10 +12,10 @@ import pytest
 from llm_init import LLMConfig
 from llm_init.artifacts import open_artifact_store
 from llm_init.artifacts.settings import ArtifactSettings
-from llm_init.artifacts.step import CONTEXT_KEY
 from llm_init.artifacts.stores import ArtifactStoreError, S3ArtifactStore
 from llm_init.errors import CallbackConfigError
 from llm_init.events import ArtifactMissed, ArtifactPublished
+from llm_init.steps.warm_start import CONTEXT_KEY
 from tests.artifacts.test_warm_start import CachingEngineStep, of_type, start
 from tests.support.s3 import running_moto_s3
 
@@ -112,7 +112,7 @@ def test_the_default_model_link_dir_is_the_users_own() -> None:
 def linked_model_path(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> str:
     """The model path the engine was given by a start whose model links go to
     ``tmp_path/links``."""
-    with caplog.at_level(logging.WARNING, logger="llm_init.artifacts.step"):
+    with caplog.at_level(logging.WARNING, logger="llm_init.steps.warm_start"):
         ctx, _ = start(tmp_path, "node-a", str(tmp_path / "store"), CachingEngineStep(),
                        publish=False)
     return str(ctx.custom_data[CONTEXT_KEY]["model_path"])
