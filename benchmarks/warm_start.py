@@ -3,8 +3,10 @@
     python benchmarks/warm_start.py [--rounds 3] [--skip-serve] [--no-ray-recipe]
                                     [--restore-mb 64] [--verify-only]
 
-1. **Serve, cold against warm.** One local Ray cluster, an S3-compatible store (moto's server on
-   loopback), the tiny random-weight Llama with vLLM's default compilation
+1. **Serve, cold against warm**, signed as in production (``--unsigned`` leaves keys out):
+   cold deploys sign what they publish with an Ed25519 key, warm deploys verify the signature
+   and every file's SHA-256 before they use a byte. One local Ray cluster, an S3-compatible
+   store (moto's server on loopback), the tiny random-weight Llama with vLLM's default compilation
    (``enforce_eager=False``). Each round deploys twice, each time on a "node" whose local
    caches are empty (its own download cache, ``cache_dir`` for ``VLLM_CACHE_ROOT``, and
    ``TORCHINDUCTOR_CACHE_DIR``): cold, on an empty store prefix (it compiles, then publishes
@@ -52,8 +54,24 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def serve_rounds(rounds: int, workdir: pathlib.Path, *, ray_recipe: bool = True
-                 ) -> list[dict[str, Any]]:
+def signing_settings(workdir: pathlib.Path) -> dict[str, Any]:
+    """A publisher's key and the readers' trust in it, as production runs warm starts: every
+    cold deploy signs what it publishes and every warm deploy verifies before unpacking."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = workdir / "publisher.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"signing_key": str(private), "trusted_keys": [public.decode()]}
+
+
+def serve_rounds(rounds: int, workdir: pathlib.Path, *, ray_recipe: bool = True,
+                 signed: bool = True) -> list[dict[str, Any]]:
     from llm_init.demo.run import local_cluster
     from llm_init.demo.tiny_model import build_tiny_model
     from llm_init.demo.warm import artifact_store, deploy
@@ -73,7 +91,8 @@ def serve_rounds(rounds: int, workdir: pathlib.Path, *, ray_recipe: bool = True
             rows.append({"round": -1, "arm": "ray-prep", "deploy_s": recipe.prep_s})
             print(json.dumps(rows[-1]), flush=True)
         for round_no in range(rounds):
-            prefixed = {**store, "url": f"{store['url']}/round-{round_no}-{uuid.uuid4().hex[:6]}"}
+            prefixed = {**store, "url": f"{store['url']}/round-{round_no}-{uuid.uuid4().hex[:6]}",
+                        **(signing_settings(workdir) if signed else {})}
             arms = ["cold", "warm"]
             if recipe is not None:
                 arms.insert(1 + round_no % 2, "ray-recipe")
@@ -188,7 +207,8 @@ def facts(store_url: str, init_id: str) -> dict[str, Any]:
         elif isinstance(e, StepProgressed) and "subphase" in e.details:
             out[f"sub.{e.details['subphase']}"] = e.details.get("duration_s")
         elif isinstance(e, ArtifactRestored):
-            out.update(warm="hit", restore_s=e.seconds, restore_bytes=e.bytes)
+            out.update(warm="hit", restore_s=e.seconds, restore_bytes=e.bytes,
+                       signed_by=e.signed_by)
         elif isinstance(e, ArtifactMissed):
             out.update(warm=f"miss:{e.reason}")
         elif isinstance(e, ArtifactPublished):
@@ -350,13 +370,16 @@ def main() -> int:
     parser.add_argument("--restore-mb", type=int, default=64)
     parser.add_argument("--verify-only", action="store_true",
                         help="measure only what verification costs per MB")
+    parser.add_argument("--unsigned", action="store_true",
+                        help="deploy without signing keys (signed and verified by default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="llm-init-warm-bench-") as tmp:
         workdir = pathlib.Path(tmp)
         if not args.verify_only:
             if not args.skip_serve:
                 summarize(serve_rounds(args.rounds, workdir,
-                                       ray_recipe=not args.no_ray_recipe))
+                                       ray_recipe=not args.no_ray_recipe,
+                                       signed=not args.unsigned))
             restore_cost(args.restore_mb, workdir)
         verify_cost(args.restore_mb, workdir)
     return 0
