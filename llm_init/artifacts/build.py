@@ -15,14 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llm_init.artifacts.settings import ArtifactSettings, artifact_settings
 from llm_init.artifacts.transfer import EXISTS, PUBLISHED
+from llm_init.environ import environment
 from llm_init.errors import ArtifactError, LLMInitError
 from llm_init.telemetry.redaction import exception_message, redact_text
 
@@ -244,24 +244,13 @@ class _NoPlacementGroup:
         report(placement_group="none: a single worker runs in this process")
 
 
-@contextlib.contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
+def _environment(env: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
     """The replicas' ``runtime_env`` variables (vLLM's hash of its environment is part of its
     cache key) set for the build, and every variable the build changed (the warm start's
     ``VLLM_CACHE_ROOT``) put back after it."""
     from llm_init.steps.warm_start import VLLM_CACHE_ROOT
 
-    names = {*env, VLLM_CACHE_ROOT}
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({k: str(v) for k, v in env.items()})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return environment({k: str(v) for k, v in env.items()}, also_restore=[VLLM_CACHE_ROOT])
 
 
 def _shut_down(engine: Any) -> None:

@@ -135,10 +135,8 @@ class DirectoryArtifactStore:
             size = source.stat().st_size
         except FileNotFoundError:
             return False
-        except PermissionError as exc:
-            raise ArtifactDeniedError(f"{self.location}/{name}: {exc.strerror}") from exc
         except OSError as exc:
-            raise ArtifactStoreError(f"{self.location}/{name}: {exc.strerror}") from exc
+            raise self._error(name, exc) from exc
         _check_size(self.location, name, size, max_bytes)
         try:
             # A hard link where the store shares the file system: objects are never rewritten
@@ -153,10 +151,8 @@ class DirectoryArtifactStore:
             reader = source.open("rb")
         except FileNotFoundError:
             return False
-        except PermissionError as exc:
-            raise ArtifactDeniedError(f"{self.location}/{name}: {exc.strerror}") from exc
         except OSError as exc:
-            raise ArtifactStoreError(f"{self.location}/{name}: {exc.strerror}") from exc
+            raise self._error(name, exc) from exc
         with reader:
             copy_bounded(reader, dest, max_bytes, f"{self.location}/{name}")
         return True
@@ -168,9 +164,15 @@ class DirectoryArtifactStore:
         except FileNotFoundError:
             return None
         except PermissionError as exc:
-            raise ArtifactDeniedError(f"{self.location}/{name}: {exc.strerror}") from exc
+            raise self._error(name, exc) from exc
         _check_size(self.location, name, len(data), max_bytes)
         return data
+
+    def _error(self, name: str, exc: OSError) -> ArtifactStoreError:
+        """A failed open or stat of an object: denied for a permission error, else the
+        store's."""
+        kind = ArtifactDeniedError if isinstance(exc, PermissionError) else ArtifactStoreError
+        return kind(f"{self.location}/{name}: {exc.strerror}")
 
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from opentelemetry import propagate
 
+from llm_init.environ import environment
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.vllm_cache_use import MODEL_INFO_LOGGER, CacheUse, CacheUseParser
 from llm_init.telemetry import names
@@ -416,18 +417,9 @@ def traceparent_env() -> Iterator[dict[str, str]]:
     processes started inside continue the trace; restore the environment after."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    saved = {name: os.environ.get(name) for name in _TRACE_ENV}
-    try:
-        for name in _TRACE_ENV:
-            if name.lower() in carrier:
-                os.environ[name] = carrier[name.lower()]
+    values = {name: carrier[name.lower()] for name in _TRACE_ENV if name.lower() in carrier}
+    with environment(values, also_restore=_TRACE_ENV):
         yield {k: v for k, v in carrier.items() if k.upper() in _TRACE_ENV}
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _with_traceparent(fn: Callable[[], T]) -> T:

@@ -44,6 +44,7 @@ from llm_init.artifacts.transfer import (
     RestoreOutcome,
     restore,
 )
+from llm_init.environ import environment
 from llm_init.events import ArtifactMissed, ArtifactRestored
 from llm_init.steps.base import DefaultStep, DefaultSteps, ProgressReporter
 from llm_init.telemetry import names, spans
@@ -99,15 +100,8 @@ class WarmStartEngine:
         if not cache_dir:
             await self.engine.run(ctx, report)
             return
-        before = os.environ.get(VLLM_CACHE_ROOT)
-        os.environ[VLLM_CACHE_ROOT] = str(cache_dir)
-        try:
+        with environment({VLLM_CACHE_ROOT: str(cache_dir)}):
             await self.engine.run(ctx, report)
-        finally:
-            if before is None:
-                os.environ.pop(VLLM_CACHE_ROOT, None)
-            else:
-                os.environ[VLLM_CACHE_ROOT] = before
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -54,7 +53,7 @@ from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.metrics import MetricsCallback
 from tests.artifacts.test_warm_start import CachingEngineStep
 from tests.support.models import write_model
-from tests.support.net import free_port
+from tests.support.net import free_port, silent_server
 from tests.support.s3 import ENV, MIB, running_moto_s3
 from tests.support.steps import SettingStep
 
@@ -81,28 +80,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def silent_endpoint() -> Iterator[str]:
     """An HTTP endpoint that accepts connections and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
+    with silent_server() as url:
+        yield url
 
 
 def make_cache(root: Path, size: int = 6000) -> Path:

@@ -4,10 +4,8 @@ answers: the stalled export is waited for once, by the initialization, and not a
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from llm_init.telemetry import names
+from tests.support.net import silent_server
 
 FLUSH_TIMEOUT_S = 1.0
 # The exporter's own request timeout: what the exit used to wait out after the flush gave up.
@@ -39,28 +38,8 @@ print(time.monotonic() - started, time.time(), flush=True)
 @pytest.fixture
 def stalled_collector() -> Iterator[str]:
     """A TCP server that accepts every connection, reads nothing and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
+    with silent_server() as url:
+        yield url
 
 
 def test_process_exits_without_waiting_again_for_a_stalled_collector(
