@@ -3,17 +3,11 @@ encoder or the store refuses for good fails the initialization on the record, ne
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
-import urllib.parse
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -32,7 +26,7 @@ from llm_init import (
 from llm_init.errors import EventStoreUnavailableError
 from llm_init.recorder import EventRecorder
 from llm_init.stores import BufferedEventStore, SQLiteEventStore, encode, open_store
-from llm_init.stores.postgres import PostgresEventStore
+from tests.support.postgres_roles import read_only_role
 from tests.support.steps import CallingStep, local_steps
 
 NAN, INF = float("nan"), float("inf")
@@ -62,26 +56,6 @@ class HugeIntCallback:
 
     def on_post_download(self, ctx: NodeInitializationContext) -> None:
         ctx.custom_data["seed"] = 10 ** 5000
-
-
-@contextlib.contextmanager
-def read_only_role(postgres_url: str) -> Iterator[str]:
-    """``postgres_url`` as a new role that may read the llm-init tables but not write them."""
-    PostgresEventStore(postgres_url).close()  # creates the tables
-    reader = f"reader_{uuid.uuid4().hex[:8]}"
-    schema = urllib.parse.unquote(postgres_url).rsplit("search_path=", 1)[1]
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {reader} LOGIN PASSWORD '{os.environ['PGPASSWORD']}'")
-        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {reader}")
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}")
-    try:
-        parts = urllib.parse.urlsplit(postgres_url)
-        host = parts.netloc.rsplit("@", 1)[-1]
-        yield urllib.parse.urlunsplit(parts._replace(netloc=f"{reader}@{host}"))
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {reader}")
-            conn.execute(f"DROP ROLE {reader}")
 
 
 def fresh_events(location: str, init_id: str) -> list[Event]:

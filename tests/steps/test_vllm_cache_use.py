@@ -28,7 +28,7 @@ from llm_init.steps.vllm_cache_use import (
 )
 from llm_init.steps.vllm_startup import EngineStartWatch, LogLine, StartupParser
 from llm_init.telemetry import names, spans
-from tests.steps.test_engine import FakeLoggingConfig
+from tests.support.vllm_logging import FakeLoggingConfig
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "vllm_logs"
 CPU_AOT_FAILURE = "'function' object has no attribute 'finalize_loading'"

@@ -15,8 +15,8 @@ from llm_init.events import PhaseCompleted
 from llm_init.stores import InMemoryEventStore
 from llm_init.stores.codec import StoredEvent, decode, decode_rows, encode
 from tests.conftest import local_steps
+from tests.support.callbacks import Busy
 from tests.support.logs import T0
-from tests.test_replay import Busy
 
 
 def changed(**fields: object) -> ContextChanged:
