@@ -37,7 +37,7 @@ def test_replay_upto_shows_the_state_at_that_event() -> None:
                                steps=local_steps())
     events = read_events(store, ctx.init_id)
     first_n = next(e.sequence for e in events
-                   if e.TYPE == "ContextChanged" and e.key == "n")  # type: ignore[attr-defined]
+                   if e.TYPE == "ContextChanged" and e.key == "n")  # type: ignore[attr-defined]  # a field of the Event subclass read
     at = replay(events, upto=first_n)
     assert at.state["custom_data"] == {"gone": "soon", "n": 1}
     assert at.outcome == "running"

@@ -97,7 +97,7 @@ def test_non_finite_values_are_recorded_as_text_and_the_init_completes(location:
     assert state.state["extra_init_kwargs"] == {"temperature": "Infinity"}
     assert state.state["download_result"] == {"path": "/models/tiny", "throughput": "NaN"}
     assert state.progress == {"rate": "NaN", "eta_s": "Infinity"}
-    returned = [e.returned for e in events if e.TYPE == "HookCompleted"]  # type: ignore[attr-defined]
+    returned = [e.returned for e in events if e.TYPE == "HookCompleted"]  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert returned == ["-Infinity"]
 
 
@@ -123,7 +123,7 @@ def test_a_value_the_encoder_refuses_fails_the_init_naming_hook_and_field(
         "ContextChanged", name, "on_post_download", "custom_data['seed']")
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert events[-1].TYPE == "InitializationFailed"
-    assert events[-1].error_type == "EventRejectedError"  # type: ignore[attr-defined]
+    assert events[-1].error_type == "EventRejectedError"  # type: ignore[attr-defined]  # a field of the Event subclass read
     after = [e.TYPE for e in events if e.sequence > rejected.sequence]
     assert after[0] == "HookCompleted"  # what came after the refused event is recorded
     assert replay(events).outcome == "failed"
@@ -195,7 +195,7 @@ def test_a_sequence_number_taken_by_another_writer_fails_the_init_without_retryi
     store.close()
     events = fresh_events(str(path), "twice")
     assert [e.TYPE for e in events][-2:] == ["StepStarted", "PhaseStarted"]
-    assert events[-1].phase == "intruder"  # type: ignore[attr-defined]
+    assert events[-1].phase == "intruder"  # type: ignore[attr-defined]  # a field of the Event subclass read
 
 
 class CyclicCallback:
@@ -220,9 +220,9 @@ def test_a_value_that_cannot_be_summarized_fails_its_hook_naming_the_field(
     events = fresh_events(str(path), "cycle")
     assert [e.TYPE for e in events][-3:] == ["HookFailed", "PhaseFailed", "InitializationFailed"]
     hook_failed = events[-3]
-    assert hook_failed.callback == "tests.test_runtime_values.CyclicCallback"  # type: ignore[attr-defined]
+    assert hook_failed.callback == "tests.test_runtime_values.CyclicCallback"  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert "ctx.custom_data holds a value that cannot be recorded" in (
-        hook_failed.message)  # type: ignore[attr-defined]
+        hook_failed.message)  # type: ignore[attr-defined]  # a field of the Event subclass read
 
 
 def test_a_sqlite_store_busy_past_its_timeout_keeps_the_events_for_the_next_commit(
@@ -241,5 +241,5 @@ def test_a_sqlite_store_busy_past_its_timeout_keeps_the_events_for_the_next_comm
     holder.close()
     recorder.record(PhaseStarted, phase="engine_init")
     store.close()
-    phases = [e.phase for e in fresh_events(str(path), "busy")]  # type: ignore[attr-defined]
+    phases = [e.phase for e in fresh_events(str(path), "busy")]  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert phases == ["download", "placement_group", "engine_init"]

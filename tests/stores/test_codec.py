@@ -23,7 +23,7 @@ def changed(**fields: object) -> ContextChanged:
     base: dict[str, object] = {"init_id": "x", "sequence": 3, "timestamp": T0,
                                "field": "custom_data", "key": "n", "old": None, "new": 1,
                                "changed_by": "cb", "hook": "on_pre_download"}
-    return ContextChanged(**{**base, **fields})  # type: ignore[arg-type]
+    return ContextChanged(**{**base, **fields})  # type: ignore[arg-type]  # fields of mixed types
 
 
 def with_body(record: StoredEvent, **changes: object) -> StoredEvent:
