@@ -86,7 +86,7 @@ async def initialize_node(
         raise
     watchers = [cb for cb in callbacks if callable(getattr(cb, "on_event", None))]
     watchers += [*observers, *_builtin_observers(llm_config, [*watchers, *observers])]
-    recorder = EventRecorder(ctx.init_id, store, watchers,  # type: ignore[arg-type]
+    recorder = EventRecorder(ctx.init_id, store, watchers,  # type: ignore[arg-type]  # duck-typed above
                              flush_interval_s=_env_float(names.ENV_EVENT_FLUSH_INTERVAL,
                                                          names.DEFAULT_EVENT_FLUSH_INTERVAL_S))
     tracer = spans.tracer_for(tracer_provider)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
 from tests.conftest import local_steps
+from tests.support.callbacks import Busy
 from tests.support.cli import invoke
-from tests.test_replay import Busy
 
 runner = CliRunner()
 

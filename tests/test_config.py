@@ -89,4 +89,4 @@ def test_config_pickles_without_its_process_local_instances() -> None:
 def test_unknown_download_mode_is_rejected() -> None:
     """Download modes are Ray Serve LLM's three values."""
     with pytest.raises(CallbackConfigError, match=r"local_node_download_model must be one of"):
-        LLMConfig(model_id="m", local_node_download_model="EVERYTHING")  # type: ignore[arg-type]
+        LLMConfig(model_id="m", local_node_download_model="EVERYTHING")  # type: ignore[arg-type]  # an unknown mode on purpose

@@ -15,23 +15,23 @@ my_env = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}
 
 
 class CustomDownload:
-    def on_pre_download(self, ctx):  # type: ignore[no-untyped-def]
+    def on_pre_download(self, ctx):  # type: ignore[no-untyped-def]  # as the README writes it
         ctx.worker_node_download_model = "MODEL_AND_TOKENIZER"
 
 
 class Metrics:
-    def __init__(self):  # type: ignore[no-untyped-def]
+    def __init__(self):  # type: ignore[no-untyped-def]  # as the README writes it
         self.start = None
 
-    def on_pre_initialization(self, ctx):  # type: ignore[no-untyped-def]
+    def on_pre_initialization(self, ctx):  # type: ignore[no-untyped-def]  # as the README writes it
         self.start = time.time()
 
-    def on_post_initialization(self, ctx):  # type: ignore[no-untyped-def]
+    def on_post_initialization(self, ctx):  # type: ignore[no-untyped-def]  # as the README writes it
         print(f"Took {time.time() - self.start}s")
 
 
 class FullCustom:
-    def on_pre_initialization(self, ctx):  # type: ignore[no-untyped-def]
+    def on_pre_initialization(self, ctx):  # type: ignore[no-untyped-def]  # as the README writes it
         ctx.placement_group = my_pg
         ctx.runtime_env = my_env
         return False  # Skip defaults
@@ -53,8 +53,8 @@ def test_custom_download_example_sets_the_worker_download_mode() -> None:
                                          worker_node_download_model="TOKENIZER_ONLY"),
                                event_store=store, steps=local_steps())
     assert ctx.worker_node_download_model == "MODEL_AND_TOKENIZER"
-    changes = [(e.field, e.old, e.new) for e in read_events(store, ctx.init_id)  # type: ignore[attr-defined]
-               if e.TYPE == "ContextChanged" and e.field == "worker_node_download_model"]  # type: ignore[attr-defined]
+    changes = [(e.field, e.old, e.new) for e in read_events(store, ctx.init_id)  # type: ignore[attr-defined]  # a field of the Event subclass read
+               if e.TYPE == "ContextChanged" and e.field == "worker_node_download_model"]  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert changes == [("worker_node_download_model", "TOKENIZER_ONLY", "MODEL_AND_TOKENIZER")]
 
 

@@ -59,7 +59,7 @@ def unfinished(init_id: str = "x", *, interval_s: float | None = 5.0, host: str 
         events.append(HeartbeatRecorded(init_id=init_id, sequence=len(events) + 1,
                                         timestamp=started_at + timedelta(seconds=after),
                                         interval_s=interval_s or 0.0))
-    return events  # type: ignore[return-value]
+    return events  # type: ignore[return-value]  # only the two types it declares
 
 
 def dead_pid() -> int:
@@ -280,7 +280,7 @@ def test_an_initialization_starting_counts_the_dead_one_it_closes_in_metrics(
     ``llm_init_initializations_total`` as abandoned, under the dead init's model."""
     dead = unfinished("dead", host=HOST, pid=dead_pid(),
                       started_at=datetime.now(UTC) - timedelta(seconds=60))
-    dead[0] = dataclasses.replace(dead[0], model_id="dead-model")  # type: ignore[call-arg]
+    dead[0] = dataclasses.replace(dead[0], model_id="dead-model")  # type: ignore[call-arg]  # dead[0] is an InitializationStarted
     store = store_with(tmp_path, dead)
     registry = CollectorRegistry()
     initialize_node_sync(LLMConfig(model_id="m"), event_store=store, steps=local_steps(),

@@ -15,22 +15,7 @@ from llm_init import (
     replay,
 )
 from tests.conftest import local_steps
-
-
-class Busy:
-    def on_pre_initialization(self, ctx: Any) -> None:
-        ctx.runtime_env = {"env_vars": {"A": "1", "HF_TOKEN": "hf_secretsecretsecretsecret00"}}
-
-    def on_pre_download(self, ctx: Any) -> None:
-        ctx.custom_data["n"] = 1
-        ctx.custom_data["gone"] = "soon"
-
-    def on_post_download(self, ctx: Any) -> None:
-        ctx.custom_data["n"] += 1
-        del ctx.custom_data["gone"]
-
-    def on_pre_engine_init(self, ctx: Any) -> None:
-        ctx.extra_init_kwargs["max_model_len"] = 256
+from tests.support.callbacks import Busy
 
 
 def test_replaying_a_finished_log_gives_the_live_result(tmp_path: Any) -> None:
@@ -52,7 +37,7 @@ def test_replay_upto_shows_the_state_at_that_event() -> None:
                                steps=local_steps())
     events = read_events(store, ctx.init_id)
     first_n = next(e.sequence for e in events
-                   if e.TYPE == "ContextChanged" and e.key == "n")  # type: ignore[attr-defined]
+                   if e.TYPE == "ContextChanged" and e.key == "n")  # type: ignore[attr-defined]  # a field of the Event subclass read
     at = replay(events, upto=first_n)
     assert at.state["custom_data"] == {"gone": "soon", "n": 1}
     assert at.outcome == "running"

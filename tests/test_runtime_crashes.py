@@ -77,10 +77,10 @@ def test_a_hook_that_exits_is_recorded_as_failed_before_the_exit_goes_on(
     events = read_events(SQLiteEventStore(path, create=False), "exits")
     assert [e.TYPE for e in events][-3:] == ["HookFailed", "PhaseFailed", "InitializationFailed"]
     hook_failed, phase_failed, init_failed = events[-3:]
-    assert (hook_failed.hook, hook_failed.aborted) == (  # type: ignore[attr-defined]
+    assert (hook_failed.hook, hook_failed.aborted) == (  # type: ignore[attr-defined]  # a field of the Event subclass read
         "on_pre_placement_group", True)
-    assert phase_failed.phase == "placement_group"  # type: ignore[attr-defined]
-    assert init_failed.error_type == interrupt  # type: ignore[attr-defined]
+    assert phase_failed.phase == "placement_group"  # type: ignore[attr-defined]  # a field of the Event subclass read
+    assert init_failed.error_type == interrupt  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert cli(path, "status") == []  # nothing in progress
     [listed] = cli(path, "list")
     assert (listed["init_id"], listed["outcome"]) == ("exits", "failed")
@@ -103,8 +103,8 @@ def test_a_callback_constructor_that_raises_names_the_class_and_is_recorded(
     assert "sk-live-0123456789" not in message
     events = read_events(SQLiteEventStore(path, create=False), "ctor")
     assert [e.TYPE for e in events] == ["InitializationStarted", "InitializationFailed"]
-    assert events[1].error_type == "CallbackConfigError"  # type: ignore[attr-defined]
-    assert "BrokenConstructorCallback" in events[1].message  # type: ignore[attr-defined]
+    assert events[1].error_type == "CallbackConfigError"  # type: ignore[attr-defined]  # a field of the Event subclass read
+    assert "BrokenConstructorCallback" in events[1].message  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert "sk-live-0123456789" not in path.read_bytes().decode(errors="replace")
 
 
@@ -119,7 +119,7 @@ def test_an_exiting_hook_closes_its_hook_phase_and_initialization_spans_with_the
         initialize_node_sync(LLMConfig(model_id="m", callback_class=ExitingCallback,
                                        callback_kwargs={"interrupt": "SystemExit"}),
                              event_store=store, steps=local_steps(), tracer_provider=provider)
-    failed = {s.name: s.attributes.get(names.ATTR_ERROR_TYPE)  # type: ignore[union-attr]
+    failed = {s.name: s.attributes.get(names.ATTR_ERROR_TYPE)  # type: ignore[union-attr]  # a finished span has attributes
               for s in exporter.get_finished_spans() if s.status.status_code is StatusCode.ERROR}
     assert failed == {names.SPAN_HOOK_PREFIX + "on_pre_placement_group": "SystemExit",
                       names.SPAN_PHASE_PREFIX + "placement_group": "SystemExit",
@@ -151,4 +151,4 @@ def test_a_step_interrupted_by_ctrl_c_is_recorded_as_failed(store: InMemoryEvent
                              steps=local_steps(engine=CallingStep(interrupt)))
     events = read_events(store, "ctrl-c")
     assert [e.TYPE for e in events][-3:] == ["StepFailed", "PhaseFailed", "InitializationFailed"]
-    assert events[-1].phase == "engine_init"  # type: ignore[attr-defined]
+    assert events[-1].phase == "engine_init"  # type: ignore[attr-defined]  # a field of the Event subclass read

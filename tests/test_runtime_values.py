@@ -3,17 +3,11 @@ encoder or the store refuses for good fails the initialization on the record, ne
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
-import urllib.parse
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -32,7 +26,7 @@ from llm_init import (
 from llm_init.errors import EventStoreUnavailableError
 from llm_init.recorder import EventRecorder
 from llm_init.stores import BufferedEventStore, SQLiteEventStore, encode, open_store
-from llm_init.stores.postgres import PostgresEventStore
+from tests.support.postgres_roles import read_only_role
 from tests.support.steps import CallingStep, local_steps
 
 NAN, INF = float("nan"), float("inf")
@@ -62,26 +56,6 @@ class HugeIntCallback:
 
     def on_post_download(self, ctx: NodeInitializationContext) -> None:
         ctx.custom_data["seed"] = 10 ** 5000
-
-
-@contextlib.contextmanager
-def read_only_role(postgres_url: str) -> Iterator[str]:
-    """``postgres_url`` as a new role that may read the llm-init tables but not write them."""
-    PostgresEventStore(postgres_url).close()  # creates the tables
-    reader = f"reader_{uuid.uuid4().hex[:8]}"
-    schema = urllib.parse.unquote(postgres_url).rsplit("search_path=", 1)[1]
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {reader} LOGIN PASSWORD '{os.environ['PGPASSWORD']}'")
-        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {reader}")
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}")
-    try:
-        parts = urllib.parse.urlsplit(postgres_url)
-        host = parts.netloc.rsplit("@", 1)[-1]
-        yield urllib.parse.urlunsplit(parts._replace(netloc=f"{reader}@{host}"))
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {reader}")
-            conn.execute(f"DROP ROLE {reader}")
 
 
 def fresh_events(location: str, init_id: str) -> list[Event]:
@@ -123,7 +97,7 @@ def test_non_finite_values_are_recorded_as_text_and_the_init_completes(location:
     assert state.state["extra_init_kwargs"] == {"temperature": "Infinity"}
     assert state.state["download_result"] == {"path": "/models/tiny", "throughput": "NaN"}
     assert state.progress == {"rate": "NaN", "eta_s": "Infinity"}
-    returned = [e.returned for e in events if e.TYPE == "HookCompleted"]  # type: ignore[attr-defined]
+    returned = [e.returned for e in events if e.TYPE == "HookCompleted"]  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert returned == ["-Infinity"]
 
 
@@ -149,7 +123,7 @@ def test_a_value_the_encoder_refuses_fails_the_init_naming_hook_and_field(
         "ContextChanged", name, "on_post_download", "custom_data['seed']")
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert events[-1].TYPE == "InitializationFailed"
-    assert events[-1].error_type == "EventRejectedError"  # type: ignore[attr-defined]
+    assert events[-1].error_type == "EventRejectedError"  # type: ignore[attr-defined]  # a field of the Event subclass read
     after = [e.TYPE for e in events if e.sequence > rejected.sequence]
     assert after[0] == "HookCompleted"  # what came after the refused event is recorded
     assert replay(events).outcome == "failed"
@@ -221,7 +195,7 @@ def test_a_sequence_number_taken_by_another_writer_fails_the_init_without_retryi
     store.close()
     events = fresh_events(str(path), "twice")
     assert [e.TYPE for e in events][-2:] == ["StepStarted", "PhaseStarted"]
-    assert events[-1].phase == "intruder"  # type: ignore[attr-defined]
+    assert events[-1].phase == "intruder"  # type: ignore[attr-defined]  # a field of the Event subclass read
 
 
 class CyclicCallback:
@@ -246,9 +220,9 @@ def test_a_value_that_cannot_be_summarized_fails_its_hook_naming_the_field(
     events = fresh_events(str(path), "cycle")
     assert [e.TYPE for e in events][-3:] == ["HookFailed", "PhaseFailed", "InitializationFailed"]
     hook_failed = events[-3]
-    assert hook_failed.callback == "tests.test_runtime_values.CyclicCallback"  # type: ignore[attr-defined]
+    assert hook_failed.callback == "tests.test_runtime_values.CyclicCallback"  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert "ctx.custom_data holds a value that cannot be recorded" in (
-        hook_failed.message)  # type: ignore[attr-defined]
+        hook_failed.message)  # type: ignore[attr-defined]  # a field of the Event subclass read
 
 
 def test_a_sqlite_store_busy_past_its_timeout_keeps_the_events_for_the_next_commit(
@@ -267,5 +241,5 @@ def test_a_sqlite_store_busy_past_its_timeout_keeps_the_events_for_the_next_comm
     holder.close()
     recorder.record(PhaseStarted, phase="engine_init")
     store.close()
-    phases = [e.phase for e in fresh_events(str(path), "busy")]  # type: ignore[attr-defined]
+    phases = [e.phase for e in fresh_events(str(path), "busy")]  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert phases == ["download", "placement_group", "engine_init"]

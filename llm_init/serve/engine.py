@@ -12,7 +12,6 @@ merged engine arguments, builds vLLM's engine in a thread and then lets Ray's ow
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from typing import Any
@@ -195,23 +194,14 @@ def _apply_engine_kwargs(engine_config: Any, kwargs: dict[str, Any]) -> None:
 
 def _set_up_telemetry(settings: LLMInitSettings) -> list[EventObserver]:
     """The tracing SDK from the replica's ``OTEL_*`` variables, and llm-init's metrics callback
-    as an observer, where this installation has them (``llm_init.telemetry``)."""
+    as an observer (``llm_init.telemetry``), as the settings ask."""
     observers: list[EventObserver] = []
     if settings.tracing:
-        tracing = _optional("llm_init.telemetry.tracing")
-        if tracing is not None:
-            tracing.configure_tracing()
+        from llm_init.telemetry.tracing import configure_tracing
+
+        configure_tracing()
     if settings.metrics:
-        metrics = _optional("llm_init.telemetry.metrics")
-        if metrics is not None:
-            observers.append(metrics.MetricsCallback())
+        from llm_init.telemetry.metrics import MetricsCallback
+
+        observers.append(MetricsCallback())
     return observers
-
-
-def _optional(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name != module:
-            raise
-        return None

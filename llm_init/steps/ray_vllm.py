@@ -7,13 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llm_init.errors import StepNotConfiguredError
 from llm_init.steps.base import DefaultStep, DefaultSteps, ProgressReporter
 
 if TYPE_CHECKING:
     from llm_init.context import NodeInitializationContext
-
-DOWNLOAD_MODULE = "llm_init.steps.download"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,18 +21,8 @@ class DefaultDownload:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
-        try:
-            from llm_init.steps.download import (  # type: ignore[import-not-found,unused-ignore]
-                download_step,
-            )
-        except ImportError as exc:
-            if exc.name not in (DOWNLOAD_MODULE, f"{DOWNLOAD_MODULE}.step"):
-                raise
-            raise StepNotConfiguredError(
-                f"the default download step lives in {DOWNLOAD_MODULE}, which this llm-init "
-                "installation does not have: pass a download step of your own, or point "
-                "ctx.download_result at the model directory and return False from "
-                "on_pre_download") from exc
+        from llm_init.steps.download import download_step
+
         step: DefaultStep = download_step(**self.options)
         await step.run(ctx, report)
 

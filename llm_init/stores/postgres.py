@@ -87,10 +87,6 @@ _INSERT = (f"INSERT INTO {EVENTS} ({_EVENT_COLUMNS}) SELECT * FROM "
 _UPSERT = index_upsert(INDEX, lambda name: f"%({name})s")
 
 
-def is_postgres_url(location: str) -> bool:
-    return location.startswith(SCHEMES)
-
-
 @dataclass(frozen=True, slots=True)
 class PostgresTarget:
     """Where to connect: libpq parameters without our own, and a password-free display name."""

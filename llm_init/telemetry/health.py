@@ -40,7 +40,3 @@ def recovered(kind: str) -> None:
             _failing.discard(kind)
         if was:
             log.info("%s telemetry works again", kind)
-
-
-def is_failing(kind: str) -> bool:
-    return kind in _failing

@@ -164,8 +164,9 @@ def add_timestamp(_: Any, __: str, event_dict: EventDict) -> EventDict:
 
 # Keys whose values are ours (names, ids), not user data: masked by content, never by key name
 # (``key`` is the name of a changed dict key, which would otherwise look like a credential).
-_OWN_KEYS = frozenset({"event", "key", "field", "level", "logger", "timestamp", "init_id",
-                       "trace_id", "span_id", "phase", "hook", "callback", "step"})
+_OWN_KEYS = frozenset({"event", "key", "field", "level", "logger", "timestamp",
+                       names.LOG_INIT_ID, names.LOG_TRACE_ID, names.LOG_SPAN_ID, names.LOG_PHASE,
+                       names.LOG_HOOK, names.LOG_CALLBACK, names.LOG_STEP})
 
 
 def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:

@@ -14,9 +14,9 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
 _log = logging.getLogger(__name__)
 
@@ -131,20 +131,18 @@ def reset_keys() -> None:
     _UserKeys.version += 1
 
 
-# ``os.environ`` keeps its raw (undecoded) mapping in sync; reading it is much cheaper than
-# ``os.environ.get``, which decodes, and redaction looks at the environment for every value.
-_RAW_ENVIRON: dict[object, object] | None = getattr(os.environ, "_data", None)
-_encodekey = getattr(os.environ, "encodekey", None)
+# Redaction looks at the environment for every value: on POSIX ``os.environb`` (kept in sync
+# with ``os.environ``) is read, which skips the decoding ``os.environ.get`` does and takes any
+# bytes, decodable or not; values are decoded only when they change.
+_RAW_ENVIRON: Mapping[Any, Any] = os.environb if os.supports_bytes_environ else os.environ
 
 
 def _raw_key(name: str) -> object:
-    return _encodekey(name) if _RAW_ENVIRON is not None and _encodekey is not None else name
+    return os.fsencode(name) if os.supports_bytes_environ else name
 
 
 def _raw_get(raw_key: object) -> object:
-    if _RAW_ENVIRON is not None:
-        return _RAW_ENVIRON.get(raw_key)
-    return os.environ.get(str(raw_key))
+    return _RAW_ENVIRON.get(raw_key)
 
 
 _RAW_REDACT_KEYS, _RAW_KEEP_KEYS = _raw_key(ENV_REDACT_KEYS), _raw_key(ENV_KEEP_KEYS)
@@ -158,10 +156,7 @@ def _decoded(raw: object) -> str:
 
 def _user_sets() -> tuple[frozenset[str], frozenset[str]]:
     environ = _RAW_ENVIRON
-    if environ is not None:
-        seen = (environ.get(_RAW_REDACT_KEYS), environ.get(_RAW_KEEP_KEYS), _UserKeys.version)
-    else:
-        seen = (_raw_get(_RAW_REDACT_KEYS), _raw_get(_RAW_KEEP_KEYS), _UserKeys.version)
+    seen = (environ.get(_RAW_REDACT_KEYS), environ.get(_RAW_KEEP_KEYS), _UserKeys.version)
     if seen != _UserKeys.seen:
         _UserKeys.sets = (_names(_decoded(seen[0])) | _UserKeys.redact,
                           _names(_decoded(seen[1])) | _UserKeys.keep)
@@ -256,12 +251,12 @@ def environment_secrets(*, fresh: bool = False) -> tuple[str, ...]:
 
 
 def _scan(fresh: bool) -> None:
-    environ = _RAW_ENVIRON if _RAW_ENVIRON is not None else os.environ
+    environ = _RAW_ENVIRON
     size, users, now = len(environ), _user_sets(), time.monotonic()
     if (not fresh and size == _EnvSecrets.size and users is _EnvSecrets.version
             and now - _EnvSecrets.checked_at < ENV_RESCAN_S):
         for raw_key, raw_value in _EnvSecrets.watched:
-            if environ.get(raw_key) != raw_value:  # type: ignore[call-overload]
+            if environ.get(raw_key) != raw_value:
                 break
         else:
             return

@@ -287,7 +287,7 @@ def _otlp_exporter() -> tuple[SpanExporter | None, str]:
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
     if protocol == "grpc":
         try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]  # an optional extra
                 OTLPSpanExporter as GrpcExporter,
             )
         except ImportError:

@@ -51,11 +51,11 @@ from llm_init.steps.download import DownloadStep
 from llm_init.steps.warm_start import restore_on_node
 from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.metrics import MetricsCallback
-from tests.artifacts.test_warm_start import CachingEngineStep
 from tests.support.models import write_model
 from tests.support.net import free_port, silent_server
 from tests.support.s3 import ENV, MIB, running_moto_s3
 from tests.support.steps import SettingStep
+from tests.support.warm import CachingEngineStep
 
 CODE_ROOT = str(Path(llm_init.__file__).parents[1])  # the llm_init under test, for children
 PARTS = {"vllm": "0.32.0", "torch": "2.13.0", "model.weights": "abc"}

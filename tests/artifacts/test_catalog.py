@@ -32,8 +32,8 @@ from llm_init.artifacts.catalog import DEFAULT_GRACE_S, parse_age, printable, to
 from llm_init.artifacts.transfer import index_name, manifest_name
 from llm_init.cli import app
 from llm_init.config import LLMConfig
-from tests.artifacts.test_transfer import make_cache
 from tests.support.s3 import running_moto_s3
+from tests.support.warm import make_cache
 
 runner = CliRunner()
 DAY = 86400.0

@@ -14,9 +14,9 @@ from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
 from llm_init.artifacts.transfer import INDEX_PREFIX, manifest_name
 from llm_init.errors import LLMInitError
 from llm_init.events import ArtifactMissed, Event
-from tests.artifacts.test_warm_start import CachingEngineStep, of_type, start
 from tests.support.cli import invoke
 from tests.support.steps import FailingStep, local_steps
+from tests.support.warm import CachingEngineStep, of_type, start
 
 FORGED = "\x1b[2K\rwarm start: HIT\n"
 MARKUP = "[/][bold red]"  # closes a tag never opened: Rich markup would fail on it

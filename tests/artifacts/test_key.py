@@ -27,7 +27,7 @@ def key(**changes: object) -> str:
     args: dict[str, object] = {"source": "s3://models/tiny", "revision": None, "weights": "w1",
                                "engine_kwargs": ENGINE, "versions": VERSIONS, "device": DEVICE}
     args.update(changes)
-    return artifact_key(**args).digest  # type: ignore[arg-type]
+    return artifact_key(**args).digest  # type: ignore[arg-type]  # arguments of mixed types
 
 
 def test_every_part_that_shapes_the_graph_changes_the_key() -> None:

@@ -26,7 +26,7 @@ from llm_init.stores import decode, encode
 from llm_init.telemetry import names
 from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.metrics import MetricsCallback
-from tests.artifacts.test_warm_start import CachingEngineStep, of_type, start
+from tests.support.warm import CachingEngineStep, of_type, start
 
 VLLM_LOGS = Path(__file__).parents[1] / "fixtures" / "vllm_logs"
 

@@ -16,8 +16,8 @@ from llm_init.artifacts.stores import ArtifactStoreError, S3ArtifactStore
 from llm_init.errors import CallbackConfigError
 from llm_init.events import ArtifactMissed, ArtifactPublished
 from llm_init.steps.warm_start import CONTEXT_KEY
-from tests.artifacts.test_warm_start import CachingEngineStep, of_type, start
 from tests.support.s3 import running_moto_s3
+from tests.support.warm import CachingEngineStep, of_type, start
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalr/XUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # AWS secret keys hold ``/`` and ``+``

@@ -42,24 +42,17 @@ from llm_init.steps.download import DownloadStep
 from llm_init.stores import open_store
 from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.metrics import MetricsCallback
-from tests.artifacts.test_transfer import KEY, PARTS, make_cache
-from tests.artifacts.test_warm_start import CachingEngineStep, cache_root_env  # noqa: F401
 from tests.support.models import write_model
 from tests.support.s3 import running_moto_s3
 from tests.support.steps import SettingStep
-
-
-def write_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
-    """A fresh Ed25519 key pair as PEM files: ``(private, public)``."""
-    key = Ed25519PrivateKey.generate()
-    directory.mkdir(parents=True, exist_ok=True)
-    private, public = directory / f"{name}.pem", directory / f"{name}.pub.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return private, public
+from tests.support.warm import (  # noqa: F401
+    KEY,
+    PARTS,
+    CachingEngineStep,
+    cache_root_env,
+    make_cache,
+    write_key_pair,
+)
 
 
 @pytest.fixture

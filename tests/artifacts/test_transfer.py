@@ -22,19 +22,7 @@ from llm_init.artifacts import (
 from llm_init.artifacts.key import make_key
 from llm_init.artifacts.transfer import manifest_name
 from tests.support.s3 import running_moto_s3
-
-PARTS = {"vllm": "0.32.0", "torch": "2.13.0", "model.weights": "abc"}
-KEY = "k" * 24
-
-
-def make_cache(root: Path) -> Path:
-    """A cache directory shaped like vLLM's: compiled code and model inspection."""
-    (root / "torch_compile_cache" / "abc" / "rank_0_0").mkdir(parents=True)
-    (root / "torch_compile_cache" / "abc" / "rank_0_0" / "vllm_compile_cache.py").write_text(
-        "{}\n" * 50)
-    (root / "modelinfos").mkdir()
-    (root / "modelinfos" / "llama.json").write_bytes(b"\x00\x01" * 3000)
-    return root
+from tests.support.warm import KEY, PARTS, make_cache
 
 
 def publish_damaged(store: ArtifactStore, tmp_path: Path) -> None:

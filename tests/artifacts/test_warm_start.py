@@ -4,15 +4,12 @@ writing a cache where vLLM would (``VLLM_CACHE_ROOT``); tests/e2e run the real v
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node_sync
-from llm_init.artifacts.publishing import start_publish
 from llm_init.context import NodeInitializationContext
 from llm_init.errors import CallbackConfigError
 from llm_init.events import (
@@ -21,36 +18,17 @@ from llm_init.events import (
     ArtifactPublishSkipped,
     ArtifactRestored,
     ContextChanged,
-    Event,
 )
 from llm_init.replay import read_events
-from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download import DownloadStep
-from llm_init.steps.engine import model_path_from
-from llm_init.stores import EventStore
 from tests.support.models import write_model
 from tests.support.steps import SettingStep
-
-
-class CachingEngineStep:
-    """Records what vLLM would see (its cache root, its model path, what is cached there),
-    then caches a file there as a compile would."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, Any]] = []
-
-    async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
-        ctx.engine = "engine"
-        if "VLLM_CACHE_ROOT" not in os.environ:  # no warm start: vLLM's default cache
-            self.seen.append({"root": None, "warm": False})
-            return
-        root = Path(os.environ["VLLM_CACHE_ROOT"])
-        cached = root / "torch_compile_cache" / "abc" / "rank_0_0" / "graph.py"
-        self.seen.append({"root": root, "model": model_path_from(ctx.download_result),
-                          "warm": cached.exists()})
-        report(subphase="torch_compile", duration_s=1.0 if cached.exists() else 9.0)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_text("compiled\n")
+from tests.support.warm import (
+    CachingEngineStep,
+    cache_root_env,  # noqa: F401  (autouse: restores VLLM_CACHE_ROOT)
+    of_type,
+    start,
+)
 
 
 class ReadsWarmStart:
@@ -73,47 +51,6 @@ class VetoesPublish:
     def on_post_engine_init(self, ctx: NodeInitializationContext) -> None:
         """Says no to publishing this replica's cache."""
         ctx.custom_data["llm_init.warm_start.publish"] = False
-
-
-@pytest.fixture(autouse=True)
-def cache_root_env() -> Iterator[None]:
-    before = os.environ.get("VLLM_CACHE_ROOT")
-    yield
-    if before is None:
-        os.environ.pop("VLLM_CACHE_ROOT", None)
-    else:
-        os.environ["VLLM_CACHE_ROOT"] = before
-
-
-def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, *,
-          callbacks: list[type] | None = None, publish: bool = True,
-          observers: list[Any] | None = None, event_store: EventStore | None = None,
-          ) -> tuple[NodeInitializationContext, list[Event]]:
-    """One initialization on a "node" with its own download and compile caches."""
-    source = tmp_path / "model"
-    if not source.exists():
-        write_model(source, shards=1, shard_size=50_000)
-    if store_url.startswith("file://"):  # the shared directory, mounted on every node
-        Path(store_url.removeprefix("file://")).mkdir(exist_ok=True)
-    config = LLMConfig(model_id="tiny", model_source=str(source), callback_class=callbacks,
-                       engine_kwargs={"dtype": "bfloat16", "max_model_len": 256},
-                       artifact_store={"url": store_url,
-                                       "cache_dir": str(tmp_path / node / "warm"),
-                                       "model_link_dir": str(tmp_path / "links")})
-    steps = DefaultSteps(download=DownloadStep(cache_dir=tmp_path / node / "models"),
-                         placement_group=SettingStep("placement_group", None), engine=engine)
-    store = event_store if event_store is not None else InMemoryEventStore()
-    ctx = initialize_node_sync(config, event_store=store, steps=steps,
-                               observers=observers or [])
-    if publish:
-        thread = start_publish(ctx, event_store=store, observers=observers or [])
-        if thread is not None:
-            thread.join(60)
-    return ctx, list(read_events(store, ctx.init_id))
-
-
-def of_type(events: list[Event], kind: type[Event]) -> list[Any]:
-    return [e for e in events if isinstance(e, kind)]
 
 
 def test_a_second_node_starts_from_the_first_nodes_cache(tmp_path: Path) -> None:

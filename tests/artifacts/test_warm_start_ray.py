@@ -15,10 +15,9 @@ from llm_init.artifacts.signing import load_private_key
 from llm_init.events import ArtifactMissed, ArtifactRestored, Event
 from llm_init.replay import read_events
 from llm_init.steps.download import DownloadStep
-from tests.artifacts.test_signing import write_key_pair
-from tests.artifacts.test_warm_start import CachingEngineStep
 from tests.support.models import write_model
 from tests.support.steps import SettingStep
+from tests.support.warm import CachingEngineStep, write_key_pair
 
 pytestmark = pytest.mark.ray
 

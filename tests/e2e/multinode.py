@@ -133,7 +133,7 @@ class Replica:
         config = LLMConfig(
             model_id="tiny", model_source=source,
             local_node_download_model=local_mode,  # type: ignore[arg-type]  # checked there
-            worker_node_download_model=worker_mode,  # type: ignore[arg-type]
+            worker_node_download_model=worker_mode,  # type: ignore[arg-type]  # checked there
             callback_class=["llm_init.serve.configs:ReplicaPlacementGroup",
                             *(name for name, _ in extra)],
             callback_kwargs=[{"placement_group": get_current_placement_group()},

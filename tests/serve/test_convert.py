@@ -22,7 +22,7 @@ def own_config(**overrides: object) -> llm_init.LLMConfig:
         "callback_class": Recorder, "callback_kwargs": {"greeting": "r"},
         "raise_error_on_callback": False, "hook_timeout_s": 30.0}
     fields.update(overrides)
-    return llm_init.LLMConfig(**fields)  # type: ignore[arg-type]
+    return llm_init.LLMConfig(**fields)  # type: ignore[arg-type]  # fields of mixed types
 
 
 def test_own_llm_config_becomes_rays_with_the_same_model_engine_and_placement():
@@ -91,7 +91,7 @@ def test_an_unsupported_entry_is_named_fully_qualified():
 def test_settings_of_the_wrong_type_are_named_fully_qualified():
     """LLMInitSettings from a list names builtins.list."""
     with pytest.raises(ServeConfigError, match=r"got builtins\.list$"):
-        LLMInitSettings.from_mapping([])  # type: ignore[arg-type]
+        LLMInitSettings.from_mapping([])  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_a_download_mode_ray_cannot_carry_is_an_error():

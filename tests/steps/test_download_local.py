@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from llm_init import LLMConfig, NodeInitializationContext, NodeModelDownloadable
+from llm_init import NodeModelDownloadable
 from llm_init.steps.download import (
-    DownloadResult,
-    DownloadStep,
     RemoteFile,
     SourceNotFoundError,
     download_step,
@@ -19,21 +15,10 @@ from llm_init.steps.download import (
     select_files,
 )
 from llm_init.summary import json_safe
+from tests.support.download import run_step
 from tests.support.models import TOKENIZER_FILES, read_tree, weight_files, write_model
 
 COPY = {"copy_local_source": True}  # a local source is used in place unless copying is asked
-
-
-def run_step(step: DownloadStep, source: str | Path, *,
-             local: str = "MODEL_AND_TOKENIZER") -> tuple[DownloadResult, list[dict[str, Any]]]:
-    """Run ``step`` alone on a fresh context; return its result and its progress reports."""
-    config = LLMConfig(model_id="tiny", model_source=str(source),
-                       local_node_download_model=local)
-    ctx = NodeInitializationContext.for_config("init-1", config)
-    reports: list[dict[str, Any]] = []
-    asyncio.run(step.run(ctx, lambda **details: reports.append(details)))
-    result: DownloadResult = ctx.download_result
-    return result, reports
 
 
 @pytest.fixture

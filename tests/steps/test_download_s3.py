@@ -233,7 +233,7 @@ def test_initialization_records_download_progress(moto_s3, throttled, tmp_path) 
     assert len([p for p in progress if p["bytes_delta"] > 0]) >= 3  # live, not only at the end
     assert progress[-1]["stage"] == "node_completed"
     changed = [e for e in events if getattr(e, "field", None) == "download_result"]
-    assert changed[0].new["bytes_fetched"] == total  # type: ignore[attr-defined]
+    assert changed[0].new["bytes_fetched"] == total  # type: ignore[attr-defined]  # a field of the Event subclass read
 
 
 def test_failure_is_a_step_error_naming_the_source(moto_s3, tmp_path) -> None:

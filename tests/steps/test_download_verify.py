@@ -15,7 +15,7 @@ from llm_init.events import StepFailed
 from llm_init.replay import read_events
 from llm_init.steps.download import ChecksumMismatchError, download_step
 from llm_init.stores.base import InitQuery
-from tests.steps.test_download_local import run_step
+from tests.support.download import run_step
 from tests.support.models import read_tree, write_model
 from tests.support.steps import local_steps
 

@@ -4,7 +4,6 @@ vLLM's log lines become sub-phases and errors, and the trace context for its pro
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from llm_init.steps.vllm_startup import (
     root_cause,
     traceparent_env,
 )
+from tests.support.vllm_logging import FakeLoggingConfig
 
 
 @pytest.mark.parametrize("result", [
@@ -116,16 +116,6 @@ def test_traceparent_is_the_current_span_while_inside_and_restored_after(monkeyp
                 f"00-{ids.trace_id:032x}-{ids.span_id:016x}-")
     assert "TRACEPARENT" not in os.environ
     assert os.environ["TRACESTATE"] == "kept=1"
-
-
-@dataclasses.dataclass(frozen=True)
-class FakeLoggingConfig:
-    """The fields of vLLM's ``LoggingConfig`` the watch reads."""
-
-    configure_logging: bool = True
-    pylogging_config_file: str | None = None
-    log_level: str = "INFO"
-    formatter: str = "text"
 
 
 CHILD = """

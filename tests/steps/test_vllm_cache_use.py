@@ -28,7 +28,7 @@ from llm_init.steps.vllm_cache_use import (
 )
 from llm_init.steps.vllm_startup import EngineStartWatch, LogLine, StartupParser
 from llm_init.telemetry import names, spans
-from tests.steps.test_engine import FakeLoggingConfig
+from tests.support.vllm_logging import FakeLoggingConfig
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "vllm_logs"
 CPU_AOT_FAILURE = "'function' object has no attribute 'finalize_loading'"
@@ -167,7 +167,7 @@ def test_the_engine_steps_span_says_whether_vllm_used_the_restored_cache() -> No
     ctx = SimpleNamespace(custom_data={"llm_init.warm_start": {"artifact": "k1",
                                                                "result": "hit"}})
     with spans.start(provider.get_tracer("test"), "llm_init.step.engine", {}):
-        record_cache_use(ctx, Report(), watch)  # type: ignore[arg-type]
+        record_cache_use(ctx, Report(), watch)  # type: ignore[arg-type]  # stand-ins for the context and reporter
     (span,) = exporter.get_finished_spans()
     attributes = dict(span.attributes or {})
     assert attributes[names.ATTR_ARTIFACT_USED] is False

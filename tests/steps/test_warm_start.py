@@ -27,9 +27,9 @@ from llm_init.replay import read_events
 from llm_init.steps.download import DownloadStep
 from llm_init.steps.warm_start import CONTEXT_KEY, capture_plan
 from llm_init.telemetry import names
-from tests.artifacts.test_warm_start import CachingEngineStep, start
 from tests.support.models import write_model
 from tests.support.steps import SettingStep
+from tests.support.warm import CachingEngineStep, start
 
 
 def test_the_engine_gets_the_recorded_cache_dir_and_the_environment_is_left_as_it_was(

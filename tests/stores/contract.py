@@ -38,8 +38,8 @@ from llm_init.stores import (
 from llm_init.stores.check import CheckReport, check_store
 from tests.conftest import local_steps
 from tests.stores.workload import write_workload
+from tests.support.callbacks import Busy
 from tests.support.logs import PHASE_NAMES, T0, records, synthetic_log
-from tests.test_replay import Busy
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITERS = 8

@@ -67,7 +67,7 @@ def test_a_sequence_conflict_is_retried_after_the_other_writer(db: Path) -> None
         event = append_next(store, "x", build)
         log = read_events(store, "x")
     assert sequences == [sequences[0], sequences[0] + 1]
-    assert [e.reason for e in log[-2:]] == ["vetoed", "exists"]  # type: ignore[attr-defined]
+    assert [e.reason for e in log[-2:]] == ["vetoed", "exists"]  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert log[-1] == event
 
 

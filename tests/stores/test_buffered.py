@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,13 @@ import pytest
 
 from llm_init import Event, LLMConfig, initialize_node_sync
 from llm_init.stores import BufferedEventStore, StoredEvent, decode, open_store
-from llm_init.stores.buffered import _header, _line
+from llm_init.stores.buffered import _line
 from llm_init.stores.postgres import PostgresEventStore
 from tests.conftest import SettingStep, local_steps
+from tests.support.buffered import buffered, orphan_spool, stored, wait_flushed
+from tests.support.callbacks import Busy
 from tests.support.logs import records, synthetic_log
 from tests.support.postgres import StoppablePostgres
-from tests.test_replay import Busy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,27 +54,6 @@ class ServerStep:
     async def run(self, ctx: Any, report: Any) -> None:
         getattr(self.server, self.action)()
         await self.inner.run(ctx, report)
-
-
-def buffered(url: str) -> BufferedEventStore:
-    store = open_store(url)
-    assert isinstance(store, BufferedEventStore)
-    return store
-
-
-def wait_flushed(store: BufferedEventStore, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while store.buffered or store._offline:
-        assert time.monotonic() < deadline, "the spool was not flushed in time"
-        time.sleep(0.05)
-
-
-def stored(url: str, init_id: str) -> list[StoredEvent]:
-    reader = PostgresEventStore(url, create=False)
-    try:
-        return reader.read(init_id)
-    finally:
-        reader.close()
 
 
 def test_appends_while_the_database_is_down_arrive_in_order_once_back(
@@ -146,16 +125,6 @@ def test_a_spool_left_by_a_killed_process_is_flushed_by_the_next(
     store = buffered(own_postgres.url())
     wait_flushed(store)
     assert stored(own_postgres.url(), "killed") == records(synthetic_log("killed"))
-
-
-def orphan_spool(spool_dir: Path, target: str, lines: list[StoredEvent]) -> Path:
-    """A spool file as a dead process would leave it for ``target``."""
-    probe = buffered(target)
-    probe.spool_dir.mkdir(parents=True, exist_ok=True)
-    path = probe.spool_dir / "12345-dead.spool"
-    path.write_bytes(_header(probe.identity) + b"".join(_line(r) for r in lines))
-    probe.close()
-    return path
 
 
 def test_events_already_stored_are_not_flushed_twice(postgres_url: str,

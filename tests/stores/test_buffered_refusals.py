@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from llm_init.stores import BufferedEventStore, open_store
-from tests.stores.test_buffered import orphan_spool
+from tests.support.buffered import orphan_spool
 from tests.support.logs import records, synthetic_log
-from tests.test_runtime_values import read_only_role
+from tests.support.postgres_roles import read_only_role
 
 
 @pytest.fixture

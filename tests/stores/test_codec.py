@@ -15,15 +15,15 @@ from llm_init.events import PhaseCompleted
 from llm_init.stores import InMemoryEventStore
 from llm_init.stores.codec import StoredEvent, decode, decode_rows, encode
 from tests.conftest import local_steps
+from tests.support.callbacks import Busy
 from tests.support.logs import T0
-from tests.test_replay import Busy
 
 
 def changed(**fields: object) -> ContextChanged:
     base: dict[str, object] = {"init_id": "x", "sequence": 3, "timestamp": T0,
                                "field": "custom_data", "key": "n", "old": None, "new": 1,
                                "changed_by": "cb", "hook": "on_pre_download"}
-    return ContextChanged(**{**base, **fields})  # type: ignore[arg-type]
+    return ContextChanged(**{**base, **fields})  # type: ignore[arg-type]  # fields of mixed types
 
 
 def with_body(record: StoredEvent, **changes: object) -> StoredEvent:

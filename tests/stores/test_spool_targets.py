@@ -14,7 +14,7 @@ import pytest
 from llm_init.stores import BufferedEventStore, StoredEvent, open_store
 from llm_init.stores.buffered import _line
 from llm_init.stores.postgres import PostgresEventStore
-from tests.stores.test_buffered import buffered, stored, wait_flushed
+from tests.support.buffered import buffered, stored, wait_flushed
 from tests.support.logs import records, synthetic_log
 from tests.support.postgres import StoppablePostgres, with_param
 

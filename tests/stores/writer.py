@@ -6,7 +6,7 @@ import sys
 
 from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
 from tests.conftest import local_steps
-from tests.test_replay import Busy
+from tests.support.callbacks import Busy
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ def test_info_shows_one_line_when_the_initialization_ends(
     configure_logging("INFO", stream=stream, fmt="json")
     init_id = initialize(store, provider)
     (line,) = json_lines(stream)
-    phases = {e.phase: e.duration_s for e in read_events(store, init_id)  # type: ignore[attr-defined]
+    phases = {e.phase: e.duration_s for e in read_events(store, init_id)  # type: ignore[attr-defined]  # a field of the Event subclass read
               if e.TYPE == "PhaseCompleted"}
     assert {k: line[k] for k in ("event", "level", "init_id", "outcome", "phase_durations_s")} == {
         "event": "InitializationCompleted", "level": "info", "init_id": init_id,
@@ -94,7 +94,7 @@ def test_every_hook_line_carries_init_phase_hook_callback_and_span_ids(
     for line in hook_lines:
         event = events[line["sequence"]]
         assert (line["init_id"], line["callback"], line["phase"], line["level"]) == (
-            init_id, CALLBACK, event.phase, "debug")  # type: ignore[attr-defined]
+            init_id, CALLBACK, event.phase, "debug")  # type: ignore[attr-defined]  # a field of the Event subclass read
         assert (line["trace_id"], line["span_id"]) == (event.trace_id, event.span_id)
         assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])
         assert re.fullmatch(r"[0-9a-f]{16}", line["span_id"])

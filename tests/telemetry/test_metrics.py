@@ -265,6 +265,6 @@ def test_failing_metrics_never_fail_the_initialization(
         caplog: pytest.LogCaptureFixture) -> None:
     """Instruments that raise cost one warning, not the initialization."""
     caplog.set_level(logging.WARNING, logger="llm_init")
-    initialize(MetricsCallback(BrokenBackend()))  # type: ignore[arg-type]
+    initialize(MetricsCallback(BrokenBackend()))  # type: ignore[arg-type]  # a broken backend on purpose
     assert [r.getMessage() for r in caplog.records] == [
         "llm-init metrics failed on PhaseStarted: RuntimeError('metrics exploded')"]

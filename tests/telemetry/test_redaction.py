@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 import time
 import urllib.request
@@ -177,6 +178,29 @@ def test_names_to_mask_and_keep_come_from_the_environment(
     assert json_safe({"ctx_test_key": "v", "tenant": "t", "session_token": "s",
                       "hf_token": "h"}) == {
         "ctx_test_key": MASK, "tenant": MASK, "session_token": "s", "hf_token": MASK}
+
+
+@pytest.mark.skipif(not os.supports_bytes_environ, reason="the environment holds text here")
+def test_names_to_mask_are_read_from_an_environment_value_that_is_not_utf8(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``LLM_INIT_REDACT_KEYS`` value holding undecodable bytes still adds its readable
+    names."""
+    monkeypatch.setitem(os.environb, os.fsencode(redaction.ENV_REDACT_KEYS),
+                        b"ctx_test_key,caf\xe9_\xff")
+    assert is_secret_key("ctx_test_key")
+
+
+@pytest.mark.skipif(not os.supports_bytes_environ, reason="the environment holds text here")
+def test_a_credential_variable_whose_value_is_not_utf8_is_masked_as_os_environ_reads_it(
+        user_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential variable holding undecodable bytes is masked wherever its value, as
+    ``os.environ`` decodes it, stands in text; a change of those bytes is seen at once."""
+    monkeypatch.setitem(os.environb, b"LLM_TEST_API_TOKEN", b"Zq8vR2mK\xff9xLp4TnW7yBc")
+    decoded = os.environ["LLM_TEST_API_TOKEN"]
+    assert redact_text(f"sent {decoded} upstream") == f"sent {MASK} upstream"
+    os.environb[b"LLM_TEST_API_TOKEN"] = b"Wk3nB8vQ\xfe2pLr6TzY5xMa"
+    changed = os.environ["LLM_TEST_API_TOKEN"]
+    assert redact_text(f"sent {changed} upstream") == f"sent {MASK} upstream"
 
 
 def test_names_to_mask_and_keep_can_be_added_in_python(user_keys: None) -> None:

@@ -37,7 +37,7 @@ class InPlace:
         ctx.runtime_env["env_vars"]["MODE"] = "b"  # beside a masked secret
 
     def on_post_placement_group(self, ctx: NodeInitializationContext) -> None:
-        ctx.runtime_env["env_vars"]["HF_TOKEN"] = "hf_y"  # type: ignore[index]
+        ctx.runtime_env["env_vars"]["HF_TOKEN"] = "hf_y"  # type: ignore[index]  # runtime_env may be None
 
     def on_pre_engine_init(self, ctx: NodeInitializationContext) -> None:
         pass

@@ -28,7 +28,7 @@ MODEL = "tiny-llama"
 def run(provider: TracerProvider, store: InMemoryEventStore,
         steps: DefaultSteps | None = None, **config: object) -> str:
     settings: dict[str, object] = {"model_id": MODEL, "enable_metrics": False, **config}
-    ctx = initialize_node_sync(LLMConfig(**settings),  # type: ignore[arg-type]
+    ctx = initialize_node_sync(LLMConfig(**settings),  # type: ignore[arg-type]  # settings of mixed types
                                event_store=store, steps=steps or local_steps(),
                                tracer_provider=provider)
     return ctx.init_id

@@ -40,7 +40,7 @@ def configure(built: list[TracerProvider]) -> TracerProvider:
 
 def initialize(provider: TracerProvider, **config: object) -> str:
     settings: dict[str, object] = {"model_id": "tiny-llama", "enable_metrics": False, **config}
-    ctx = initialize_node_sync(LLMConfig(**settings),  # type: ignore[arg-type]
+    ctx = initialize_node_sync(LLMConfig(**settings),  # type: ignore[arg-type]  # settings of mixed types
                                event_store=InMemoryEventStore(), steps=local_steps(),
                                tracer_provider=provider)
     return ctx.init_id

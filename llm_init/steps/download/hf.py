@@ -95,9 +95,9 @@ class HFSource:
 
     def read(self, file: RemoteFile, start: int, chunk_size: int) -> Generator[bytes]:
         from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
-
-        # Exported lazily (through __getattr__), which mypy cannot see.
-        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+        from huggingface_hub.utils import (  # type: ignore[attr-defined]  # a lazy __getattr__ export
+            build_hf_headers,
+        )
 
         url = hf_hub_url(self.repo_id, file.path, revision=self.commit or self.revision,
                          endpoint=self.endpoint or None)
