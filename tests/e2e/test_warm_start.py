@@ -46,6 +46,7 @@ from llm_init.events import (
     ArtifactPublished,
     ArtifactPublishSkipped,
     ArtifactRestored,
+    ArtifactUseObserved,
     Event,
     HookCompleted,
     PhaseCompleted,
@@ -327,6 +328,18 @@ def test_warm_start_restores_and_compiles_less(starts: Starts) -> None:
         assert warm_s is not None, subphase
         assert warm_s < cold_s, subphase
     assert warm.phase_s("engine_init") < cold.phase_s("engine_init")
+
+
+def test_each_start_records_what_vllm_did_with_its_cache(starts: Starts) -> None:
+    """Through Serve, the cold start records that vLLM compiled (nothing restored, unused) and
+    the warm start that vLLM used the restored artifact: on the CPU build its AOT artifact
+    fails to load and the graphs come from inductor's restored cache, with nothing compiled
+    afresh."""
+    (cold,) = starts.by_name["cold"].of_type(ArtifactUseObserved)
+    (warm,) = starts.by_name["warm"].of_type(ArtifactUseObserved)
+    assert (cold.restored, cold.used, cold.compiled) == (False, False, True)
+    assert (warm.restored, warm.used, warm.compiled) == (True, True, False)
+    assert warm.key == starts.by_name["warm"].of_type(ArtifactRestored)[0].key
 
 
 def test_the_warm_start_takes_only_what_the_trusted_key_signed(starts: Starts) -> None:
