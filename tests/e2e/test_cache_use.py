@@ -53,6 +53,7 @@ class EngineSees:
 
 def start(model: pathlib.Path, tmp: pathlib.Path, node: str, **env: str) -> list[Event]:
     """One initialization on ``node`` (its own compile cache), published after it starts."""
+    (tmp / "store").mkdir(exist_ok=True)  # the shared directory store, mounted on every node
     config = LLMConfig(model_id="tiny", engine_kwargs=COMPILE_KWARGS, callback_class=EngineSees,
                        callback_kwargs={"env": env},
                        artifact_store={"url": f"file://{tmp / 'store'}",
