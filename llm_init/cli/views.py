@@ -264,8 +264,8 @@ def timeline_tree(r: ReplayedInitialization, *, spans: bool = False,
                   trace_url: str | None = None, width: int | None = None) -> Tree:
     """``llm-init timeline``: a waterfall of phases, steps and hook calls with durations.
 
-    ``trace_url`` is a template with ``{trace_id}``; ``width`` is the console's, so a node's
-    line breaks between values rather than inside one."""
+    ``trace_url`` is a template with ``{trace_id}``; ``width`` is the console's, so that a
+    long entry breaks between its values rather than inside one (``None``: never breaks)."""
     t0 = r.started_at
     seen = (r.last_event_at - t0).total_seconds() if r.last_event_at and t0 else 0.0
     total = max(r.duration_s or seen, 1e-9)  # unfinished: bars scaled to its last event
@@ -284,20 +284,23 @@ def timeline_tree(r: ReplayedInitialization, *, spans: bool = False,
     for e in r.timeline:
         offset = (e.started_at - t0).total_seconds() if t0 else 0.0
         style = STATUS_STYLE.get(e.status, "")
-        label = plain(e.name) if e.kind == "phase" else f"{e.kind} {plain(e.name)}"
+        parts = [f"[{style}]{_bar(offset, e.duration_s, total, '█')}[/] +{secs(offset):>9} "
+                 f"{secs(e.duration_s):>9} ",
+                 plain(e.name) if e.kind == "phase" else f"{e.kind} {plain(e.name)}"]
         if e.actor:
-            label += f" [dim]({plain(e.actor)})[/]"
-        line = (f"[{style}]{_bar(offset, e.duration_s, total, '█')}[/] +{secs(offset):>9} "
-                f"{secs(e.duration_s):>9}  {label}")
+            parts.append(f"[dim]({plain(e.actor)})[/]")
         if e.status in ("skipped", "failed", "abandoned"):
-            line += f" [{style}]{e.status.upper()}[/] {plain(e.detail)}"
+            parts.append(f"[{style}]{e.status.upper()}[/] {plain(e.detail)}")
         if spans and e.span_id:
-            line += f" [dim]span {e.span_id}[/]"
+            parts.append(f"[dim]span {e.span_id}[/]")
+        depth = 1 if e.kind == "phase" or branch is tree else 2
+        line = _packed(parts, None if width is None else width - depth * _GUIDE,
+                       indent=_BAR + 1)
         if e.kind == "phase":
             branch = tree.add(line)
         elif e.kind == "step" and e.name == "download" and r.nodes:
-            node_width = None if width is None else width - 3 * _GUIDE
-            _node_lines(branch.add(line), r, t0, total, node_width)
+            _node_lines(branch.add(line), r, t0, total,
+                        None if width is None else width - 3 * _GUIDE)
         else:
             branch.add(line)
     if r.error:
@@ -328,7 +331,7 @@ def _node_lines(step: Tree, r: ReplayedInitialization, t0: datetime | None, tota
         begin = at - timedelta(seconds=seconds or 0.0)
         offset = (begin - t0).total_seconds() if t0 else 0.0
         here = " this node" if node_id == r.labels.get("node_id") else ""
-        parts = [f"{_bar(offset, seconds, total, '▒')} +{secs(offset):>9} {secs(seconds):>9}  "
+        parts = [f"{_bar(offset, seconds, total, '▒')} +{secs(offset):>9} {secs(seconds):>9} ",
                  f"node {_shown(node_id[:12])}{here}"]
         if d.get("ran_in"):
             parts.append(f"[dim]({_shown(d['ran_in'])})[/]")
@@ -337,7 +340,7 @@ def _node_lines(step: Tree, r: ReplayedInitialization, t0: datetime | None, tota
         if not done:
             style = "yellow" if r.outcome == "running" else "red"
             parts.append(f"[{style}]{_shown(d.get('stage'))}, unfinished[/]")
-        step.add(_packed(parts, width, indent=_BAR + 22))
+        step.add(_packed(parts, width, indent=_BAR + 1))
 
 
 def _packed(parts: Sequence[str], width: int | None, *, indent: int) -> Text:
