@@ -1,0 +1,70 @@
+"""Specification of the demo's console: the waterfall as ``llm-init timeline`` draws it, and
+none of the libraries' chatter (httpx's request lines, Ray's raylet lines at shutdown)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from llm_init.demo.run import quiet_libraries, raylet_lines_dropped, waterfall
+from llm_init.stores import SQLiteEventStore
+from tests.support.cli import invoke
+from tests.support.logs import records, synthetic_log
+
+INIT = "58741c0e5b3f4f6a9d2e8b7c6a5f4e3d"
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """What reaches a handler on the root logger, as Ray's JSON handler would print it."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield out
+    root.removeHandler(handler)
+
+
+def test_httpx_request_lines_stay_off_the_console_after_ray_resets_levels(
+        captured: io.StringIO) -> None:
+    """Once the demo quiets the libraries, an httpx INFO line is not printed even after its
+    logger's level was set back to INFO (as starting Ray does); its warnings still are."""
+    quiet_libraries()
+    httpx = logging.getLogger("httpx")
+    httpx.setLevel(logging.INFO)
+    httpx.info('HTTP Request: POST http://127.0.0.1:8000/v1/chat/completions "HTTP/1.1 200 OK"')
+    httpx.warning("connection pool is full")
+    assert captured.getvalue().splitlines() == ["connection pool is full"]
+
+
+def test_raylet_lines_printed_at_shutdown_are_left_out(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """A raylet line Ray's driver prints while the demo shuts its cluster down (Serve's
+    controller killed in its graceful_shutdown) is left out; the demo's own lines are not."""
+    from ray._private.worker import print_to_stdstream
+
+    with raylet_lines_dropped():
+        print("shutting down")
+        print_to_stdstream({"lines": [
+            "Task ServeController.graceful_shutdown failed. The actor died because it was "
+            "killed by ray.kill (test_raylet_lines_printed_at_shutdown)"],
+            "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    print("total: 61.0 s")
+    assert capsys.readouterr().out.splitlines() == ["shutting down", "total: 61.0 s"]
+
+
+def test_the_demo_waterfall_is_the_timeline_command_s(tmp_path: Path) -> None:
+    """The demo prints the waterfall line for line as ``llm-init timeline`` does at the same
+    width."""
+    path = tmp_path / "events.sqlite"
+    events = SQLiteEventStore(path)
+    events.append(records(synthetic_log(INIT, model_id="tiny", seconds=0.5)))
+    events.close()
+    shown = io.StringIO()
+    Console(width=80, file=shown).print(waterfall(str(path), INIT, 80))
+    assert shown.getvalue() == invoke("timeline", INIT, "--store", str(path), width=80).output
