@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from rich.console import Group
+from rich.highlighter import ReprHighlighter
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -353,7 +354,11 @@ def _packed(parts: Sequence[str], width: int | None, *, indent: int) -> Text:
             lines.append(Text(" " * min(indent, max(width - piece.cell_len, 0))) + piece)
         else:
             lines[-1] += Text(" ") + piece
-    return Text("\n").join(lines)
+    # Highlighted as the console highlights the markup strings of the other lines.
+    return _HIGHLIGHT(Text("\n").join(lines))
+
+
+_HIGHLIGHT = ReprHighlighter()
 
 
 def _bytes(value: object) -> str:
