@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from rich.console import Group
@@ -20,6 +20,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from llm_init.artifacts import catalog
+from llm_init.artifacts.catalog import ArtifactEntry, PruneReport
+from llm_init.artifacts.manifest import Manifest
 from llm_init.events import Event
 from llm_init.fleet.diff import InitDiff
 from llm_init.fleet.stats import PhaseStats
@@ -406,3 +409,90 @@ def warm_start_line(warm: dict[str, Any]) -> str:
 def _shown(value: object) -> str:
     """A value from an artifact store (untrusted text), capped at 120 characters."""
     return plain(value, 120)
+
+
+# ``llm-init warm``: artifact names, hosts and parts come from the store, untrusted text, shown
+# through ``catalog.printable`` (one line, no control characters) and as ``Text``, not markup.
+
+
+def age(seconds: float | None) -> str:
+    """An artifact's age in its largest unit: ``45s``, ``12.0m``, ``3.5h``, ``2.0d``."""
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+def artifacts_table(entries: Sequence[ArtifactEntry], now: float, location: str) -> Table:
+    """``warm list``: one row per artifact, an unreadable one with why."""
+    table = Table(title=f"artifacts in {location}")
+    for column in ("key", "model", "vllm", "age", "archive", "files", "host"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(*(Text(value) for value in _artifact_row(entry, now)))
+    return table
+
+
+def _artifact_row(entry: ArtifactEntry, now: float) -> list[str]:
+    show = catalog.printable
+    if entry.error is not None:
+        return [show(entry.key), f"unreadable: {show(entry.error, 60)}", "", "", "", "", ""]
+    return [show(entry.key), show(entry.model, 60), show(entry.vllm, 20),
+            age(entry.age_s(now)), f"{entry.archive_bytes / 1e6:.1f} MB", str(entry.files),
+            show(entry.host, 40)]
+
+
+def _created(manifest: Manifest) -> str:
+    return (datetime.fromtimestamp(manifest.created_at, UTC).isoformat(timespec="seconds")
+            if 0 < manifest.created_at < 1e11 else "?")
+
+
+def artifact_dict(manifest: Manifest) -> dict[str, Any]:
+    """``warm inspect --json``: the manifest's key, parts, archive and files."""
+    show = catalog.printable
+    return {"key": show(manifest.key), "created_at": _created(manifest),
+            "host": show(manifest.host), "archive": show(manifest.archive),
+            "archive_bytes": manifest.archive_bytes, "size": manifest.size,
+            "parts": {show(k): show(v) for k, v in manifest.parts.items()},
+            "files": [[show(f.path), f.size] for f in manifest.files]}
+
+
+def artifact_text(manifest: Manifest, location: str) -> str:
+    """``warm inspect``: the manifest as lines of plain text."""
+    show = catalog.printable
+    lines = [f"artifact {show(manifest.key)} in {location}",
+             f"created {_created(manifest)} on {show(manifest.host) or '?'}",
+             f"archive {show(manifest.archive)}: {manifest.archive_bytes} bytes; "
+             f"{len(manifest.files)} files, {manifest.size} bytes unpacked", "parts:"]
+    lines += [f"  {show(k, 40)} = {show(v)}" for k, v in sorted(manifest.parts.items())]
+    lines.append("files:")
+    lines += [f"  {f.size:>12}  {show(f.path)}" for f in manifest.files]
+    return "\n".join(lines)
+
+
+def prune_dict(report: PruneReport, now: float, *, dry_run: bool) -> dict[str, Any]:
+    """``warm prune --json``: what was (or would be) retired, deleted, kept, waiting."""
+    show = catalog.printable
+    return {"dry_run": dry_run, "pruned": [e.to_dict(now) for e in report.pruned],
+            "deleted": [show(n) for n in report.deleted],
+            "kept": [show(n) for n in report.kept],
+            "waiting": [show(k) for k in report.waiting]}
+
+
+def prune_lines(report: PruneReport, now: float, *, dry_run: bool) -> list[str]:
+    """``warm prune``: one line per artifact retired or deleted, then what is waiting."""
+    show = catalog.printable
+    verb = "would retire" if dry_run else "retired"
+    lines = [f"{verb} {show(e.key)} ({show(e.model, 60)}, vllm {show(e.vllm, 20)}, "
+             f"{age(e.age_s(now))} old)" for e in report.pruned]
+    verb = "would delete" if dry_run else "deleted"
+    lines += [f"{verb} {show(name)} (grace period over)" for name in report.deleted]
+    lines += [f"kept {show(name)} (published again since)" for name in report.kept]
+    if report.waiting:
+        lines.append(f"{len(report.waiting)} retired artifact(s) within their grace period")
+    if not (report.pruned or report.deleted or report.waiting):
+        lines.append("nothing to prune")
+    return lines
+

@@ -1,29 +1,26 @@
 """``llm-init warm``: build a warm-start artifact before a rollout, and list, inspect and prune
-an artifact store. Commands parse options and print; the work is in ``llm_init.artifacts``."""
+an artifact store. Commands parse options and print a view (``llm_init.cli.views``); the work
+is in ``llm_init.artifacts``."""
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from llm_init.artifacts.catalog import (
     DEFAULT_GRACE_S,
-    ArtifactEntry,
     inspect_artifact,
     list_artifacts,
     parse_age,
-    printable,
     prune,
 )
 from llm_init.artifacts.stores import ArtifactStore, open_artifact_store
+from llm_init.cli import views
 from llm_init.errors import LLMInitError
 from llm_init.telemetry.redaction import exception_message, redact_text
 
@@ -54,15 +51,6 @@ def _open(url: str, endpoint_url: str | None) -> ArtifactStore:
         return open_artifact_store(url, endpoint_url=endpoint_url)
     except LLMInitError as exc:
         raise _fail(str(exc)) from None
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{max(seconds, 0):.0f}s"
 
 
 def _older(text: str | None) -> float | None:
@@ -216,21 +204,7 @@ def list_cmd(store: StoreUrl, endpoint_url: EndpointUrl = None, model: Model = N
     if as_json:
         typer.echo(json.dumps([e.to_dict(now) for e in found], indent=1))
         return
-    table = Table(title=f"artifacts in {artifact_store.location}")
-    for column in ("key", "model", "vllm", "age", "archive", "files", "host"):
-        table.add_column(column)
-    for entry in found:
-        table.add_row(*(Text(value) for value in _row(entry, now)))
-    console.print(table)
-
-
-def _row(entry: ArtifactEntry, now: float) -> list[str]:
-    if entry.error is not None:
-        return [printable(entry.key), f"unreadable: {printable(entry.error, 60)}", "", "", "",
-                "", ""]
-    return [printable(entry.key), printable(entry.model, 60), printable(entry.vllm, 20),
-            _age(entry.age_s(now)), f"{entry.archive_bytes / 1e6:.1f} MB", str(entry.files),
-            printable(entry.host, 40)]
+    console.print(views.artifacts_table(found, now, artifact_store.location))
 
 
 @app.command("inspect")
@@ -244,24 +218,10 @@ def inspect_cmd(key: str, store: StoreUrl, endpoint_url: EndpointUrl = None,
         raise _fail(str(exc)) from None
     except Exception as exc:
         raise _fail(f"cannot read {artifact_store.location}: {exception_message(exc)}") from None
-    created = (datetime.fromtimestamp(manifest.created_at, UTC).isoformat(timespec="seconds")
-               if 0 < manifest.created_at < 1e11 else "?")
     if as_json:
-        typer.echo(json.dumps({
-            "key": printable(manifest.key), "created_at": created,
-            "host": printable(manifest.host), "archive": printable(manifest.archive),
-            "archive_bytes": manifest.archive_bytes, "size": manifest.size,
-            "parts": {printable(k): printable(v) for k, v in manifest.parts.items()},
-            "files": [[printable(f.path), f.size] for f in manifest.files]}, indent=1))
+        typer.echo(json.dumps(views.artifact_dict(manifest), indent=1))
         return
-    lines = [f"artifact {printable(manifest.key)} in {artifact_store.location}",
-             f"created {created} on {printable(manifest.host) or '?'}",
-             f"archive {printable(manifest.archive)}: {manifest.archive_bytes} bytes; "
-             f"{len(manifest.files)} files, {manifest.size} bytes unpacked", "parts:"]
-    lines += [f"  {printable(k, 40)} = {printable(v)}" for k, v in sorted(manifest.parts.items())]
-    lines.append("files:")
-    lines += [f"  {f.size:>12}  {printable(f.path)}" for f in manifest.files]
-    typer.echo("\n".join(lines))
+    typer.echo(views.artifact_text(manifest, artifact_store.location))
 
 
 @app.command("prune")
@@ -291,22 +251,7 @@ def prune_cmd(store: StoreUrl, endpoint_url: EndpointUrl = None, model: Model = 
                     ) from None
     now = time.time()
     if as_json:
-        typer.echo(json.dumps({"dry_run": dry_run,
-                               "pruned": [e.to_dict(now) for e in report.pruned],
-                               "deleted": [printable(n) for n in report.deleted],
-                               "kept": [printable(n) for n in report.kept],
-                               "waiting": [printable(k) for k in report.waiting]}, indent=1))
+        typer.echo(json.dumps(views.prune_dict(report, now, dry_run=dry_run), indent=1))
         return
-    verb = "would retire" if dry_run else "retired"
-    for entry in report.pruned:
-        typer.echo(f"{verb} {printable(entry.key)} ({printable(entry.model, 60)}, vllm "
-                   f"{printable(entry.vllm, 20)}, {_age(entry.age_s(now))} old)")
-    verb = "would delete" if dry_run else "deleted"
-    for name in report.deleted:
-        typer.echo(f"{verb} {printable(name)} (grace period over)")
-    for name in report.kept:
-        typer.echo(f"kept {printable(name)} (published again since)")
-    if report.waiting:
-        typer.echo(f"{len(report.waiting)} retired artifact(s) within their grace period")
-    if not (report.pruned or report.deleted or report.waiting):
-        typer.echo("nothing to prune")
+    for line in views.prune_lines(report, now, dry_run=dry_run):
+        typer.echo(line)
