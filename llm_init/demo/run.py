@@ -129,8 +129,9 @@ def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
             ray.shutdown()  # joins the thread that prints those lines
 
 
-# Loggers whose INFO lines (one per HTTP request, per Serve event) bury the demo's output.
-QUIET_LOGGERS = ("ray.serve", "ray.llm", "httpx")
+# Loggers whose INFO lines (one per HTTP request, per Serve event) bury the demo's output;
+# the openai client sends its requests with httpx2.
+QUIET_LOGGERS = ("ray.serve", "ray.llm", "httpx", "httpx2")
 
 
 def _warnings_and_above(record: logging.LogRecord) -> bool:

@@ -3,8 +3,11 @@ none of the libraries' chatter (httpx's request lines, Ray's raylet lines at shu
 
 from __future__ import annotations
 
+import http.server
 import io
+import json
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,15 +33,49 @@ def captured() -> Iterator[io.StringIO]:
     root.removeHandler(handler)
 
 
-def test_httpx_request_lines_stay_off_the_console_after_ray_resets_levels(
-        captured: io.StringIO) -> None:
-    """Once the demo quiets the libraries, an httpx INFO line is not printed even after its
-    logger's level was set back to INFO (as starting Ray does); its warnings still are."""
+class Models(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible server with no models."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"object": "list", "data": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def api() -> Iterator[str]:
+    """The base URL of a local OpenAI-compatible server."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_openai_client_s_request_lines_stay_off_the_console(
+        captured: io.StringIO, api: str) -> None:
+    """Once the demo quiets the libraries, a request by the openai client (as the demo's chat
+    completion) prints no ``HTTP Request:`` line, even after its HTTP library's loggers were
+    set back to INFO, as starting Ray may do."""
+    from openai import OpenAI
+
     quiet_libraries()
-    httpx = logging.getLogger("httpx")
-    httpx.setLevel(logging.INFO)
-    httpx.info('HTTP Request: POST http://127.0.0.1:8000/v1/chat/completions "HTTP/1.1 200 OK"')
-    httpx.warning("connection pool is full")
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    OpenAI(base_url=api, api_key="not-needed", max_retries=0).models.list()
+    assert captured.getvalue() == ""
+
+
+def test_warnings_of_the_quieted_libraries_still_show(captured: io.StringIO) -> None:
+    """The demo keeps the libraries' warnings: only their INFO lines are left out."""
+    quiet_libraries()
+    logging.getLogger("httpx").warning("connection pool is full")
     assert captured.getvalue().splitlines() == ["connection pool is full"]
 
 
