@@ -113,7 +113,8 @@ def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
 
     # address="local": a new cluster of our own, even where another one runs on this machine.
     options: dict[str, Any] = {"address": "local", "num_cpus": num_cpus,
-                               "include_dashboard": False, "log_to_driver": False}
+                               "include_dashboard": False, "log_to_driver": False,
+                               "logging_level": logging.WARNING}
     if metrics_port is not None:
         options["_metrics_export_port"] = metrics_port
     ray.init(**options)
@@ -129,9 +130,9 @@ def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
             ray.shutdown()  # joins the thread that prints those lines
 
 
-# Loggers whose INFO lines (one per HTTP request, per Serve event) bury the demo's output;
-# the openai client sends its requests with httpx2.
-QUIET_LOGGERS = ("ray.serve", "ray.llm", "httpx", "httpx2")
+# Loggers whose INFO lines (one per HTTP request, per Serve event, vLLM's imports) bury the
+# demo's output; the openai client sends its requests with httpx2.
+QUIET_LOGGERS = ("ray.serve", "ray.llm", "vllm", "httpx", "httpx2")
 
 
 def _warnings_and_above(record: logging.LogRecord) -> bool:
@@ -141,9 +142,12 @@ def _warnings_and_above(record: logging.LogRecord) -> bool:
 def quiet_libraries() -> None:
     """Keep the chatty libraries' INFO lines off the demo's console, warnings still shown.
 
-    A filter as well as a level: Ray configures logging when it starts and may set the
-    levels back."""
-    for name in QUIET_LOGGERS:
+    Their loggers below the named ones too: Ray Serve LLM gives each module a logger of its
+    own, with its own handler and level. A filter as well as a level: Ray configures logging
+    when it starts and may set the levels back."""
+    existing = [name for name in logging.root.manager.loggerDict
+                if name.startswith(tuple(f"{q}." for q in QUIET_LOGGERS))]
+    for name in (*QUIET_LOGGERS, *existing):
         logger = logging.getLogger(name)
         logger.setLevel(logging.WARNING)
         if _warnings_and_above not in logger.filters:

@@ -72,6 +72,21 @@ def test_the_openai_client_s_request_lines_stay_off_the_console(
     assert captured.getvalue() == ""
 
 
+def test_ray_serve_llm_module_loggers_are_quieted_too() -> None:
+    """A module logger of Ray Serve LLM with its own handler and INFO level (as the one that
+    prints "Deployment Options" when the app is built) prints no INFO line once the demo
+    quiets the libraries."""
+    out = io.StringIO()
+    # As ray.llm's get_logger sets one up when Serve's logger has no handler yet.
+    logger = logging.getLogger("ray.serve.ray.llm._internal.serve.llm_init_test")
+    logger.addHandler(logging.StreamHandler(out))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    quiet_libraries()
+    logger.info("============== Deployment Options ==============")
+    assert out.getvalue() == ""
+
+
 def test_warnings_of_the_quieted_libraries_still_show(captured: io.StringIO) -> None:
     """The demo keeps the libraries' warnings: only their INFO lines are left out."""
     quiet_libraries()
