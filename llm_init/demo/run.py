@@ -287,6 +287,26 @@ def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
 def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port: int = 8080,
              keep: bool = False, metrics_wait_s: float = 20.0) -> int:
     """The demo; returns the exit code."""
+    with info_lines_off():
+        return _run_demo(workdir=workdir, http_port=http_port, metrics_port=metrics_port,
+                         keep=keep, metrics_wait_s=metrics_wait_s)
+
+
+@contextlib.contextmanager
+def info_lines_off() -> Iterator[None]:
+    """While it lasts, no logger of this process prints below WARNING: the demo's console
+    is its own report, and libraries set up loggers of their own while it runs (Ray Serve
+    LLM's app builder, one per module, at INFO) that no earlier setting reaches."""
+    before = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
+def _run_demo(*, workdir: str | None, http_port: int, metrics_port: int, keep: bool,
+              metrics_wait_s: float) -> int:
     started = time.monotonic()
     base = pathlib.Path(workdir or pathlib.Path.home() / ".cache" / "llm-init" / "demo")
     base.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from llm_init.demo.run import (
     _stepper,
     app_args,
     demo_console,
+    info_lines_off,
     local_cluster,
     quiet_libraries,
     waterfall,
@@ -190,6 +191,11 @@ def wait_for_artifact(store_url: str, init_id: str, wait_s: float) -> str | None
 def run_warm_demo(*, workdir: str | None = None, http_port: int = 8000,
                   metrics_port: int = 8080) -> int:
     """The warm-start demo; returns the exit code."""
+    with info_lines_off():
+        return _run_warm_demo(workdir=workdir, http_port=http_port, metrics_port=metrics_port)
+
+
+def _run_warm_demo(*, workdir: str | None, http_port: int, metrics_port: int) -> int:
     from llm_init.cli.views import diff_view
     from llm_init.demo.tiny_model import build_tiny_model
     from llm_init.fleet.diff import diff_initializations

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from llm_init.demo.run import quiet_libraries, raylet_lines_dropped, waterfall
+from llm_init.demo.run import info_lines_off, quiet_libraries, raylet_lines_dropped, waterfall
 from llm_init.stores import SQLiteEventStore
 from tests.support.cli import invoke
 from tests.support.logs import records, synthetic_log
@@ -85,6 +85,21 @@ def test_ray_serve_llm_module_loggers_are_quieted_too() -> None:
     quiet_libraries()
     logger.info("============== Deployment Options ==============")
     assert out.getvalue() == ""
+
+
+def test_no_info_line_while_the_demo_runs_from_a_logger_made_meanwhile() -> None:
+    """While the demo runs, a logger a library sets up only then, with its own handler at
+    INFO, prints no INFO line (a warning still shows); afterwards INFO lines print again."""
+    out = io.StringIO()
+    with info_lines_off():
+        logger = logging.getLogger("ray.serve.ray.llm._internal.serve.made_later")
+        logger.addHandler(logging.StreamHandler(out))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.info("============== Ingress Options ==============")
+        logger.warning("replica restarted")
+    logger.info("after the demo")
+    assert out.getvalue().splitlines() == ["replica restarted", "after the demo"]
 
 
 def test_warnings_of_the_quieted_libraries_still_show(captured: io.StringIO) -> None:
