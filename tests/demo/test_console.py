@@ -14,12 +14,35 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from llm_init.demo.run import info_lines_off, quiet_libraries, raylet_lines_dropped, waterfall
+from llm_init.demo.run import (
+    QUIET_LOGGERS,
+    info_lines_off,
+    quiet_libraries,
+    raylet_lines_dropped,
+    waterfall,
+)
 from llm_init.stores import SQLiteEventStore
 from tests.support.cli import invoke
 from tests.support.logs import records, synthetic_log
 
 INIT = "58741c0e5b3f4f6a9d2e8b7c6a5f4e3d"
+
+
+@pytest.fixture(autouse=True)
+def loggers_restored() -> Iterator[None]:
+    """The quieted loggers as they were before each test: other tests read vLLM's lines."""
+    names = [*QUIET_LOGGERS, *(n for n in logging.root.manager.loggerDict
+                               if n.startswith(tuple(f"{q}." for q in QUIET_LOGGERS)))]
+    before = {n: (logging.getLogger(n).level, list(logging.getLogger(n).filters))
+              for n in names}
+    yield
+    for name in logging.root.manager.loggerDict:
+        if name.startswith(tuple(f"{q}." for q in QUIET_LOGGERS)) and name not in before:
+            before[name] = (logging.NOTSET, [])
+    for name, (level, filters) in before.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.filters[:] = filters
 
 
 @pytest.fixture
