@@ -18,9 +18,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llm_init.context import NodeInitializationContext
+
+if TYPE_CHECKING:  # rich is imported when the report is printed, not with the demo module
+    from rich.console import Console
+    from rich.tree import Tree
 
 MODEL_ID = "tiny"
 APP_NAME = "llm-init-demo"
@@ -206,7 +210,7 @@ def latest_init_id(store_location: str, model_id: str = MODEL_ID) -> str | None:
     return found[0].init_id if found else None
 
 
-def waterfall(store_location: str, init_id: str, width: int) -> Any:
+def waterfall(store_location: str, init_id: str, width: int) -> Tree:
     """The initialization's timeline, as ``llm-init timeline`` shows it at ``width``."""
     from llm_init.cli.views import timeline_tree
     from llm_init.replay import read_events, replay
@@ -221,7 +225,7 @@ def waterfall(store_location: str, init_id: str, width: int) -> Any:
     return timeline_tree(found, trace_url=os.environ.get(ENV_TRACE_URL), width=width)
 
 
-def demo_console() -> Any:
+def demo_console() -> Console:
     """The demo's console: a terminal's width, or 120 columns when piped or logged."""
     from rich.console import Console
 
