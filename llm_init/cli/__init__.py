@@ -14,8 +14,9 @@ from rich.console import Console
 # tool) may put a console of its own width here.
 console = Console()
 
-from llm_init.cli import commands  # noqa: E402  (after ``console``, which it reads)
-from llm_init.cli.commands import app  # noqa: E402
+# After ``console``: the commands read it from this module.
+from llm_init.cli import commands  # noqa: E402  (see above)
+from llm_init.cli.commands import app  # noqa: E402  (see above)
 
 
 def main() -> None:
