@@ -37,7 +37,7 @@ from llm_init.events import (
     StepProgressed,
     StepStarted,
 )
-from llm_init.stores.base import DecodingStore, EventStore, PrefixSearchStore
+from llm_init.stores.base import DecodingStore, EventStore, InitQuery, PrefixSearchStore
 from llm_init.stores.codec import decode
 
 
@@ -86,6 +86,7 @@ class ReplayedInitialization:
     heartbeat_interval_s: float | None = None  # as declared or last beaten; None: no heartbeat
     last_beat_at: datetime | None = None  # its start or its last HeartbeatRecorded
     last_event_at: datetime | None = None
+    host: str = ""  # where it started, as InitializationStarted recorded it
 
     @property
     def alive_until(self) -> datetime | None:
@@ -154,6 +155,7 @@ def replay(events: Iterable[Event], upto: int | None = None, *,
                 current_phase=None, current_activity=None, timeline=[],
                 trace_id=event.trace_id, labels=dict(event.labels),
                 heartbeat_interval_s=event.heartbeat_interval_s, last_beat_at=event.timestamp,
+                host=event.host,
             )
         elif result is None:
             raise UnknownInitializationError(
@@ -381,8 +383,11 @@ def _handler(cls: type) -> _Apply:
 
 
 def list_initializations(store: EventStore, limit: int = 50) -> Sequence[ReplayedInitialization]:
-    """The latest initializations, newest first, each replayed to its last event."""
-    return [replay(read_events(store, init_id)) for init_id in store.list_init_ids(limit)]
+    """The latest initializations, newest first, each replayed to its last event (the fleet
+    query ``llm_init.fleet.find_initializations`` with no filter)."""
+    from llm_init.fleet.query import find_initializations  # fleet is built on replay
+
+    return find_initializations(store, InitQuery(limit=limit))
 
 
 def resolve_init_id(store: EventStore, prefix: str, *, search: int | None = None) -> str:

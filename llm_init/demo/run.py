@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import logging
 import os
 import pathlib
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llm_init.context import NodeInitializationContext
+
+if TYPE_CHECKING:  # rich is imported when the report is printed, not with the demo module
+    from rich.console import Console
+    from rich.tree import Tree
 
 MODEL_ID = "tiny"
 APP_NAME = "llm-init-demo"
@@ -111,7 +117,8 @@ def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
 
     # address="local": a new cluster of our own, even where another one runs on this machine.
     options: dict[str, Any] = {"address": "local", "num_cpus": num_cpus,
-                               "include_dashboard": False, "log_to_driver": False}
+                               "include_dashboard": False, "log_to_driver": False,
+                               "logging_level": logging.WARNING}
     if metrics_port is not None:
         options["_metrics_export_port"] = metrics_port
     ray.init(**options)
@@ -119,24 +126,111 @@ def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
         yield
     finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
-        ray.shutdown()
+        # Shutting Serve down kills its controller in the middle of its own graceful_shutdown
+        # task; Ray reports that to the driver as a raylet line, after the demo's summary.
+        with raylet_lines_dropped():
+            with contextlib.suppress(Exception):
+                serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
+            ray.shutdown()  # joins the thread that prints those lines
+
+
+# Loggers whose INFO lines (one per HTTP request, per Serve event, vLLM's imports) bury the
+# demo's output; the openai client sends its requests with httpx2.
+QUIET_LOGGERS = ("ray.serve", "ray.llm", "vllm", "httpx", "httpx2")
+
+
+def _warnings_and_above(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+def quiet_libraries() -> None:
+    """Keep the chatty libraries' INFO lines off the demo's console, warnings still shown.
+
+    Their loggers below the named ones too: Ray Serve LLM gives each module a logger of its
+    own, with its own handler and level. A filter as well as a level: Ray configures logging
+    when it starts and may set the levels back."""
+    existing = [name for name in logging.root.manager.loggerDict
+                if name.startswith(tuple(f"{q}." for q in QUIET_LOGGERS))]
+    for name in (*QUIET_LOGGERS, *existing):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        if _warnings_and_above not in logger.filters:
+            logger.addFilter(_warnings_and_above)
+
+
+class _RayletLinesDropped(io.TextIOBase):
+    """Standard output without the lines Ray's driver prints for the raylet."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if "(raylet)" not in line:
+                self._out.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def close_pending(self) -> None:
+        if self._pending and "(raylet)" not in self._pending:
+            self._out.write(self._pending)
+        self._pending = ""
+
+
+@contextlib.contextmanager
+def raylet_lines_dropped() -> Iterator[None]:
+    """While it lasts, lines printed with Ray's ``(raylet)`` prefix are left out of standard
+    output; every other line goes through."""
+    out = sys.stdout
+    filtered = _RayletLinesDropped(out)
+    sys.stdout = filtered
+    try:
+        yield
+    finally:
+        sys.stdout = out
+        filtered.close_pending()
+        out.flush()
 
 
 def latest_init_id(store_location: str, model_id: str = MODEL_ID) -> str | None:
     """The newest initialization of ``model_id`` in the store."""
-    from llm_init.replay import list_initializations
+    from llm_init.fleet import InitQuery, find_initializations
     from llm_init.stores import open_store
 
     store = open_store(store_location, create=False)
     try:
-        for r in list_initializations(store, limit=20):
-            if r.model_id == model_id:
-                return r.init_id
+        found = find_initializations(store, InitQuery(model_id=model_id, limit=1))
     finally:
         store.close()
-    return None
+    return found[0].init_id if found else None
+
+
+def waterfall(store_location: str, init_id: str, width: int) -> Tree:
+    """The initialization's timeline, as ``llm-init timeline`` shows it at ``width``."""
+    from llm_init.cli.views import timeline_tree
+    from llm_init.replay import read_events, replay
+    from llm_init.stores import open_store
+    from llm_init.telemetry.names import ENV_TRACE_URL
+
+    store = open_store(store_location, create=False)
+    try:
+        found = replay(read_events(store, init_id))
+    finally:
+        store.close()
+    return timeline_tree(found, trace_url=os.environ.get(ENV_TRACE_URL), width=width)
+
+
+def demo_console() -> Console:
+    """The demo's console: a terminal's width, or 120 columns when piped or logged."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 120))
 
 
 def llm_init_metrics(metrics_port: int, *, wait_s: float) -> list[str]:
@@ -173,18 +267,9 @@ def engine_subphases(store_location: str, init_id: str) -> list[tuple[str, float
 def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
                  http_port: int, metrics_wait_s: float = 0.0) -> None:
     """The initialization's timeline, its engine sub-phases, and where to look next."""
-    from rich.console import Console
-
-    from llm_init import cli
-
-    console = cli.console
-    if not console.is_terminal:  # piped or logged: no wrapping at 80 columns
-        cli.console = Console(width=max(console.width, 120))
+    console = demo_console()
     print()
-    try:
-        cli.timeline(init_id, store=store_path)
-    finally:
-        cli.console = console
+    console.print(waterfall(store_path, init_id, console.width))
     print("\nengine sub-phases (vLLM's start-up, from its log lines and llm-init's clock):")
     for name, seconds, source in engine_subphases(store_path, init_id):
         print(f"  {name:<32} {seconds:8.2f} s  {source}")
@@ -206,6 +291,26 @@ def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
 def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port: int = 8080,
              keep: bool = False, metrics_wait_s: float = 20.0) -> int:
     """The demo; returns the exit code."""
+    with info_lines_off():
+        return _run_demo(workdir=workdir, http_port=http_port, metrics_port=metrics_port,
+                         keep=keep, metrics_wait_s=metrics_wait_s)
+
+
+@contextlib.contextmanager
+def info_lines_off() -> Iterator[None]:
+    """While it lasts, no logger of this process prints below WARNING: the demo's console
+    is its own report, and libraries set up loggers of their own while it runs (Ray Serve
+    LLM's app builder, one per module, at INFO) that no earlier setting reaches."""
+    before = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
+def _run_demo(*, workdir: str | None, http_port: int, metrics_port: int, keep: bool,
+              metrics_wait_s: float) -> int:
     started = time.monotonic()
     base = pathlib.Path(workdir or pathlib.Path.home() / ".cache" / "llm-init" / "demo")
     base.mkdir(parents=True, exist_ok=True)
@@ -221,8 +326,7 @@ def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port:
     from llm_init.serve import build_openai_app
 
     step("imported Ray Serve LLM and vLLM")
-    for name in ("ray.serve", "ray.llm", "httpx"):  # their INFO lines bury the demo's output
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_libraries()
     args = app_args(model_dir, event_store=f"sqlite:///{store_path}")
     if not has_download_step():
         step(f"{DOWNLOAD_MODULE} is not installed: the model is used in place "
@@ -233,6 +337,7 @@ def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port:
         step("Ray is up")
         deploy_started = time.monotonic()
         serve.run(build_openai_app(args), name=APP_NAME, route_prefix="/")
+        quiet_libraries()  # again: starting Ray and Serve configured logging
         step(f"deployed through llm-init: serve.run took {time.monotonic() - deploy_started:.1f} s")
         client = OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="not-needed")
         reply = client.chat.completions.create(

@@ -27,7 +27,11 @@ from llm_init.demo.run import (
     MODEL_ID,
     _stepper,
     app_args,
+    demo_console,
+    info_lines_off,
     local_cluster,
+    quiet_libraries,
+    waterfall,
 )
 
 WARM_ENGINE_KWARGS = {**FAST_ENGINE_KWARGS, "enforce_eager": False}
@@ -187,15 +191,20 @@ def wait_for_artifact(store_url: str, init_id: str, wait_s: float) -> str | None
 def run_warm_demo(*, workdir: str | None = None, http_port: int = 8000,
                   metrics_port: int = 8080) -> int:
     """The warm-start demo; returns the exit code."""
-    from llm_init import cli
+    with info_lines_off():
+        return _run_warm_demo(workdir=workdir, http_port=http_port, metrics_port=metrics_port)
+
+
+def _run_warm_demo(*, workdir: str | None, http_port: int, metrics_port: int) -> int:
+    from llm_init.cli.views import diff_view
     from llm_init.demo.tiny_model import build_tiny_model
     from llm_init.fleet.diff import diff_initializations
-    from llm_init.fleet.render import diff_view
     from llm_init.replay import read_events
     from llm_init.stores import open_store
 
     started = time.monotonic()
     step = _stepper(started)
+    quiet_libraries()
     base = pathlib.Path(workdir or pathlib.Path.home() / ".cache" / "llm-init" / "demo-warm")
     base.mkdir(parents=True, exist_ok=True)
     model_dir = build_tiny_model(base / "tiny-llama")
@@ -212,9 +221,10 @@ def run_warm_demo(*, workdir: str | None = None, http_port: int = 8000,
                       wait_for_publish=False)
         step(f"warm start on a node with empty caches: serve.run to first completion "
              f"{warm.deploy_s:.1f} s ({warm.deploy_s / cold.deploy_s:.2f} of cold)")
+    console = demo_console()
     for start in (cold, warm):
         print(f"\n{start.name} start:")
-        cli.timeline(start.init_id, store=start.store)
+        console.print(waterfall(start.store, start.init_id, console.width))
     logs = []
     for start in (cold, warm):
         store_obj = open_store(start.store, create=False)
@@ -223,6 +233,6 @@ def run_warm_demo(*, workdir: str | None = None, http_port: int = 8000,
         finally:
             store_obj.close()
     print("\ncold (A) against warm (B):")
-    cli.console.print(diff_view(diff_initializations(logs[0], logs[1])))
+    console.print(diff_view(diff_initializations(logs[0], logs[1])))
     print(f"total: {time.monotonic() - started:.1f} s")
     return 0

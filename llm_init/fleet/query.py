@@ -68,8 +68,9 @@ def query_initializations(store: EventStore, query: InitQuery) -> list[str]:
 
 
 def find_initializations(store: EventStore, query: InitQuery) -> list[ReplayedInitialization]:
-    """The matching inits, each replayed from its log."""
-    return [replay(read_events(store, i)) for i in query_initializations(store, query)]
+    """The matching inits, each replayed from its log (liveness judged at ``query.now``)."""
+    return [replay(read_events(store, i), now=query.now)
+            for i in query_initializations(store, query)]
 
 
 def query_durations(store: EventStore, query: InitQuery) -> list[tuple[str, float]]:
