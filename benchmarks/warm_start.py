@@ -266,6 +266,7 @@ def restore_cost(megabytes: int, workdir: pathlib.Path) -> None:
     with running_moto_s3() as s3:
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         s3.client().create_bucket(Bucket=bucket)
+        (workdir / "dir-store").mkdir(exist_ok=True)  # a mounted shared directory exists
         for label, url, endpoint in (("directory", f"file://{workdir / 'dir-store'}", None),
                                      ("S3 (moto, loopback)", f"s3://{bucket}/x",
                                       s3.endpoint_url)):
@@ -306,6 +307,7 @@ def verify_cost(megabytes: int, workdir: pathlib.Path, repeats: int = 9) -> None
     signer = Signer(private, key_id(private.public_key()))
     trust = TrustedKeys({signer.key_id: private.public_key()})
     root = workdir / "verify-store"
+    root.mkdir(exist_ok=True)
     store = open_artifact_store(f"file://{root}")
     key = uuid.uuid4().hex[:24]
     assert publish(store, key, {}, source, max_bytes=None, signer=signer).result == "published"
