@@ -332,13 +332,14 @@ def test_warm_start_restores_and_compiles_less(starts: Starts) -> None:
 
 def test_each_start_records_what_vllm_did_with_its_cache(starts: Starts) -> None:
     """Through Serve, the cold start records that vLLM compiled (nothing restored, unused) and
-    the warm start that vLLM used the restored artifact: on the CPU build its AOT artifact
-    fails to load and the graphs come from inductor's restored cache, with nothing compiled
-    afresh."""
+    the warm start that vLLM used the restored artifact: on the CPU build its AOT artifact is
+    found but fails to load (``finalize_loading``), and the recompile takes inductor's restored
+    cache."""
     (cold,) = starts.by_name["cold"].of_type(ArtifactUseObserved)
     (warm,) = starts.by_name["warm"].of_type(ArtifactUseObserved)
-    assert (cold.restored, cold.used, cold.compiled) == (False, False, True)
-    assert (warm.restored, warm.used, warm.compiled) == (True, True, False)
+    assert (cold.restored, cold.used, cold.aot, cold.compiled) == (False, False, "absent", True)
+    assert (warm.restored, warm.used, warm.aot) == (True, True, "failed")
+    assert "finalize_loading" in (warm.aot_reason or "")
     assert warm.key == starts.by_name["warm"].of_type(ArtifactRestored)[0].key
 
 
