@@ -33,9 +33,9 @@ class ArtifactSettings:
     ``model_link_dir/<weights digest>`` that is the same on every node, because vLLM's own cache
     key includes the model's path (``None``: the download's own path); it must be a directory
     this process's user owns that no one else may write to, else the link is not made.
-    ``timeout_s``: the most a
-    restore may take before the engine starts without it. ``max_bytes``: a larger cache is not
-    published. ``restore``/``publish``: each direction can be turned off.
+    ``timeout_s``: the most a restore may take before the engine starts without it.
+    ``max_bytes``: a larger cache is neither published nor restored. ``restore``/``publish``:
+    each direction can be turned off (a production replica restores only).
 
     Signing (see docs/warm-starts.md, "Signed artifacts"): ``signing_key`` is the path of a
     publisher's Ed25519 private key (PEM or OpenSSH), or ``signing_key_env`` the name of an
