@@ -1,4 +1,6 @@
-"""Liveness in the log: the heartbeat an initialization records while it runs, and the sweep
+"""Liveness in the log: the heartbeat of a running initialization, and the abandonment sweep.
+
+Liveness in the log: the heartbeat an initialization records while it runs, and the sweep
 that closes, at a process's start-up, the initializations of its host whose process is gone.
 
 The bound readers judge by is in ``llm_init.liveness``.

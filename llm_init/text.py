@@ -1,5 +1,6 @@
-"""Untrusted text made safe to show: what a store, a peer or an old log says is shown as data,
-never as terminal control or as extra lines."""
+"""Untrusted text made safe to show: as data, never as terminal control or extra lines.
+
+What a store, a peer or an old log says is untrusted."""
 
 from __future__ import annotations
 

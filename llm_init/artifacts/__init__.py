@@ -1,4 +1,6 @@
-"""Warm starts: what vLLM cached on one node (compiled graphs, model inspection), published to
+"""Warm starts: vLLM's caches published after one replica starts and restored on the next.
+
+Warm starts: what vLLM cached on one node (compiled graphs, model inspection), published to
 an artifact store after a replica starts and restored on the next node before its engine
 starts. See docs/warm-starts.md."""
 

@@ -1,4 +1,6 @@
-"""Build a warm-start artifact before a rollout: one engine start, then a publish, so that the
+"""Builds a warm-start artifact before a rollout: one engine start, then a publish.
+
+Build a warm-start artifact before a rollout: one engine start, then a publish, so that the
 first replica of a new model or version restores instead of compiling.
 
 ``build`` runs a whole initialization (recorded like any other, labelled ``purpose:

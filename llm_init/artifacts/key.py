@@ -1,4 +1,6 @@
-"""The key of a warm-start artifact: everything that decides whether vLLM can reuse what it
+"""The key of a warm-start artifact: what decides whether vLLM can reuse another node's cache.
+
+The key of a warm-start artifact: everything that decides whether vLLM can reuse what it
 cached on another node. Its parts are plain strings, shown in events so a miss can be explained;
 the key is a digest of them."""
 

@@ -1,4 +1,6 @@
-"""An artifact's manifest and its archive: a tar of a cache directory, with every file's size
+"""An artifact's manifest and archive: every file's size and SHA-256, checked before use.
+
+An artifact's manifest and its archive: a tar of a cache directory, with every file's size
 and SHA-256 and the archive's own, so a reader can tell a complete artifact from a torn or
 corrupt one before it uses a byte of it."""
 

@@ -1,4 +1,6 @@
-"""Where the warm-start restore step lived before it joined the other default steps: its
+"""The warm-start restore step's old import path, kept for the names it exported.
+
+Where the warm-start restore step lived before it joined the other default steps: its
 names stay importable from here (see ``llm_init.steps.warm_start``)."""
 
 from llm_init.steps.warm_start import (

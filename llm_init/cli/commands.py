@@ -14,7 +14,6 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-import llm_init.cli as package
 from llm_init import fleet
 from llm_init.cli import views, warm
 from llm_init.cli.options import (
@@ -47,7 +46,10 @@ T = TypeVar("T")
 
 
 def _console() -> Console:
-    # Read at each call, not bound at import: ``llm_init.cli.console`` may be replaced.
+    # Read at each call, not bound at import: ``llm_init.cli.console`` may be replaced. Imported
+    # here, since the package imports this module.
+    import llm_init.cli as package
+
     return package.console
 
 

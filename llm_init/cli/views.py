@@ -1,4 +1,6 @@
-"""What the CLI shows: pure functions from a replayed initialization or a query's result to a
+"""What the CLI shows: pure functions from a replay or a query to a renderable or a dict.
+
+What the CLI shows: pure functions from a replayed initialization or a query's result to a
 Rich renderable or a JSON-ready dict. Commands print them; the demo prints them too.
 
 Every value that came from a log, a store or a peer is shown through ``plain``: it may hold

@@ -1,4 +1,6 @@
-"""``llm-init warm``: build a warm-start artifact before a rollout, and list, inspect and prune
+"""The ``llm-init warm`` commands: build, list, inspect and prune warm-start artifacts.
+
+``llm-init warm``: build a warm-start artifact before a rollout, and list, inspect and prune
 an artifact store. Commands parse options and print a view (``llm_init.cli.views``); the work
 is in ``llm_init.artifacts``."""
 

@@ -1,4 +1,6 @@
-"""``llm-init demo --warm-start``: two deployments of the tiny model with vLLM's compilation on,
+"""``llm-init demo --warm-start``: a cold and a warm deployment of the tiny model, compared.
+
+``llm-init demo --warm-start``: two deployments of the tiny model with vLLM's compilation on,
 the first on an empty store (cold: it compiles, then publishes its cache), the second on a
 "node" whose local caches are empty (warm: it restores the artifact first); both timelines and
 their difference, sub-phase by sub-phase.

@@ -1,4 +1,6 @@
-"""From llm-init's own ``LLMConfig`` (``llm_init.LLMConfig``, as the README builds it) to Ray
+"""Converts llm-init's own ``LLMConfig`` to Ray Serve LLM's, for ``build_openai_app``.
+
+From llm-init's own ``LLMConfig`` (``llm_init.LLMConfig``, as the README builds it) to Ray
 Serve LLM's, so that ``build_openai_app({"llm_configs": [config]})`` deploys it.
 
 | ``llm_init.LLMConfig`` | becomes, in ``ray.serve.llm.LLMConfig`` |

@@ -1,4 +1,6 @@
-"""Ray Serve LLM's own callbacks (``callback_config`` with a ``CallbackBase`` subclass) under
+"""Runs Ray Serve LLM's own callbacks (``CallbackBase``) through llm-init's dispatcher.
+
+Ray Serve LLM's own callbacks (``callback_config`` with a ``CallbackBase`` subclass) under
 llm-init: each of their three hooks runs once, at its equivalent point, through llm-init's
 dispatcher (so it is recorded and traced like any hook), and what it changes on Ray's
 ``CallbackCtx`` carries over to llm-init's context.

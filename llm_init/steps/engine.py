@@ -1,4 +1,6 @@
-"""The engine step: vLLM's ``AsyncLLM`` from the downloaded model, the merged engine arguments and
+"""The engine step: starts vLLM's ``AsyncLLM`` and reports its start-up sub-phases.
+
+The engine step: vLLM's ``AsyncLLM`` from the downloaded model, the merged engine arguments and
 the placement group, with vLLM's start-up sub-phases reported as they happen.
 
 The engine arguments are ``LLMConfig.engine_kwargs`` with ``ctx.extra_init_kwargs`` over them

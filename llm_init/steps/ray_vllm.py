@@ -1,4 +1,6 @@
-"""``ray_vllm_steps()``: the real default steps (download, placement group, vLLM engine) in one
+"""``ray_vllm_steps()``: the real default steps for ``initialize_node`` outside Ray Serve.
+
+``ray_vllm_steps()``: the real default steps (download, placement group, vLLM engine) in one
 ``DefaultSteps``, for ``initialize_node(..., steps=ray_vllm_steps())`` outside Ray Serve."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Watching vLLM start: sub-phase timings from its log lines, its own error message when it fails,
+"""Watching vLLM start: sub-phase timings and errors from its log lines, and trace context.
+
+Watching vLLM start: sub-phase timings from its log lines, its own error message when it fails,
 and the trace context its processes inherit.
 
 vLLM 0.32 exports no start-up metrics; it logs them. The records come from two places: this

@@ -1,4 +1,6 @@
-"""The warm-start restore, a default step: after the model files, each node that downloaded them
+"""The warm-start restore, a default step: restores the matching artifact on each node.
+
+The warm-start restore, a default step: after the model files, each node that downloaded them
 restores the matching artifact into its local cache, and vLLM is pointed at it.
 
 ``WarmStartDownload`` wraps the download phase's step, so a pre-download hook that returns

@@ -1,4 +1,6 @@
-"""The one way writers outside an initialization's run (readiness, the publish after start-up,
+"""Appends the next event to a log from outside an initialization's run, retrying on conflict.
+
+The one way writers outside an initialization's run (readiness, the publish after start-up,
 the abandonment sweep) append to its log: after its last event, retrying only when another
 writer took that sequence number first."""
 

@@ -1,4 +1,6 @@
-"""``llm-init check``: is the store consistent? The log is the truth and the index a projection
+"""``llm-init check``: is the store consistent, the log against its index?
+
+``llm-init check``: is the store consistent? The log is the truth and the index a projection
 of it, so where they disagree the log wins, and the disagreement is reported, never shown as
 fact.
 

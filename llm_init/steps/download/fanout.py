@@ -1,4 +1,6 @@
-"""One download per node: the local node in this process, every other node in a Ray task
+"""One download per node: the local node in this process, every other in a pinned Ray task.
+
+One download per node: the local node in this process, every other node in a Ray task
 pinned to it (hard node affinity, ``num_cpus=0``, the context's ``runtime_env``), each inside
 the initialization's trace.
 

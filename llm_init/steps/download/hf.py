@@ -1,4 +1,6 @@
-"""Hugging Face Hub repos through ``huggingface_hub``: a pinned listing, verified ranged reads,
+"""Hugging Face Hub repos as a download source: pinned listing, verified reads, offline cache.
+
+Hugging Face Hub repos through ``huggingface_hub``: a pinned listing, verified ranged reads,
 and offline resolution from the local Hub cache.
 
 The endpoint is the step's ``endpoint_url``, else ``HF_ENDPOINT``; the token is the one

@@ -1,4 +1,6 @@
-"""The download on one node: lock, list, select, fetch, record. Runs in the initializing process
+"""The download on one node: lock, list, select, fetch, record.
+
+Runs in the initializing process
 or in a Ray task pinned to the node; the same code either way."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Progress counters a node's download threads update and a reporter reads, and the
-bandwidth cap they share."""
+"""Download progress counters and the bandwidth cap a node's download threads share.
+
+The threads update the counters; a reporter reads them."""
 
 from __future__ import annotations
 

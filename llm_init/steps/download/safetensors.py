@@ -1,4 +1,6 @@
-"""The cheap structural check of a ``.safetensors`` file: its header parses and its tensors'
+"""The cheap structural check of a ``.safetensors`` file: header parses, data fills the file.
+
+The cheap structural check of a ``.safetensors`` file: its header parses and its tensors'
 data fills the file exactly.
 
 The format: 8 bytes little-endian header length ``N``, ``N`` bytes of a JSON object mapping
