@@ -55,11 +55,19 @@ def test_timeline_head_shows_a_long_initialization_in_minutes(store: str) -> Non
     assert result.output.splitlines()[0] == f"{SLOW} big completed in 2.5 min"
 
 
-def test_events_json_is_the_export_shape_with_its_fields_beside_the_envelope(store: str
-                                                                             ) -> None:
-    """Each line of ``events --json`` is the line ``export`` writes for that event, with the
-    fields under ``data`` lifted beside the envelope."""
+def test_events_json_is_the_export_shape(store: str) -> None:
+    """Each line of ``events --json`` is the object ``export`` writes for that event."""
     events = invoke("events", SLOW, "--store", store, "--json")
+    export = invoke("export", SLOW, "--store", store)
+    assert events.exit_code == export.exit_code == 0, events.output + export.output
+    assert [json.loads(line) for line in events.output.splitlines()] == [
+        json.loads(line) for line in export.output.splitlines()]
+
+
+def test_events_flat_keeps_the_old_shape_with_fields_beside_the_envelope(store: str) -> None:
+    """``events --flat`` prints each exported event with its ``data`` lifted beside the
+    envelope, as ``events --json`` printed it before it took the export shape."""
+    events = invoke("events", SLOW, "--store", store, "--flat")
     export = invoke("export", SLOW, "--store", store)
     assert events.exit_code == export.exit_code == 0, events.output + export.output
     exported = [json.loads(line) for line in export.output.splitlines()]

@@ -119,16 +119,20 @@ def events(init_id: str, store: StoreOption = None,
            as_json: JsonLinesOption = False,
            span: Annotated[str | None, typer.Option(
                "--span", help="Only the events emitted under this span id (from a trace)")]
-           = None) -> None:
-    """The recorded events of one initialization, as a table or JSON lines."""
+           = None,
+           flat: Annotated[bool, typer.Option(
+               "--flat", help="JSON lines in the old flat shape, fields beside the envelope")]
+           = False) -> None:
+    """The recorded events of one initialization, as a table or JSON lines (export's shape)."""
     evs = _with_store(store, lambda s: read_events(s, resolve_init_id(s, init_id)))
     if span is not None:
         evs = [e for e in evs if e.span_id == span.lower()]
         if not evs:
             raise fail(f"no event of {init_id} was emitted under span {span}")
-    if as_json:
+    if as_json or flat:
+        shape = views.event_line if flat else views.event_dict
         for e in evs:
-            print(json.dumps(views.event_line(e)))
+            print(json.dumps(shape(e)))
         return
     _console().print(views.events_table(evs, _console().width))
 

@@ -29,6 +29,7 @@ from llm_init.events import Event
 from llm_init.fleet.diff import InitDiff
 from llm_init.fleet.stats import PhaseStats
 from llm_init.fleet.status import InitStatus
+from llm_init.fleet.transfer import record_dict
 from llm_init.replay import ReplayedInitialization
 from llm_init.steps.vllm_cache_use import CacheUse
 from llm_init.stores import encode
@@ -204,18 +205,15 @@ def list_table(inits: Sequence[ReplayedInitialization], width: int | None = None
 
 
 def event_dict(event: Event) -> dict[str, Any]:
-    """The one JSON shape of a recorded event, as ``export`` writes it and ``import`` reads
-    it: ``init_id``, ``sequence``, ``type``, ``schema_version``, ``timestamp`` and ``data``,
-    the event's own fields."""
-    rec = encode(event)
-    return {"init_id": rec.init_id, "sequence": rec.sequence, "type": rec.topic,
-            "schema_version": rec.schema_version, "timestamp": rec.timestamp,
-            "data": json.loads(rec.state)}
+    """The one JSON shape of a recorded event, as ``export`` writes it, ``import`` reads it and
+    ``events --json`` prints it: ``init_id``, ``sequence``, ``type``, ``schema_version``,
+    ``timestamp`` and ``data``, the event's own fields."""
+    return record_dict(encode(event))
 
 
 def event_line(event: Event) -> dict[str, Any]:
-    """``events --json``: the event's shape with its fields beside the envelope instead of
-    under ``data`` (as it has always printed, for the scripts that read it)."""
+    """``events --flat``: the event's shape with its fields beside the envelope instead of
+    under ``data``, as ``events --json`` printed it before it took ``event_dict``'s shape."""
     shaped = event_dict(event)
     return {**{k: v for k, v in shaped.items() if k != "data"}, **shaped["data"]}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from llm_init.errors import DuplicateEventError, EventStoreError
 from llm_init.replay import read_events
@@ -21,14 +22,20 @@ from llm_init.stores.base import EventStore
 from llm_init.stores.codec import StoredEvent, decode
 
 
+def record_dict(record: StoredEvent) -> dict[str, Any]:
+    """The one JSON shape of a recorded event (docs/events.md): the envelope, ``init_id``,
+    ``sequence``, ``type``, ``schema_version`` and ``timestamp``, and ``data``, its fields."""
+    return {"init_id": record.init_id, "sequence": record.sequence, "type": record.topic,
+            "schema_version": record.schema_version, "timestamp": record.timestamp,
+            "data": json.loads(record.state)}
+
+
 def export_lines(store: EventStore, init_ids: Iterable[str]) -> Iterator[str]:
     """The JSON lines of each init's events, in order (unknown ids raise)."""
     for init_id in init_ids:
         read_events(store, init_id)  # raises for an unknown id, with its name
         for r in store.read(init_id):
-            yield json.dumps({"init_id": r.init_id, "sequence": r.sequence, "type": r.topic,
-                              "schema_version": r.schema_version, "timestamp": r.timestamp,
-                              "data": json.loads(r.state)}, separators=(",", ":"))
+            yield json.dumps(record_dict(r), separators=(",", ":"))
 
 
 def parse_line(line: str | bytes, number: int) -> StoredEvent:

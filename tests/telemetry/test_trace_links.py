@@ -59,6 +59,32 @@ def test_events_of_one_span_lead_back_from_the_trace(
     path, init_id, spans = recorded
     out = cli("events", init_id, "--store", path, "--json",
               "--span", spans["llm_init.hook.on_pre_download"])
-    assert [(e["type"], e.get("hook")) for e in map(json.loads, out.splitlines())] == [
+    assert [(e["type"], e["data"].get("hook")) for e in map(json.loads, out.splitlines())] == [
         ("HookStarted", "on_pre_download"), ("ContextChanged", "on_pre_download"),
         ("HookCompleted", "on_pre_download")]
+
+
+def test_span_events_carry_the_exported_context_changes(
+        tmp_path: Path, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """Each ``ContextChanged`` that ``export`` writes is a ``llm_init.context.changed`` event
+    on the span its ``data.span_id`` names, with ``data``'s field, key (when there is one), old
+    and new (these two as JSON text) under ``llm_init.context.``."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Tracing,
+                                         enable_metrics=False),
+                               event_store=store, steps=local_steps(), tracer_provider=provider)
+    store.close()
+    exported = [json.loads(line) for line in cli("export", ctx.init_id, "--store", str(path))
+                .splitlines()]
+    from_log = [(e["data"]["span_id"], {k: e["data"][k] for k in ("field", "key", "old", "new")
+                                        if k != "key" or e["data"][k] is not None})
+                for e in exported if e["type"] == "ContextChanged"]
+    prefix = "llm_init.context."
+    from_spans = [(format(s.context.span_id, "016x"),
+                   {a[len(prefix):]: json.loads(v) if a in (names.ATTR_OLD, names.ATTR_NEW) else v
+                    for a, v in (ev.attributes or {}).items()})
+                  for s in sorted(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+                  for ev in s.events if ev.name == names.SPAN_EVENT_CONTEXT_CHANGED]
+    assert from_spans == from_log
+    assert len(from_log) == 4  # two hooks' custom_data, the steps' download_result and engine
