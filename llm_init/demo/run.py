@@ -226,11 +226,37 @@ def waterfall(store_location: str, init_id: str, width: int) -> Tree:
 
 
 def demo_console() -> Console:
-    """The demo's console: a terminal's width, or 120 columns when piped or logged."""
+    """The demo's console: a terminal's width, else ``COLUMNS``, else 120 columns when piped
+    or logged."""
     from rich.console import Console
 
     console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, 120))
+    if console.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        return console
+    return Console(width=max(console.width, 120))
+
+
+def fitted_entry(label: str, values: list[str], width: int, *, continuation: str = "") -> str:
+    """``label`` and its values on as many lines as ``width`` needs, broken between values
+    (never inside a path, a URL or a metric name); ``continuation`` ends each broken line, so
+    that a shell command stays one command."""
+    from rich.cells import cell_len
+
+    head = f"  {label + ':':<14}"
+    lines = [head + values[0]]
+    for value in values[1:]:
+        if cell_len(f"{lines[-1]} {value}{continuation}") > width:
+            lines[-1] += continuation
+            lines.append(" " * len(head) + value)
+        else:
+            lines[-1] += f" {value}"
+    return "\n".join(lines)
+
+
+def metric_families(names: list[str]) -> list[str]:
+    """Metric names without the series suffixes of a histogram: one name per metric."""
+    suffixes = ("_bucket", "_count", "_sum")
+    return sorted({n.removesuffix(next((s for s in suffixes if n.endswith(s)), "")) for n in names})
 
 
 def llm_init_metrics(metrics_port: int, *, wait_s: float) -> list[str]:
@@ -273,19 +299,25 @@ def print_report(store_path: str, init_id: str, *, metrics_port: int | None,
     print("\nengine sub-phases (vLLM's start-up, from its log lines and llm-init's clock):")
     for name, seconds, source in engine_subphases(store_path, init_id):
         print(f"  {name:<32} {seconds:8.2f} s  {source}")
+    width = console.width
     print("\nwhere to look next:")
-    print(f"  event store:  {store_path}")
-    print(f"  timeline:     llm-init timeline {init_id[:12]} --store {store_path}")
-    print(f"  events:       llm-init events {init_id[:12]} --store {store_path}")
+    print(fitted_entry("event store", [store_path], width))
+    for command in ("timeline", "events"):
+        print(fitted_entry(command, ["llm-init", command, init_id[:12], "--store", store_path],
+                           width, continuation=" \\"))
     if metrics_port is not None:
         if importlib.util.find_spec("llm_init.telemetry.metrics") is None:
-            found = "this installation has no llm_init.telemetry.metrics"
+            found = ["this", "installation", "has", "no", "llm_init.telemetry.metrics"]
         else:
-            metrics = llm_init_metrics(metrics_port, wait_s=metrics_wait_s)
-            found = ", ".join(metrics) if metrics else "no llm-init metrics exported yet"
-        print(f"  metrics:      http://127.0.0.1:{metrics_port}/metrics ({found})")
-    print(f"  traces:       {_traces_note()}")
-    print(f"  OpenAI API:   http://127.0.0.1:{http_port}/v1 (model {MODEL_ID!r})")
+            families = metric_families(llm_init_metrics(metrics_port, wait_s=metrics_wait_s))
+            found = ([f"{n}," for n in families[:-1]] + families[-1:] if families
+                     else ["no", "llm-init", "metrics", "exported", "yet"])
+        found[0], found[-1] = f"({found[0]}", f"{found[-1]})"
+        print(fitted_entry("metrics", [f"http://127.0.0.1:{metrics_port}/metrics", *found],
+                           width))
+    print(fitted_entry("traces", _traces_note().split(" "), width))
+    print(fitted_entry("OpenAI API", [f"http://127.0.0.1:{http_port}/v1", "(model",
+                                      f"{MODEL_ID!r})"], width))
 
 
 def run_demo(*, workdir: str | None = None, http_port: int = 8000, metrics_port: int = 8080,

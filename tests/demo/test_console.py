@@ -7,25 +7,31 @@ import http.server
 import io
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 from rich.console import Console
 
 from llm_init.demo.run import (
     QUIET_LOGGERS,
     info_lines_off,
+    print_report,
     quiet_libraries,
     raylet_lines_dropped,
     waterfall,
 )
+from llm_init.fleet import import_lines
 from llm_init.stores import SQLiteEventStore
 from tests.support.cli import invoke
 from tests.support.logs import records, synthetic_log
 
 INIT = "58741c0e5b3f4f6a9d2e8b7c6a5f4e3d"
+DEMO_INIT = "fd61ad2356d04322a18f923f2ba5f6cb"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(autouse=True)
@@ -158,3 +164,64 @@ def test_the_demo_waterfall_is_the_timeline_command_s(tmp_path: Path) -> None:
     shown = io.StringIO()
     Console(width=80, file=shown).print(waterfall(str(path), INIT, 80))
     assert shown.getvalue() == invoke("timeline", INIT, "--store", str(path), width=80).output
+
+
+# The series a real demo run found on Ray's metrics endpoint (the report names them).
+DEMO_SERIES = [f"ray_llm_init_{name}" for name in (
+    "engine_subphase_duration_seconds_bucket", "engine_subphase_duration_seconds_count",
+    "engine_subphase_duration_seconds_sum", "hook_duration_seconds_bucket",
+    "hook_duration_seconds_count", "hook_duration_seconds_sum", "in_progress",
+    "initializations_total", "phase_duration_seconds_bucket", "phase_duration_seconds_count",
+    "phase_duration_seconds_sum", "replica_startup_seconds_bucket",
+    "replica_startup_seconds_count", "replica_startup_seconds_sum")]
+
+
+class RayMetrics(http.server.BaseHTTPRequestHandler):
+    """Ray's Prometheus endpoint, with the series of a demo run."""
+
+    def do_GET(self) -> None:
+        body = "".join(f'{n}{{Component="core_worker"}} 1.0\n' for n in DEMO_SERIES).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def metrics_port() -> Iterator[int]:
+    """The port of a local endpoint serving a demo run's metrics."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), RayMetrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_report_of_a_demo_run_fits_80_columns(
+        tmp_path: Path, metrics_port: int, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With ``COLUMNS=80``, the report of a real demo run (its recorded log) keeps every line
+    within 80 cells, breaks lines between values only (each metric whole, each command one
+    command), and still names every metric."""
+    monkeypatch.chdir(tmp_path)
+    store = Path("a-work-directory-named-long-enough") / "events.sqlite"
+    store.parent.mkdir()
+    events = SQLiteEventStore(store)
+    import_lines(events, (FIXTURES / "demo_log.jsonl").read_text().splitlines())
+    events.close()
+    monkeypatch.setenv("COLUMNS", "80")
+    print_report(str(store), DEMO_INIT, metrics_port=metrics_port, http_port=8000)
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if cell_len(line) > 80] == []
+    assert "│                                          node 0bc33f71476b this node (process)" in (
+        out.splitlines())
+    joined = out.replace(" \\\n" + " " * 16, " ")
+    assert f"llm-init timeline {DEMO_INIT[:12]} --store {store}\n" in joined
+    assert re.findall(r"ray_llm_init_\w+", out) == [
+        f"ray_llm_init_{name}" for name in ("engine_subphase_duration_seconds",
+                                            "hook_duration_seconds", "in_progress",
+                                            "initializations_total", "phase_duration_seconds",
+                                            "replica_startup_seconds")]
