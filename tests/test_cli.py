@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
 from tests.conftest import local_steps
 from tests.support.callbacks import Busy
-from tests.support.cli import invoke
+from tests.support.cli import entries, invoke, table_rows
+from tests.support.logs import records, synthetic_log
 
 runner = CliRunner()
+INIT = "0c3f6a2e9b8d4e1f8a7b6c5d4e3f2a1b"
 
 
 @pytest.fixture
@@ -32,14 +34,16 @@ def cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_list_shows_the_initialization_with_model_and_outcome(recorded: tuple[Path, str]) -> None:
-    """`list` has a row with the init id, the model and its outcome."""
-    path, init_id = recorded
+def test_list_shows_the_initialization_with_model_and_outcome(tmp_path: Path) -> None:
+    """`list` has a row with the init id, the model, its outcome, start, phase times and host."""
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    store.append(records(synthetic_log(INIT, model_id="tiny-llama", seconds=2.0)))
+    store.close()
     code, out = cli("list", "--store", str(path))
     assert code == 0
-    assert init_id[:12] in out
-    assert "tiny-llama" in out
-    assert "completed" in out
+    assert table_rows(out) == [[INIT[:12], "tiny-llama", "completed", "2025-01-01 12:00:00",
+                                "10.00 s", "2.00 s", "2.00 s", "2.00 s", "", "host-a"]]
 
 
 def test_list_json_has_per_phase_durations(recorded: tuple[Path, str]) -> None:
@@ -58,9 +62,14 @@ def test_timeline_shows_phases_hooks_and_steps(recorded: tuple[Path, str]) -> No
     path, init_id = recorded
     code, out = cli("timeline", init_id[:8], "--store", str(path))
     assert code == 0
-    for name in ("pre_initialization", "hook on_pre_download", "step download",
-                 "engine_init", "hook on_pre_engine_init", "post_initialization"):
-        assert name in out
+    busy = "(tests.support.callbacks.Busy)"
+    assert entries(out) == [
+        "pre_initialization", f"hook on_pre_initialization {busy}",
+        "download", f"hook on_pre_download {busy}", "step download",
+        f"hook on_post_download {busy}",
+        "placement_group", "step placement_group",
+        "engine_init", f"hook on_pre_engine_init {busy}", "step engine",
+        "post_initialization"]
 
 
 def test_events_json_lines_round_trip_the_log(recorded: tuple[Path, str]) -> None:
@@ -95,7 +104,7 @@ def test_missing_store_is_a_one_line_error(tmp_path: Path) -> None:
     """A store path that does not exist exits 1 and is not created."""
     code, out = cli("list", "--store", str(tmp_path / "absent.sqlite"))
     assert code == 1
-    assert "no event store at" in out
+    assert out == f"error: no event store at {tmp_path / 'absent.sqlite'}\n"
     assert not (tmp_path / "absent.sqlite").exists()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
-from tests.support.cli import invoke
+from tests.support.cli import invoke, table_rows
 from tests.support.steps import local_steps
 
 HOSTILE = "[/]evil\x1b[2K\rwarm start: HIT\n"
@@ -25,11 +25,12 @@ def test_list_shows_a_hostile_model_id_as_one_escaped_line(tmp_path: Path) -> No
     """``llm-init list`` renders a model id holding markup, an escape sequence and a newline,
     shown escaped on its row."""
     log = tmp_path / "events.sqlite"
-    record(log, f"m{HOSTILE}", {})
+    init_id = record(log, f"m{HOSTILE}", {})
     result = invoke("list", "--store", str(log), width=300)
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output
-    assert "m[/]evil\\x1b[2K\\rwarm start: HIT\\n" in result.output
+    assert [row[:3] for row in table_rows(result.output)] == [
+        [init_id[:12], "m[/]evil\\x1b[2K\\rwarm start: HIT\\n", "completed"]]
 
 
 def test_diff_shows_a_hostile_label_as_one_escaped_line(tmp_path: Path) -> None:
@@ -41,4 +42,5 @@ def test_diff_shows_a_hostile_label_as_one_escaped_line(tmp_path: Path) -> None:
     result = invoke("diff", a, b, "--store", str(log), width=300)
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output
-    assert "[/]evil\\x1b[2K\\rwarm start: HIT\\n" in result.output
+    assert [row for row in table_rows(result.output) if row[0] == "labels"] == [
+        ["labels", "team", "[/]evil\\x1b[2K\\rwarm start: HIT\\n", "blue"]]

@@ -79,6 +79,6 @@ def test_a_node_entry_is_one_line_on_a_wide_console(store: str) -> None:
     """With room for it, the node's entry is one line with every value."""
     result = invoke("timeline", INIT, "--store", store, width=200)
     assert result.exit_code == 0, result.output
-    (line,) = [line for line in result.output.splitlines() if f"node {NODE[:12]}" in line]
-    assert line.split("node ", 1)[1] == (f"{NODE[:12]} (ray_task) 12/12 files "
-                                         "16.1 GB/16.1 GB")
+    assert result.output.splitlines()[6] == (
+        "│       └──       ▒▒                       +   1.01 s  400.0 ms  "
+        f"node {NODE[:12]} (ray_task) 12/12 files 16.1 GB/16.1 GB")

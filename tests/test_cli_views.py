@@ -12,7 +12,7 @@ import pytest
 from llm_init.fleet import InitQuery, find_initializations
 from llm_init.replay import list_initializations
 from llm_init.stores import SQLiteEventStore
-from tests.support.cli import invoke
+from tests.support.cli import invoke, table_rows
 from tests.support.logs import T0, records, synthetic_log
 
 SLOW = "5a0c0e5b3f4f6a9d2e8b7c6a5f4e3d21"  # five phases of 30 s: 150 s in all
@@ -28,12 +28,6 @@ def store(tmp_path: Path) -> str:
                                         started_at=T0 + timedelta(minutes=5))))
     events.close()
     return str(path)
-
-
-def table_rows(out: str) -> list[list[str]]:
-    """The body rows of a rendered table, each as its cells."""
-    return [[cell.strip() for cell in line.strip()[1:-1].split("│")]
-            for line in out.splitlines() if line.startswith("│")]
 
 
 def test_list_shows_a_long_initialization_in_minutes(store: str) -> None:
