@@ -253,6 +253,17 @@ def fitted_entry(label: str, values: list[str], width: int, *, continuation: str
     return "\n".join(lines)
 
 
+def reply_line(content: str | None, width: int) -> str:
+    """The step line of the chat completion's reply, cut to fit ``width`` after the step's
+    11-cell time prefix (random weights answer with gibberish, control characters included)."""
+    note = " (random weights: gibberish)"
+    shown = repr(content or "")
+    room = max(width - 11 - len("chat completion: ") - len(note), 12)
+    if len(shown) > room:
+        shown = shown[:room - 2] + "…" + shown[-1]
+    return f"chat completion: {shown}{note}"
+
+
 def metric_families(names: list[str]) -> list[str]:
     """Metric names without the series suffixes of a histogram: one name per metric."""
     suffixes = ("_bucket", "_count", "_sum")
@@ -375,8 +386,7 @@ def _run_demo(*, workdir: str | None, http_port: int, metrics_port: int, keep: b
         reply = client.chat.completions.create(
             model=MODEL_ID, messages=[{"role": "user", "content": "Hello, tiny model!"}],
             max_tokens=12, temperature=0)
-        step(f"chat completion: {reply.choices[0].message.content!r} "
-             "(random weights: gibberish is the expected answer)")
+        step(reply_line(reply.choices[0].message.content, demo_console().width))
         init_id = latest_init_id(store_path)
         if init_id is None:
             print("error: the event store holds no initialization of the model")

@@ -22,6 +22,7 @@ from llm_init.demo.run import (
     print_report,
     quiet_libraries,
     raylet_lines_dropped,
+    reply_line,
     waterfall,
 )
 from llm_init.fleet import import_lines
@@ -225,3 +226,11 @@ def test_the_report_of_a_demo_run_fits_80_columns(
                                             "hook_duration_seconds", "in_progress",
                                             "initializations_total", "phase_duration_seconds",
                                             "replica_startup_seconds")]
+
+
+def test_the_reply_line_fits_80_columns() -> None:
+    """The chat completion's gibberish reply (as a real run answered) is cut so that its step
+    line fits 80 columns, still quoted and marked as cut."""
+    line = reply_line("gi\x18\x18This loadThis if vumeD\ufffdThis them", 80)
+    assert line == "chat completion: 'gi\\x18\\x18This loadTh…' (random weights: gibberish)"
+    assert len(f"[ 119.6 s] {line}") <= 80
