@@ -140,7 +140,7 @@ def test_the_readme_example_prints_the_timeline_the_readme_shows(tmp_path: Path,
     command, output = readme[example + 1], readme[example + 2]
     run_block(readme[example])
     init_id = capsys.readouterr().out.split()[-1]
-    args = shlex.split(command.code)
+    args = shlex.split(command.code, comments=True)
     assert args[:2] == ["llm-init", "timeline"]
     assert output.lang == "text"
     shown = invoke("timeline", init_id[:8], *args[3:], width=90)
