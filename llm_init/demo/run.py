@@ -121,7 +121,8 @@ def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
                                "logging_level": logging.WARNING}
     if metrics_port is not None:
         options["_metrics_export_port"] = metrics_port
-    ray.init(**options)
+    with token_auth_notice_dropped():
+        ray.init(**options)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
         yield
@@ -132,6 +133,26 @@ def local_cluster(*, metrics_port: int | None, http_port: int, num_cpus: int = 8
             with contextlib.suppress(Exception):
                 serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
             ray.shutdown()  # joins the thread that prints those lines
+
+
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _not_the_token_auth_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
+@contextlib.contextmanager
+def token_auth_notice_dropped() -> Iterator[None]:
+    """While it lasts, Ray's notice that a new local cluster has token authentication on (the
+    default, nothing to do about it on the demo's loopback cluster) is left out; Ray's warning
+    that authentication is off still shows."""
+    logger = logging.getLogger(RAY_AUTH_LOGGER)
+    logger.addFilter(_not_the_token_auth_notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_not_the_token_auth_notice)
 
 
 # Loggers whose INFO lines (one per HTTP request, per Serve event, vLLM's imports) bury the

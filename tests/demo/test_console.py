@@ -23,6 +23,7 @@ from llm_init.demo.run import (
     quiet_libraries,
     raylet_lines_dropped,
     reply_line,
+    token_auth_notice_dropped,
     waterfall,
 )
 from llm_init.fleet import import_lines
@@ -234,3 +235,24 @@ def test_the_reply_line_fits_80_columns() -> None:
     line = reply_line("gi\x18\x18This loadThis if vumeD\ufffdThis them", 80)
     assert line == "chat completion: 'gi\\x18\\x18This loadTh…' (random weights: gibberish)"
     assert len(f"[ 119.6 s] {line}") <= 80
+
+
+def test_ray_s_token_auth_notice_is_left_out_while_the_cluster_starts() -> None:
+    """Ray's notice that the new local cluster has token authentication on is left out while
+    the demo starts Ray; its warning that authentication is off still shows, and afterwards
+    the notice shows again."""
+    from ray._private.authentication import authentication_token_setup as ray_auth
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger = logging.getLogger(ray_auth.__name__)  # Ray's loggers do not propagate to the root
+    logger.addHandler(handler)
+    try:
+        with token_auth_notice_dropped():
+            ray_auth._warn_token_auth_enabled()
+            ray_auth._warn_token_auth_disabled()
+        ray_auth._warn_token_auth_enabled()
+    finally:
+        logger.removeHandler(handler)
+    assert [line.split(" for this Ray cluster")[0] for line in out.getvalue().splitlines()] == [
+        "Token authentication is disabled", "Token authentication is enabled"]
