@@ -5,6 +5,10 @@ init, chat completions) can be exercised end to end in seconds. Needs ``torch``,
 ``tokenizers`` and ``transformers``, which vLLM already brings.
 
     python -m llm_init.demo.tiny_model DIR [--seed N]
+
+``shape`` and ``shards`` make a bigger one with the same tokenizer, for benchmarks where the
+weights' bytes matter: wider layers (``ModelShape``) and weights split into several
+safetensors files with an index, as Hugging Face checkpoints are.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pathlib
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 VOCAB_SIZE = 1024
@@ -40,11 +45,41 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# Files every build writes; a directory missing one was not made by this module.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelShape:
+    """A Llama's dimensions; the vocabulary is always the tokenizer's ``VOCAB_SIZE``.
+    ``hidden_size // num_heads`` must be a head size vLLM's CPU attention accepts (32, 64,
+    128, ...)."""
+
+    hidden_size: int = HIDDEN_SIZE
+    intermediate_size: int = INTERMEDIATE_SIZE
+    num_layers: int = NUM_LAYERS
+    num_heads: int = NUM_HEADS
+    num_kv_heads: int = NUM_KV_HEADS
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def weight_bytes(self) -> int:
+        """Bytes of the bf16 tensors (the safetensors headers not counted)."""
+        kv = self.num_kv_heads * self.head_dim
+        layer = (2 * self.hidden_size * self.hidden_size + 2 * kv * self.hidden_size
+                 + 3 * self.intermediate_size * self.hidden_size + 2 * self.hidden_size)
+        return 2 * (2 * VOCAB_SIZE * self.hidden_size + self.num_layers * layer
+                    + self.hidden_size)
+
+
+TINY = ModelShape()
+WEIGHTS_INDEX = "model.safetensors.index.json"
+
+# Files every build writes; a directory missing one was not made by this module. The weights
+# are in model.safetensors, or in the shards its index names.
 _FILES = (
     "config.json",
     "generation_config.json",
-    "model.safetensors",
     "tokenizer.json",
     "tokenizer_config.json",
 )
@@ -53,17 +88,32 @@ _FILES = (
 def is_complete(model_dir: str | os.PathLike[str]) -> bool:
     """Whether ``model_dir`` holds every file a build writes."""
     path = pathlib.Path(model_dir)
-    return all((path / name).is_file() for name in _FILES)
+    if not all((path / name).is_file() for name in _FILES):
+        return False
+    if (path / "model.safetensors").is_file():
+        return True
+    try:
+        index = json.loads((path / WEIGHTS_INDEX).read_text(encoding="utf-8"))
+        shards = set(index["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return bool(shards) and all((path / str(name)).is_file() for name in shards)
 
 
-def build_tiny_model(target_dir: str | os.PathLike[str], *, seed: int = 0) -> pathlib.Path:
+def build_tiny_model(target_dir: str | os.PathLike[str], *, seed: int = 0,
+                     shape: ModelShape = TINY, shards: int = 1) -> pathlib.Path:
     """Build the tiny model into ``target_dir`` (or reuse it there) and return its path.
 
-    Idempotent: a complete directory is returned as is, without checking which seed built it.
+    Idempotent: a complete directory is returned as is, without checking which seed, shape
+    or shard count built it.
     Atomic: the model is built in a temporary directory beside the target and renamed into
     place, so readers and concurrent builders never see a half-written model.
-    Deterministic: the same seed gives byte-identical files.
+    Deterministic: the same seed, shape and shards give byte-identical files.
+    ``shards`` > 1 splits the weights into ``model-0000i-of-0000n.safetensors`` files of about
+    equal size (whole tensors, largest first into the smallest file) and writes their index.
     """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
     target = pathlib.Path(target_dir).absolute()
     if is_complete(target):
         return target
@@ -73,7 +123,7 @@ def build_tiny_model(target_dir: str | os.PathLike[str], *, seed: int = 0) -> pa
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        _write_model(staging, seed)
+        _write_model(staging, seed, shape, shards)
         # mkdtemp and safetensors create owner-only modes; the model is meant to be shared.
         staging.chmod(0o755)
         for child in staging.iterdir():
@@ -90,12 +140,12 @@ def build_tiny_model(target_dir: str | os.PathLike[str], *, seed: int = 0) -> pa
     return target
 
 
-def _write_model(out: pathlib.Path, seed: int) -> None:
+def _write_model(out: pathlib.Path, seed: int, shape: ModelShape, shards: int) -> None:
     tokenizer = _train_tokenizer(seed)
     tokenizer.save_pretrained(out)
     _name_tokenizer_class(out / "tokenizer_config.json")
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    _write_json(out / "config.json", _model_config(ids))
+    _write_json(out / "config.json", _model_config(ids, shape))
     _write_json(
         out / "generation_config.json",
         {
@@ -105,20 +155,20 @@ def _write_model(out: pathlib.Path, seed: int) -> None:
             "pad_token_id": ids[PAD],
         },
     )
-    _write_weights(out / "model.safetensors", seed)
+    _write_weights(out, seed, shape, shards)
 
 
-def _model_config(ids: dict[str, int]) -> dict[str, Any]:
+def _model_config(ids: dict[str, int], shape: ModelShape) -> dict[str, Any]:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "vocab_size": VOCAB_SIZE,
-        "hidden_size": HIDDEN_SIZE,
-        "intermediate_size": INTERMEDIATE_SIZE,
-        "num_hidden_layers": NUM_LAYERS,
-        "num_attention_heads": NUM_HEADS,
-        "num_key_value_heads": NUM_KV_HEADS,
-        "head_dim": HEAD_DIM,
+        "hidden_size": shape.hidden_size,
+        "intermediate_size": shape.intermediate_size,
+        "num_hidden_layers": shape.num_layers,
+        "num_attention_heads": shape.num_heads,
+        "num_key_value_heads": shape.num_kv_heads,
+        "head_dim": shape.head_dim,
         "hidden_act": "silu",
         "max_position_embeddings": MAX_POSITIONS,
         "rms_norm_eps": 1e-5,
@@ -135,38 +185,66 @@ def _model_config(ids: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _write_weights(path: pathlib.Path, seed: int) -> None:
+def _write_weights(out: pathlib.Path, seed: int, shape: ModelShape, shards: int) -> None:
     import torch
     from safetensors.torch import save_file
 
     gen = torch.Generator().manual_seed(seed)
 
-    def normal(*shape: int) -> torch.Tensor:
+    def normal(*dims: int) -> torch.Tensor:
         # Drawn in float32 so the values do not depend on bf16 sampling support.
-        return (torch.randn(*shape, generator=gen) * 0.02).to(torch.bfloat16)
+        return (torch.randn(*dims, generator=gen) * 0.02).to(torch.bfloat16)
 
     def ones(n: int) -> torch.Tensor:
         return torch.ones(n, dtype=torch.bfloat16)
 
-    kv = NUM_KV_HEADS * HEAD_DIM
-    tensors = {"model.embed_tokens.weight": normal(VOCAB_SIZE, HIDDEN_SIZE)}
-    for i in range(NUM_LAYERS):
+    hidden, heads = shape.hidden_size, shape.num_heads * shape.head_dim
+    kv, inter = shape.num_kv_heads * shape.head_dim, shape.intermediate_size
+    tensors = {"model.embed_tokens.weight": normal(VOCAB_SIZE, hidden)}
+    for i in range(shape.num_layers):
         p = f"model.layers.{i}."
         tensors |= {
-            p + "input_layernorm.weight": ones(HIDDEN_SIZE),
-            p + "self_attn.q_proj.weight": normal(NUM_HEADS * HEAD_DIM, HIDDEN_SIZE),
-            p + "self_attn.k_proj.weight": normal(kv, HIDDEN_SIZE),
-            p + "self_attn.v_proj.weight": normal(kv, HIDDEN_SIZE),
-            p + "self_attn.o_proj.weight": normal(HIDDEN_SIZE, NUM_HEADS * HEAD_DIM),
-            p + "post_attention_layernorm.weight": ones(HIDDEN_SIZE),
-            p + "mlp.gate_proj.weight": normal(INTERMEDIATE_SIZE, HIDDEN_SIZE),
-            p + "mlp.up_proj.weight": normal(INTERMEDIATE_SIZE, HIDDEN_SIZE),
-            p + "mlp.down_proj.weight": normal(HIDDEN_SIZE, INTERMEDIATE_SIZE),
+            p + "input_layernorm.weight": ones(hidden),
+            p + "self_attn.q_proj.weight": normal(heads, hidden),
+            p + "self_attn.k_proj.weight": normal(kv, hidden),
+            p + "self_attn.v_proj.weight": normal(kv, hidden),
+            p + "self_attn.o_proj.weight": normal(hidden, heads),
+            p + "post_attention_layernorm.weight": ones(hidden),
+            p + "mlp.gate_proj.weight": normal(inter, hidden),
+            p + "mlp.up_proj.weight": normal(inter, hidden),
+            p + "mlp.down_proj.weight": normal(hidden, inter),
         }
-    tensors["model.norm.weight"] = ones(HIDDEN_SIZE)
-    tensors["lm_head.weight"] = normal(VOCAB_SIZE, HIDDEN_SIZE)
+    tensors["model.norm.weight"] = ones(hidden)
+    tensors["lm_head.weight"] = normal(VOCAB_SIZE, hidden)
     # vLLM and transformers both look for the "pt" format marker.
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    if shards == 1:
+        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+        return
+    groups = _balanced(tensors, shards)
+    names = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
+    weight_map: dict[str, str] = {}
+    for name, group in zip(names, groups, strict=True):
+        save_file({k: tensors[k] for k in group}, str(out / name), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(group, name)
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    _write_json(out / WEIGHTS_INDEX, {"metadata": {"total_size": total},
+                                      "weight_map": dict(sorted(weight_map.items()))})
+
+
+def _balanced(tensors: dict[str, Any], shards: int) -> list[list[str]]:
+    """Tensor names in ``shards`` groups of about equal bytes: largest first, each into the
+    group with the fewest bytes so far (ties: the lower index), so the split is deterministic;
+    every group holds at least one tensor."""
+    if shards > len(tensors):
+        raise ValueError(f"{shards} shards for {len(tensors)} tensors")
+    sizes = {k: t.numel() * t.element_size() for k, t in tensors.items()}
+    groups: list[list[str]] = [[] for _ in range(shards)]
+    loads = [0] * shards
+    for name in sorted(sizes, key=lambda k: (-sizes[k], k)):
+        i = min(range(shards), key=lambda j: (len(groups[j]) > 0, loads[j], j))
+        groups[i].append(name)
+        loads[i] += sizes[name]
+    return [sorted(g) for g in groups]
 
 
 def _train_tokenizer(seed: int) -> Any:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from llm_init.demo.tiny_model import build_tiny_model, is_complete
+from llm_init.demo.tiny_model import ModelShape, build_tiny_model, is_complete
 
 FAST_START_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -100,6 +100,42 @@ def test_fills_empty_dir_and_refuses_foreign_one(tmp_path):
     with pytest.raises(FileExistsError):
         build_tiny_model(foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_wider_model_in_shards(tmp_path):
+    """A shape and a shard count give that Llama, its tensors split whole over about equal
+    safetensors files that an index names, and the directory counts as complete."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    shape = ModelShape(hidden_size=256, intermediate_size=768, num_layers=1, num_heads=4,
+                       num_kv_heads=2)
+    model_dir = build_tiny_model(tmp_path / "wide", shape=shape, shards=3)
+
+    config = AutoConfig.from_pretrained(model_dir)
+    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers) == (
+        256, 768, 1)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.head_dim) == (4, 2, 64)
+    index = json.loads((model_dir / "model.safetensors.index.json").read_text())
+    shards = sorted(model_dir.glob("*.safetensors"))
+    assert [p.name for p in shards] == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert sorted(set(index["weight_map"].values())) == [p.name for p in shards]
+    found: dict[str, tuple[int, ...]] = {}
+    data_bytes = []
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as weights:
+            tensors = {k: weights.get_tensor(k) for k in weights.keys()}  # noqa: SIM118
+        assert {index["weight_map"][k] for k in tensors} == {shard.name}
+        found |= {k: tuple(t.shape) for k, t in tensors.items()}
+        data_bytes.append(sum(t.numel() * t.element_size() for t in tensors.values()))
+    assert found["model.layers.0.mlp.down_proj.weight"] == (256, 768)
+    assert found["model.layers.0.self_attn.k_proj.weight"] == (128, 256)
+    assert set(found) == set(index["weight_map"])
+    assert sum(data_bytes) == shape.weight_bytes() == index["metadata"]["total_size"]
+    assert max(data_bytes) < 2 * min(data_bytes)
+    assert is_complete(model_dir)
+    (model_dir / shards[1].name).unlink()
+    assert not is_complete(model_dir)
 
 
 @pytest.mark.vllm
