@@ -231,3 +231,17 @@ def test_a_gs_source_is_left_to_vllm_and_never_opened_by_the_download() -> None:
     assert (spec.kind, spec.uri) == ("gs", "gs://bucket/models/tiny")
     with pytest.raises(SourceNotFoundError, match="streaming load formats"):
         open_source(spec)
+
+
+def test_the_streamer_check_leaves_torch_to_the_engine() -> None:
+    """The check finds the installed streamer without importing it, so the download phase
+    does not pay for the torch import the streamer brings (the engine's start does)."""
+    import subprocess
+
+    code = ("import sys\nfrom llm_init.steps.download import require_streamer\n"
+            "require_streamer('runai_streamer', 's3://models/tiny')\n"
+            "print(sorted(m for m in ('torch', 'runai_model_streamer') if m in sys.modules))")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, timeout=120, env={"PYTHONPATH": str(root), "PATH": ""})
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr

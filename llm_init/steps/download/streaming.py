@@ -10,7 +10,8 @@ still set other modes on the context; what was decided, and why, is recorded
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,12 +101,21 @@ def require_streamer(load_format: str | None, source: str | None) -> None:
     scheme = next((s for s in BUCKET_SCHEMES if str(source or "").startswith(s)), None)
     modules = RUNAI_MODULES[scheme] if scheme else RUNAI_MODULES["s3://"][:1]
     for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
+        if not _importable(module):
             package = module.replace("_", "-")
             install = (f"pip install '{STREAM_EXTRA}'" if module in EXTRA_MODULES
                        else f"pip install '{STREAM_EXTRA}' {package}")
             raise StreamerMissingError(
-                f"load_format={load_format} needs the package {package}, which cannot be "
-                f"imported here ({type(exc).__name__}): {install}") from exc
+                f"load_format={load_format} needs the package {package}, which is not "
+                f"installed here: {install}")
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it: the streamer imports
+    torch, seconds that belong to the engine's start, not to the download phase."""
+    if module in sys.modules:
+        return sys.modules[module] is not None  # None: an import that is to fail
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
