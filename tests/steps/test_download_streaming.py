@@ -245,3 +245,18 @@ def test_the_streamer_check_leaves_torch_to_the_engine() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                          text=True, timeout=120, env={"PYTHONPATH": str(root), "PATH": ""})
     assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
+
+
+@pytest.mark.parametrize("model_source", ["s3://models/tiny", {"bucket_uri": "s3://models/tiny"}])
+def test_a_ray_serve_llm_config_is_judged_the_same_way(model_source) -> None:
+    """A Ray Serve LLM ``LLMConfig`` streaming from a bucket (a URI or a mirror) is seen as
+    streaming from it, as llm-init's own config is."""
+    from ray.serve.llm import LLMConfig as RayLLMConfig
+
+    from llm_init.steps.download import streams_from_bucket
+
+    ray_config = RayLLMConfig(model_loading_config={"model_id": "tiny",
+                                                    "model_source": model_source},
+                              engine_kwargs={"load_format": "runai_streamer"})
+    assert streams_from_bucket(ray_config)
+    assert not streams_from_bucket(ray_config, {"load_format": "auto"})

@@ -61,7 +61,20 @@ def streams_from_bucket(llm_config: Any, engine_kwargs: Mapping[str, Any] | None
     """Whether vLLM streams the weights straight from the bucket the config names: a streaming
     load format and a bucket source. Only then does the download leave the weights out."""
     return (is_streaming_load_format(llm_config, engine_kwargs)
-            and is_bucket_uri(llm_config.source))
+            and is_bucket_uri(source_of(llm_config)))
+
+
+def source_of(llm_config: Any) -> str | None:
+    """Where the model comes from, for llm-init's ``LLMConfig`` (``source``) or Ray Serve
+    LLM's (``model_loading_config.model_source``: a string or a mirror's ``bucket_uri``)."""
+    source = getattr(llm_config, "source", None)
+    if isinstance(source, str):
+        return source
+    loading = getattr(llm_config, "model_loading_config", None)
+    found = getattr(loading, "model_source", None)
+    if found is not None and not isinstance(found, str):
+        found = getattr(found, "bucket_uri", None)
+    return found if isinstance(found, str) else None
 
 
 def streamed_mode(mode: NodeModelDownloadable) -> NodeModelDownloadable:
