@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 
 from llm_init.config import NodeModelDownloadable
+from llm_init.events import WeightsRouteChosen
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download.checksums import MIB
 from llm_init.steps.download.errors import DownloadError
@@ -40,6 +41,7 @@ from llm_init.steps.download.sources import (
 from llm_init.steps.download.streaming import (
     ROUTE_DOWNLOADED,
     ROUTE_STREAMED,
+    STREAMING_LOAD_FORMATS,
     downloaded_reason,
     is_bucket_uri,
     load_format_of,
@@ -191,9 +193,6 @@ class DownloadStep:
                        others: Sequence[str]) -> str | None:
         """Under a streaming load format with a bucket source, record how the weights reach
         the engine, and why; the bucket URI when vLLM streams them (no node fetches them)."""
-        from llm_init.events import WeightsRouteChosen
-        from llm_init.steps.download.streaming import STREAMING_LOAD_FORMATS
-
         if load_format not in STREAMING_LOAD_FORMATS or not is_bucket_uri(spec.uri):
             return None
         modes = {local: ctx.local_node_download_model.value,

@@ -101,9 +101,10 @@ def streaming_reason(load_format: str) -> str:
 
 def downloaded_reason(load_format: str, modes: Mapping[str, str]) -> str:
     """The recorded reason weights were downloaded although the load format streams."""
-    fetching = sorted({m for m in modes.values() if m == NodeModelDownloadable.MODEL_AND_TOKENIZER})
-    return (f"weights downloaded under load_format={load_format}: the context asked for "
-            f"{', '.join(fetching) or 'them'}; vLLM reads the local copy")
+    weights = NodeModelDownloadable.MODEL_AND_TOKENIZER.value
+    nodes = [node for node, mode in modes.items() if mode == weights]
+    return (f"weights downloaded under load_format={load_format}: the context asked node "
+            f"{', '.join(nodes)} for {weights}; vLLM reads the local copy")
 
 
 def require_streamer(load_format: str | None, source: str | None) -> None:
