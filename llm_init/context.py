@@ -49,12 +49,17 @@ class NodeInitializationContext:
 
     @classmethod
     def for_config(cls, init_id: str, llm_config: LLMConfig) -> NodeInitializationContext:
-        """A fresh context seeded from the config's defaults."""
+        """A fresh context seeded from the config's defaults. Under a streaming load format
+        with a bucket source the download modes start as ``NONE``, as in Ray Serve LLM
+        (``llm_init.steps.download.streaming``); hooks may change them."""
+        from llm_init.steps.download.streaming import download_modes
+
+        local, worker = download_modes(llm_config)
         return cls(
             init_id=init_id,
             llm_config=llm_config,
-            local_node_download_model=llm_config.local_node_download_model,
-            worker_node_download_model=llm_config.worker_node_download_model,
+            local_node_download_model=local,
+            worker_node_download_model=worker,
             runtime_env=dict(llm_config.runtime_env) if llm_config.runtime_env else None,
         )
 

@@ -336,6 +336,22 @@ class ArtifactUseObserved(Event):
     node: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightsRouteChosen(Event):
+    """How the model's weights reach the engine under a streaming load format, decided by the
+    download step before any node fetched: ``route`` ``streamed`` (vLLM reads them from the
+    bucket; no node downloads them) or ``downloaded`` (the context asked a node for them), with
+    the ``reason`` in words, the ``load_format``, the bucket ``source`` and each node's
+    download mode (``modes``: node id to ``NONE``, ``TOKENIZER_ONLY`` ...)."""
+
+    TYPE: ClassVar[str] = "WeightsRouteChosen"
+    route: str
+    reason: str
+    load_format: str | None = None
+    source: str = ""
+    modes: dict[str, str] = field(default_factory=dict)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -346,7 +362,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepStarted, StepProgressed, StepCompleted, StepFailed,
         ContextChanged, EventRejected,
         ArtifactRestored, ArtifactMissed, ArtifactPublished, ArtifactPublishSkipped,
-        ArtifactUseObserved,
+        ArtifactUseObserved, WeightsRouteChosen,
     )
 }
 

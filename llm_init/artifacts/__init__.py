@@ -21,6 +21,7 @@ from llm_init.artifacts.key import (
     make_key,
     software_versions,
     weights_identity,
+    weights_of_listing,
 )
 from llm_init.artifacts.manifest import CorruptArtifactError, Manifest
 from llm_init.artifacts.signing import (
@@ -78,4 +79,5 @@ __all__ = [
     "software_versions",
     "trusted_keys",
     "weights_identity",
+    "weights_of_listing",
 ]

@@ -138,9 +138,17 @@ def weights_of_directory(path: str | Path, manifest_files: Mapping[str, str | No
             continue
         if name.endswith(WEIGHT_SUFFIXES) or name == "config.json":
             checksum = manifest_files.get(name) or _sha256(file)
-            entries.append((name if name != "config.json" else "config.json.bin",
-                            file.stat().st_size, checksum))
-    return weights_identity(entries)
+            entries.append((name, file.stat().st_size, checksum))
+    return weights_of_listing(entries)
+
+
+def weights_of_listing(files: Iterable[tuple[str, int, str | None]]) -> str:
+    """``weights_identity`` of a model's files as listed (``(path, size, checksum or ETag)``,
+    paths relative to the model's root): its weight files and its ``config.json``, as
+    ``weights_of_directory`` counts them. A bucket's listing, read without fetching an object,
+    gives the identity its downloaded copy has."""
+    return weights_identity((p if p != "config.json" else "config.json.bin", s, c)
+                            for p, s, c in files)
 
 
 def _sha256(path: Path) -> str:

@@ -3,7 +3,8 @@
 ``LLMServer`` runs it in place of Ray's ``VLLMEngine`` (``build_openai_app`` of this package sets
 that up, or name it in ``RAYLLM_VLLM_ENGINE_CLS``). Its ``start()`` runs the five phases with
 llm-init's hooks, events and spans: download (llm-init's step), placement group (the replica's
-own) and an engine step that points Ray's engine config at the downloaded model, applies the
+own) and an engine step that points Ray's engine config at the downloaded model (or, under a
+streaming load format, the bucket URI vLLM streams from), applies the
 merged engine arguments, builds vLLM's engine in a thread and then lets Ray's own
 ``VLLMEngine.start()`` set up everything it serves with. Ray's node initialization does not run
 (``run_init_node`` is off) and a Ray callback's hooks are not called a second time.
@@ -29,10 +30,12 @@ from llm_init.serve.readiness import ReadinessMark
 from llm_init.serve.settings import LLMInitSettings
 from llm_init.serve.status import StatusServer
 from llm_init.steps.base import DefaultSteps, ProgressReporter
+from llm_init.steps.download.streaming import load_format_of, require_streamer
 from llm_init.steps.engine import (
     merged_engine_kwargs,
     model_path_from,
     record_cache_use,
+    streamed_source,
     use_in_process_worker_on_cpu,
 )
 from llm_init.steps.placement import PlacementGroupStep
@@ -147,9 +150,12 @@ class ServeEngineStep:
 
     async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
         engine, ray_ctx = self.engine, self.ray_callback.ctx
-        point_engine_at(engine.llm_config, model_path_from(ctx.download_result))
-        engine_config: Any = engine.llm_config.get_engine_config()
         kwargs = merged_engine_kwargs(ctx)
+        streamed = streamed_source(ctx)
+        require_streamer(load_format_of(ctx.llm_config, kwargs),
+                         streamed or ctx.llm_config.source)
+        point_engine_at(engine.llm_config, streamed or model_path_from(ctx.download_result))
+        engine_config: Any = engine.llm_config.get_engine_config()
         _apply_engine_kwargs(engine_config, kwargs)
         report(engine_kwargs=kwargs, model=engine_config.actual_hf_model_id)
         ray_ctx.run_init_node = False  # llm-init did the node's work

@@ -33,7 +33,7 @@ from ray.llm._internal.common.callbacks.base import CallbackBase
 from llm_init.binding import BoundHook
 from llm_init.config import NodeModelDownloadable
 from llm_init.serve.settings import ServeConfigError
-from llm_init.steps.engine import model_path_from
+from llm_init.steps.engine import model_path_from, streamed_source
 
 if TYPE_CHECKING:
     from llm_init.context import NodeInitializationContext
@@ -56,7 +56,8 @@ def download_mode(value: Any) -> NodeModelDownloadable:
 
 
 def point_engine_at(ray_llm_config: Any, path: str | None) -> None:
-    """Make Ray Serve LLM's engine config load the model from ``path`` (the local download)."""
+    """Make Ray Serve LLM's engine config load the model from ``path``: the local download, or
+    the bucket URI a streaming load format reads."""
     if path is None:
         return
     engine_config = ray_llm_config.get_engine_config()
@@ -97,7 +98,8 @@ class RayCallbackAdapter:
     async def on_post_download(self, ctx: NodeInitializationContext) -> None:
         """Fires after the download; runs Ray's ``on_after_node_init`` with the engine config
         already pointing at the downloaded model, as Ray's node initialization leaves it."""
-        point_engine_at(self.ray_callback.llm_config, model_path_from(ctx.download_result))
+        point_engine_at(self.ray_callback.llm_config,
+                        streamed_source(ctx) or model_path_from(ctx.download_result))
         await self._run("on_after_node_init", ctx)
 
     def llm_init_bound_hook(self, bound: BoundHook) -> BoundHook | tuple[BoundHook, ...] | None:

@@ -5,7 +5,8 @@ the placement group, with vLLM's start-up sub-phases reported as they happen.
 
 The engine arguments are ``LLMConfig.engine_kwargs`` with ``ctx.extra_init_kwargs`` over them
 (a callback's value wins); the merged result is reported as ``report(engine_kwargs=...)``. The
-model is the download's local path (``model_path_from(ctx.download_result)``), else
+model is ``engine_model(ctx)``: under a streaming load format the bucket URI vLLM streams from,
+else the download's local path (``model_path_from(ctx.download_result)``), else
 ``LLMConfig.source``. Construction blocks for seconds to minutes, so it runs in a thread: the
 event loop, and with it progress and status, stays live. vLLM's start-up sub-phases are reported
 as ``report(subphase=NAME, duration_s=SECONDS)`` (see ``llm_init.steps.vllm_startup``).
@@ -22,6 +23,11 @@ from opentelemetry import trace
 
 from llm_init.events import ArtifactUseObserved
 from llm_init.steps.base import ProgressReporter
+from llm_init.steps.download.streaming import (
+    load_format_of,
+    require_streamer,
+    streams_from_bucket,
+)
 from llm_init.steps.vllm_startup import ENGINE_CONFIG, ENGINE_CORE_START, EngineStartWatch
 from llm_init.telemetry import names
 
@@ -32,7 +38,8 @@ if TYPE_CHECKING:
 def model_path_from(download_result: Any) -> str | None:
     """The local model directory in a download result: a path (``str``/``PathLike``), a mapping
     with ``"local_path"`` or ``"path"``, or an object with a ``local_path`` or ``path``
-    attribute. ``None`` when there is no result (the download was skipped and nobody set one)."""
+    attribute. ``None`` when there is no result (the download was skipped and nobody set one)
+    or its ``path`` is ``None`` (no node fetched the model: a streaming load format)."""
     if download_result is None:
         return None
     if isinstance(download_result, str | os.PathLike):
@@ -48,9 +55,32 @@ def model_path_from(download_result: Any) -> str | None:
         value = getattr(download_result, attr, None)
         if value is not None:
             return _path(value, f"download_result.{attr}")
+    if hasattr(download_result, "path"):
+        return None  # a result that holds no local model: every node NONE, or streamed
     kind = type(download_result)
     raise TypeError(f"ctx.download_result is a {kind.__module__}.{kind.__qualname__} with no "
                     "'local_path' or 'path'; set a path, a mapping or an object with one")
+
+
+def streamed_source(ctx: NodeInitializationContext) -> str | None:
+    """The bucket URI vLLM streams the weights from: the download's ``streamed_from``; with
+    no download result, the config's source when its load format streams from a bucket (as
+    Ray Serve LLM gives the engine when its node initialization is off). ``None``: the engine
+    loads a local copy (``model_path_from``) or the source as it is."""
+    result = ctx.download_result
+    streamed = getattr(result, "streamed_from", None)
+    if isinstance(streamed, str) and streamed:
+        return streamed
+    if result is None and streams_from_bucket(ctx.llm_config, merged_engine_kwargs(ctx)):
+        return ctx.llm_config.source
+    return None
+
+
+def engine_model(ctx: NodeInitializationContext) -> str:
+    """What vLLM is given as its model: the bucket URI it streams from, else the download's
+    local directory, else ``LLMConfig.source``."""
+    return (streamed_source(ctx) or model_path_from(ctx.download_result)
+            or ctx.llm_config.source)
 
 
 def _path(value: Any, where: str) -> str:
@@ -81,8 +111,9 @@ class VLLMEngineStep:
     poll_s: float = 0.25
 
     async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
-        model = model_path_from(ctx.download_result) or ctx.llm_config.source
+        model = engine_model(ctx)
         kwargs = merged_engine_kwargs(ctx)
+        require_streamer(load_format_of(ctx.llm_config, kwargs), model)
         config = ctx.llm_config
         kwargs.setdefault("tensor_parallel_size", config.tensor_parallel_size)
         kwargs.setdefault("pipeline_parallel_size", config.pipeline_parallel_size)

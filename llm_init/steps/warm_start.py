@@ -33,6 +33,7 @@ from llm_init.artifacts.key import (
     artifact_key,
     device_identity,
     weights_of_directory,
+    weights_of_listing,
 )
 from llm_init.artifacts.settings import ArtifactSettings
 from llm_init.artifacts.stores import open_artifact_store
@@ -121,14 +122,17 @@ class WarmStartDownload:
 async def restore_warm_start(ctx: NodeInitializationContext, report: ProgressReporter,
                              settings: ArtifactSettings) -> None:
     """Compute the key, restore on each node, point vLLM at the cache; never raises."""
-    from llm_init.steps.engine import merged_engine_kwargs, model_path_from
+    from llm_init.steps.engine import merged_engine_kwargs, model_path_from, streamed_source
 
     record = getattr(report, "record", None)
     try:
         model_path = model_path_from(ctx.download_result)
     except TypeError:
         model_path = None
-    if model_path is None:
+    streamed = streamed_source(ctx)
+    if streamed is not None:
+        model_path = None  # vLLM reads the bucket, whatever small files a node holds
+    elif model_path is None:
         _log.info("llm-init: no warm start: the download phase left no model directory")
         return
     started = time.perf_counter()
@@ -136,8 +140,11 @@ async def restore_warm_start(ctx: NodeInitializationContext, report: ProgressRep
     engine_kwargs.setdefault("tensor_parallel_size", ctx.llm_config.tensor_parallel_size)
     engine_kwargs.setdefault("pipeline_parallel_size", ctx.llm_config.pipeline_parallel_size)
     try:
-        weights = await asyncio.to_thread(weights_of_directory, model_path,
-                                          _manifest_checksums(model_path))
+        if model_path is None:
+            weights = await asyncio.to_thread(weights_of_bucket, str(streamed))
+        else:
+            weights = await asyncio.to_thread(weights_of_directory, model_path,
+                                              _manifest_checksums(model_path))
         key = artifact_key(source=ctx.llm_config.source,
                            revision=getattr(ctx.download_result, "revision", None),
                            weights=weights, engine_kwargs=engine_kwargs)
@@ -154,7 +161,8 @@ async def restore_warm_start(ctx: NodeInitializationContext, report: ProgressRep
             RestoreOutcome(result=MISS, key=key.digest, reason=DISABLED,
                            message="artifact_store.restore is off")
         outcomes = {local: outcome}
-        outcomes.update(await _restore_on_other_nodes(ctx, settings, key, local))
+        outcomes.update(await _restore_on_other_nodes(ctx, settings, key, local,
+                                                      streamed=streamed is not None))
         span.set_attribute(names.ATTR_ARTIFACT_RESULT, outcome.result)
         span.set_attribute(names.ATTR_ARTIFACT_BYTES, outcome.bytes)
         if outcome.reason:
@@ -165,12 +173,13 @@ async def restore_warm_start(ctx: NodeInitializationContext, report: ProgressRep
         env = dict((ctx.runtime_env or {}).get("env_vars") or {})
         env[VLLM_CACHE_ROOT] = str(cache_root)
         ctx.runtime_env = {**(ctx.runtime_env or {}), "env_vars": env}
-    link = _link_model(settings, weights, model_path)
+    link = _link_model(settings, weights, model_path) if model_path is not None else None
     if link is not None:
         ctx.download_result = _with_path(ctx.download_result, link)
     ctx.custom_data[CONTEXT_KEY] = {
         "artifact": key.digest, "result": outcome.result, "reason": outcome.reason,
-        "store": settings.location, "cache_dir": str(cache_root), "model_path": link or model_path,
+        "store": settings.location, "cache_dir": str(cache_root),
+        "model_path": link or model_path or streamed,
         "bytes": outcome.bytes, "seconds": round(time.perf_counter() - started, 3),
         "parts": dict(key.parts)}
 
@@ -240,9 +249,13 @@ def restore_on_node(settings: ArtifactSettings, key: ArtifactKey, weights_path: 
 
 
 async def _restore_on_other_nodes(ctx: NodeInitializationContext, settings: ArtifactSettings,
-                                  key: ArtifactKey, local: str) -> dict[str, RestoreOutcome]:
+                                  key: ArtifactKey, local: str, *,
+                                  streamed: bool = False) -> dict[str, RestoreOutcome]:
+    # A node that holds no model has no engine worker to compile, unless vLLM streams the
+    # weights: then no node holds them, and each one's workers compile all the same.
     nodes = [n for n in getattr(ctx.download_result, "nodes", ()) or ()
-             if getattr(n, "node_id", local) != local and getattr(n, "path", None)]
+             if getattr(n, "node_id", local) != local
+             and (streamed or getattr(n, "path", None))]
     if not nodes or not settings.restore:
         return {}
     import ray
@@ -307,6 +320,21 @@ def _record(record: Any, report: ProgressReporter, settings: ArtifactSettings, k
         report(warm_start=outcome.result, **{k: v for k, v in fields.items() if k != "parts"})
     _log.info("llm-init: warm start on %s: %s%s (key %s)", node, outcome.result,
               f" ({outcome.reason}: {outcome.message})" if outcome.reason else "", key.digest)
+
+
+def weights_of_bucket(uri: str) -> str:
+    """``weights_identity`` of a model in a bucket from its listing (sizes, checksums or
+    ETags), none of its objects read: the files a download would fetch, identified as
+    ``weights_of_directory`` identifies their downloaded copy, so an artifact made by a start
+    that downloaded the model serves one that streams it, and the other way round. The
+    endpoint is the environment's (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``)."""
+    from llm_init.config import NodeModelDownloadable
+    from llm_init.steps.download import open_source, parse_source, select_files
+
+    listing = open_source(parse_source(uri)).listing()
+    files = select_files(listing.files, NodeModelDownloadable.MODEL_AND_TOKENIZER)
+    return weights_of_listing((f.path, f.size, f.checksum.value if f.checksum is not None
+                               else f.version) for f in files)
 
 
 def _manifest_checksums(model_path: str) -> dict[str, str | None]:

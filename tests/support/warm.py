@@ -91,10 +91,24 @@ def start(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, 
     source = tmp_path / "model"
     if not source.exists():
         write_model(source, shards=1, shard_size=50_000)
+    return start_from(tmp_path, node, store_url, engine, source=str(source),
+                      callbacks=callbacks, publish=publish, observers=observers,
+                      event_store=event_store)
+
+
+def start_from(tmp_path: Path, node: str, store_url: str, engine: CachingEngineStep, *,
+               source: str, load_format: str | None = None,
+               callbacks: list[type] | None = None, publish: bool = True,
+               observers: list[Any] | None = None, event_store: EventStore | None = None,
+               ) -> tuple[NodeInitializationContext, list[Event]]:
+    """``start`` of the model at ``source`` (an ``s3://`` URI too), with ``load_format``."""
     if store_url.startswith("file://"):  # the shared directory, mounted on every node
         Path(store_url.removeprefix("file://")).mkdir(exist_ok=True)
-    config = LLMConfig(model_id="tiny", model_source=str(source), callback_class=callbacks,
-                       engine_kwargs={"dtype": "bfloat16", "max_model_len": 256},
+    engine_kwargs: dict[str, Any] = {"dtype": "bfloat16", "max_model_len": 256}
+    if load_format is not None:
+        engine_kwargs["load_format"] = load_format
+    config = LLMConfig(model_id="tiny", model_source=source, callback_class=callbacks,
+                       engine_kwargs=engine_kwargs,
                        artifact_store={"url": store_url,
                                        "cache_dir": str(tmp_path / node / "warm"),
                                        "model_link_dir": str(tmp_path / "links")})

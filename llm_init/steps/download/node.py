@@ -27,6 +27,7 @@ from llm_init.steps.download.lock import NodeLock
 from llm_init.steps.download.manifest import ManifestSource, read_manifest, write_manifest
 from llm_init.steps.download.progress import NodeProgress
 from llm_init.steps.download.result import NodeDownloadResult
+from llm_init.steps.download.s3 import S3Source
 from llm_init.steps.download.sources import (
     STATE_DIR,
     LocalDirSource,
@@ -65,6 +66,21 @@ def cache_root(configured: str | None = None) -> Path:
     return Path(configured or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR).expanduser()
 
 
+def open_source(spec: SourceSpec, *, verify: LocalVerify = "header") -> Source:
+    """The live source, with its client, for reading on this node (``verify``: how a local
+    directory's files are checked)."""
+    if spec.kind == "s3":
+        return S3Source(spec)
+    if spec.kind == "hf":
+        return HFSource(spec)
+    if spec.kind == "gs":
+        raise SourceNotFoundError(
+            f"model source {spec.location}: llm-init does not download from gs://; only vLLM's "
+            f"streaming load formats read it (engine_kwargs.load_format=runai_streamer), with "
+            f"every node's download mode NONE")
+    return LocalDirSource(spec, verify=verify)
+
+
 def download_on_node(plan: NodePlan, *, node_id: str, progress: NodeProgress,
                      stop: threading.Event, ran_in: str = "process",
                      trace_id: str | None = None) -> NodeDownloadResult:
@@ -92,7 +108,7 @@ class _NodeRun:
         plan = self.plan
         if plan.what == NodeModelDownloadable.NONE:
             return self._result(None, (), 0, revision=None, resolved_from="none")
-        source = plan.source.open(verify=plan.verify)
+        source = open_source(plan.source, verify=plan.verify)
         if isinstance(source, LocalDirSource) and not plan.copy_local_source:
             if not source.root.is_dir():
                 raise SourceNotFoundError(f"model directory {source.root} does not exist")

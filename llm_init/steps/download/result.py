@@ -45,6 +45,9 @@ class DownloadResult:
     files_fetched: int  # over all nodes
     seconds: float  # wall-clock time of the whole step
     throughput_bytes_per_s: float  # bytes_fetched / seconds
+    # The bucket URI vLLM streams the weights from (a streaming load format, no node fetched
+    # them); None: the engine loads ``path``. See docs/streaming.md.
+    streamed_from: str | None = None
 
     @property
     def node_ids(self) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Model sources: what a source is, how one is named, which of its files a node fetches.
 
-A ``SourceSpec`` is the plain, picklable description that travels to every node; ``open()``
-builds the live ``Source`` (with its client) on the node that reads from it.
+A ``SourceSpec`` is the plain, picklable description that travels to every node;
+``llm_init.steps.download.node.open_source`` builds the live ``Source`` (with its client) on the
+node that reads from it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from llm_init.steps.download import safetensors
 from llm_init.steps.download.checksums import Checksum, Digest, SizeOnly, Verifier, new_hash
 from llm_init.steps.download.errors import SourceNotFoundError
 
-SourceKind = Literal["local", "s3", "hf"]
+SourceKind = Literal["local", "s3", "gs", "hf"]  # gs: streamed by vLLM only, never downloaded
 # How a local directory's files are checked: the size and the header of safetensors files
 # (cheap), or also the SHA-256 of every file.
 LocalVerify = Literal["header", "sha256"]
@@ -83,7 +84,8 @@ class Source(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    """Where a model comes from: a local directory, an S3 URI or a Hugging Face repo id."""
+    """Where a model comes from: a local directory, an S3 URI, a Hugging Face repo id, or a
+    ``gs://`` URI (which only vLLM's streaming load formats read: llm-init lists nothing there)."""
 
     kind: SourceKind
     location: str  # absolute directory, ``s3://bucket/prefix`` or ``org/name``
@@ -97,17 +99,6 @@ class SourceSpec:
             return f"hf://{self.location}" + (f"@{self.revision}" if self.revision else "")
         return self.location
 
-    def open(self, *, verify: LocalVerify = "header") -> Source:
-        """The live source, with its client, for reading on this node (``verify``: how a local
-        directory's files are checked)."""
-        if self.kind == "s3":
-            from llm_init.steps.download.s3 import S3Source
-            return S3Source(self)
-        if self.kind == "hf":
-            from llm_init.steps.download.hf import HFSource
-            return HFSource(self)
-        return LocalDirSource(self, verify=verify)
-
 
 def parse_source(text: str, *, revision: str | None = None,
                  endpoint_url: str | None = None) -> SourceSpec:
@@ -118,13 +109,17 @@ def parse_source(text: str, *, revision: str | None = None,
         if not bucket:
             raise SourceNotFoundError(f"model source {text!r} names no bucket")
         return SourceSpec("s3", text.rstrip("/"), None, endpoint_url)
+    if text.startswith("gs://"):
+        if not text[5:].split("/", 1)[0]:
+            raise SourceNotFoundError(f"model source {text!r} names no bucket")
+        return SourceSpec("gs", text.rstrip("/"), None, endpoint_url)
     if text.startswith("hf://"):
         return SourceSpec("hf", text[5:].strip("/"), revision or "main", endpoint_url)
     if "://" in text and not text.startswith("file://"):
         scheme = text.split("://", 1)[0]
         raise SourceNotFoundError(
             f"model source {text!r}: scheme {scheme}:// is not supported (use a directory, "
-            f"s3:// or a Hugging Face repo id)")
+            f"s3://, gs:// with a streaming load format, or a Hugging Face repo id)")
     path = Path(text.removeprefix("file://")).expanduser()
     if path.is_dir() or path.is_absolute() or text.startswith((".", "~", "file://")):
         return SourceSpec("local", str(path.resolve()))

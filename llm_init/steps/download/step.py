@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 
 from llm_init.config import NodeModelDownloadable
+from llm_init.events import WeightsRouteChosen
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download.checksums import MIB
 from llm_init.steps.download.errors import DownloadError
@@ -36,6 +37,16 @@ from llm_init.steps.download.sources import (
     LocalVerify,
     SourceSpec,
     parse_source,
+)
+from llm_init.steps.download.streaming import (
+    ROUTE_DOWNLOADED,
+    ROUTE_STREAMED,
+    STREAMING_LOAD_FORMATS,
+    downloaded_reason,
+    is_bucket_uri,
+    load_format_of,
+    require_streamer,
+    streaming_reason,
 )
 
 if TYPE_CHECKING:
@@ -107,8 +118,12 @@ class DownloadStep:
     async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
         started = time.perf_counter()
         spec = self.source_spec(ctx)
+        load_format = load_format_of(ctx.llm_config, {**ctx.llm_config.engine_kwargs,
+                                                      **ctx.extra_init_kwargs})
+        require_streamer(load_format, spec.uri)  # before any node works, not in the engine
         local, others = await nodes_to_download(ctx.placement_group, self.nodes,
                                                 self.placement_group_timeout_s)
+        streamed_from = self._weights_route(ctx, report, spec, load_format, local, others)
         local_plan = self.plan(spec, ctx.local_node_download_model)
         worker_plan = self.plan(spec, ctx.worker_node_download_model)
         carrier = trace_carrier()
@@ -169,7 +184,32 @@ class DownloadStep:
             files_total=sum(len(n.files) for n in ordered),
             files_fetched=sum(n.files_fetched for n in ordered),
             seconds=seconds, throughput_bytes_per_s=fetched / seconds if seconds else 0.0,
+            streamed_from=streamed_from,
         )
+
+    @staticmethod
+    def _weights_route(ctx: NodeInitializationContext, report: ProgressReporter,
+                       spec: SourceSpec, load_format: str | None, local: str,
+                       others: Sequence[str]) -> str | None:
+        """Under a streaming load format with a bucket source, record how the weights reach
+        the engine, and why; the bucket URI when vLLM streams them (no node fetches them)."""
+        if load_format not in STREAMING_LOAD_FORMATS or not is_bucket_uri(spec.uri):
+            return None
+        modes = {local: ctx.local_node_download_model.value,
+                 **{n: ctx.worker_node_download_model.value for n in others}}
+        weights = NodeModelDownloadable.MODEL_AND_TOKENIZER.value
+        streamed = weights not in modes.values()
+        fields: dict[str, Any] = dict(
+            route=ROUTE_STREAMED if streamed else ROUTE_DOWNLOADED,
+            reason=streaming_reason(load_format) if streamed
+            else downloaded_reason(load_format, modes),
+            load_format=load_format, source=spec.uri, modes=modes)
+        record = getattr(report, "record", None)
+        if record is not None:
+            record(WeightsRouteChosen, **fields)
+        else:  # a reporter without typed events: the route still reaches the log
+            report(weights_route=fields["route"], reason=fields["reason"], modes=modes)
+        return spec.uri if streamed else None
 
 
 def download_step(**options: Any) -> DownloadStep:
