@@ -91,6 +91,8 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = 
     (3, "the index's alive_until: the last heartbeat plus the abandonment bound", _v3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# How long a reader waits for a writer that has made the file but not yet its schema.
+_CREATOR_WAIT_S = 5.0
 
 
 class SQLiteEventStore:
@@ -118,6 +120,22 @@ class SQLiteEventStore:
             raise EventStoreError(f"{self.path} is not a usable llm-init event store: {exc}") \
                 from exc
 
+    def _await_creator(self) -> int:
+        """The schema version once a process that is creating this file has committed it.
+
+        A writer's first connect makes the file before its schema exists, so a reader (a
+        status poll, ``llm-init timeline``) that opens it in that window sees version 0 with
+        no tables: wait for the creator's schema (its write lock, then a short poll) rather
+        than call a store being born foreign. A file that holds other tables is foreign at once.
+        """
+        deadline = time.monotonic() + min(self._busy_timeout_s, _CREATOR_WAIT_S)
+        while True:
+            tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            if version or tables or time.monotonic() >= deadline:
+                return version
+            time.sleep(0.05)
+
     def _migrate(self, create: bool) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -127,7 +145,11 @@ class SQLiteEventStore:
         if version == SCHEMA_VERSION:
             return
         if version == 0 and not create:
-            raise EventStoreError(f"{self.path} is not an llm-init event store")
+            version = self._await_creator()
+            if version == SCHEMA_VERSION:
+                return
+            if version == 0:
+                raise EventStoreError(f"{self.path} is not an llm-init event store")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             # Another process may have migrated while this one waited for the write lock.

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
+from llm_init.errors import EventStoreError
 from llm_init.stores import InitQuery, SQLiteEventStore
 from llm_init.stores.index import index_rows
-from llm_init.stores.sqlite import _UPSERT_V2, _V1, SCHEMA_VERSION, _script, _v2
+from llm_init.stores.sqlite import (
+    _CREATOR_WAIT_S,
+    _UPSERT_V2,
+    _V1,
+    SCHEMA_VERSION,
+    _script,
+    _v2,
+)
 from tests.stores.contract import at, beating_records
 from tests.support.logs import records, synthetic_log
 
@@ -57,3 +69,37 @@ def store_version_2_init(conn: sqlite3.Connection) -> str:
                       for r in log])
     conn.executemany(_UPSERT_V2, [row.as_params() for row in index_rows(log)])
     return "old"
+
+
+def test_a_reader_waits_for_a_store_another_process_is_creating(tmp_path: Path) -> None:
+    """A file whose creator has connected but not yet written the schema opens for a reader
+    once the creator's schema lands, instead of being called foreign."""
+    path = tmp_path / "events.sqlite"
+    sqlite3.connect(path).close()  # the creator's first connect: a file with no schema yet
+
+    def create_later() -> None:
+        time.sleep(0.3)
+        SQLiteEventStore(path).close()
+
+    creator = threading.Thread(target=create_later)
+    creator.start()
+    try:
+        reader = SQLiteEventStore(path, create=False)
+    finally:
+        creator.join()
+    assert reader.list_init_ids() == []
+    reader.close()
+
+
+def test_a_foreign_sqlite_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A SQLite file that holds another program's tables is not an event store, and saying so
+    does not wait."""
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    started = time.monotonic()
+    with pytest.raises(EventStoreError, match="is not an llm-init event store"):
+        SQLiteEventStore(path, create=False)
+    assert time.monotonic() - started < _CREATOR_WAIT_S / 2
