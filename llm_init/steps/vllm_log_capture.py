@@ -23,6 +23,9 @@ from typing import Any
 from llm_init.steps.vllm_cache_use import MODEL_INFO_LOGGER
 from llm_init.steps.vllm_log_parser import LogLine
 
+# Loggers whose INFO records the capture keeps: vLLM's, and the RunAI Model Streamer's (its
+# throughput line is the only word on how fast a streaming load moved the weights).
+CAPTURED_LOGGERS = ("vllm", "runai_model_streamer")
 _RECORD_START = "\x1e"  # starts every record in the capture file; tracebacks span lines
 _CAPTURE_MAX_BYTES = 8 * 1024 * 1024
 
@@ -172,7 +175,8 @@ def parse_record(raw: str) -> LogLine | None:
 
 
 def child_logging_config(logging_config: Any, capture_file: str) -> dict[str, Any]:
-    """vLLM's effective logging configuration plus a capped file handler on the ``vllm`` logger."""
+    """vLLM's effective logging configuration plus a capped file handler on the captured
+    loggers (``CAPTURED_LOGGERS``)."""
     if logging_config.pylogging_config_file:
         with open(logging_config.pylogging_config_file, encoding="utf-8") as f:
             config: dict[str, Any] = json.load(f)
@@ -200,6 +204,12 @@ def child_logging_config(logging_config: Any, capture_file: str) -> dict[str, An
     # vLLM's own handlers keep the level its logger had, whatever this capture lowers.
     for name in vllm_logger["handlers"][:-1]:
         config["handlers"].get(name, {}).setdefault("level", configured)
+    for name in CAPTURED_LOGGERS[1:]:
+        # Nothing else configures the streamer's logger: its INFO records would die at the
+        # root logger's last-resort WARNING. Only the capture hears them.
+        other = loggers.setdefault(name, {"propagate": True})
+        other["handlers"] = [*other.get("handlers", []), "llm_init_capture"]
+        other.setdefault("level", "INFO")
     return config
 
 

@@ -1,7 +1,10 @@
 """vLLM's start-up log lines, parsed: a table of timing lines to sub-phases, and its errors.
 
 vLLM 0.32 exports no start-up metrics; it logs them. ``StartupParser`` is fed one ``LogLine``
-at a time (from whichever process logged it) and returns the sub-phases that line finished.
+at a time (from whichever process logged it) and returns the sub-phases that line finished; it
+also keeps each process's weight transfer (``WeightLoad``): vLLM's "Loading weights took X
+seconds", or, with ``load_format=runai_streamer`` (which logs no such line), the RunAI Model
+Streamer's "Overall time to stream SIZE of all files to DEVICE: Xs, RATE/s".
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (INIT_ENGINE, re.compile(r"init engine \(profile, create kv cache, warmup model\) "
                              r"took ([\d.]+) s")),
 )
+# The RunAI Model Streamer's summary of one streaming load (its own logger, not vLLM's). SIZE
+# and RATE are rounded by ``humanize.naturalsize(..., binary=True)``: "1.1 MiB", "8 Bytes".
+_STREAMED = re.compile(r"\[RunAI Streamer\] Overall time to stream ([\d.]+ \w+) of all files "
+                       r"to \S+: ([\d.]+)s")
+_BINARY_UNITS = {"byte": 1, "bytes": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+                 "tib": 1 << 40, "pib": 1 << 50}
 _ENGINE_CORE_FIRST_LINE = re.compile(r"Initializing a V1 LLM engine")
 _KV_CACHE_SIZED = re.compile(r"KV cache size: [\d,]+ tokens")
 
@@ -55,8 +64,21 @@ class LogLine:
 class Subphase:
     name: str
     duration_s: float
-    source: str  # "vllm_log" | "derived" | "measured"
+    source: str  # "vllm_log" | "streamer_log" | "derived" | "measured"
     process: str
+
+
+@dataclass(frozen=True, slots=True)
+class WeightLoad:
+    """One process's (one worker's) weight transfer, as its log said: ``seconds`` ending at
+    ``ended_at`` (a Unix time), from vLLM's line or the streamer's (``source``).
+    ``reported_bytes``: the streamer's own size, rounded as it prints it."""
+
+    process: str
+    seconds: float
+    ended_at: float
+    source: str  # "vllm_log" | "streamer_log"
+    reported_bytes: int | None = None
 
 
 class StartupParser:
@@ -68,6 +90,10 @@ class StartupParser:
         self.cache = CacheUseParser()
         self._kv_sized_at: float | None = None
         self._core_seen = False
+        # Per process: its weight transfer, and when it logged "Initializing model took"
+        # (the weights load right after it: a finer clock than the lines' two decimals).
+        self.weight_loads: dict[str, WeightLoad] = {}
+        self._model_built_at: dict[str, float] = {}
 
     def feed(self, line: LogLine) -> list[Subphase]:
         first = line.text.split("\n", 1)[0]
@@ -79,11 +105,20 @@ class StartupParser:
                                   "derived", line.process))
         if self._kv_sized_at is None and _KV_CACHE_SIZED.search(first):
             self._kv_sized_at = line.created
+        streamed = _STREAMED.search(first)
+        if streamed is not None:
+            found.extend(self._weights(line, float(streamed.group(2)), "streamer_log",
+                                       parse_binary_size(streamed.group(1))))
         for name, pattern in _RULES:
             match = pattern.search(first)
             if match is None:
                 continue
             seconds = float(match.group(1))
+            if name == MODEL_INIT:
+                self._model_built_at.setdefault(line.process, line.created)
+            if name == WEIGHT_LOADING:
+                found.extend(self._weights(line, seconds, "vllm_log", None))
+                continue
             found.append(Subphase(name, seconds, "vllm_log", line.process))
             if name == INIT_ENGINE and self._kv_sized_at is not None:
                 began = line.created - seconds
@@ -99,6 +134,33 @@ class StartupParser:
     def root_cause(self) -> str | None:
         """The last error vLLM logged: the final line of its traceback, else its message."""
         return self.errors[-1] if self.errors else None
+
+    def _weights(self, line: LogLine, seconds: float, source: str,
+                 reported_bytes: int | None) -> list[Subphase]:
+        """The ``weight_loading`` sub-phase, once per process: the streamer's line, when a
+        process logs both, is the transfer itself."""
+        if seconds == 0.0 and line.process in self._model_built_at:
+            # Below the line's two decimals: the clock between vLLM's two records is finer.
+            seconds = max(0.0, line.created - self._model_built_at[line.process])
+        known = self.weight_loads.get(line.process)
+        if known is not None and (known.source == "streamer_log" or source != "streamer_log"):
+            return []
+        self.weight_loads[line.process] = WeightLoad(line.process, seconds, line.created,
+                                                     source, reported_bytes)
+        if known is not None:
+            return []  # the sub-phase was reported from vLLM's line already
+        return [Subphase(WEIGHT_LOADING, seconds, source, line.process)]
+
+
+def parse_binary_size(text: str) -> int | None:
+    """``humanize.naturalsize(n, binary=True)`` read back ("1.1 MiB", "8 Bytes"), rounded as
+    it was printed; ``None`` for anything else."""
+    number, _, unit = text.strip().partition(" ")
+    factor = _BINARY_UNITS.get(unit.lower())
+    try:
+        return round(float(number) * factor) if factor is not None else None
+    except ValueError:
+        return None
 
 
 def root_cause(text: str) -> str:

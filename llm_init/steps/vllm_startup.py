@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.vllm_cache_use import MODEL_INFO_LOGGER, CacheUse
 from llm_init.steps.vllm_log_capture import (
+    CAPTURED_LOGGERS,
     CaptureFilter,
     ChildLogCapture,
     QueueHandler,
@@ -40,6 +41,7 @@ from llm_init.steps.vllm_log_parser import (
     LogLine,
     StartupParser,
     Subphase,
+    WeightLoad,
     root_cause,
 )
 from llm_init.telemetry.propagation import in_environment as traceparent_env
@@ -49,7 +51,7 @@ __all__ = [
     "INIT_ENGINE", "KV_CACHE_ALLOCATION_AND_WARMUP", "KV_CACHE_PROFILING", "MODEL_INIT",
     "MODEL_LOADING", "SERVING_INIT", "TORCH_COMPILE", "WEIGHT_LOADING", "CaptureFilter",
     "EngineStartError", "EngineStartWatch", "LogLine", "StartupLogFile", "StartupParser",
-    "Subphase", "root_cause", "traceparent_env",
+    "Subphase", "WeightLoad", "root_cause", "traceparent_env",
 ]
 
 T = TypeVar("T")
@@ -71,6 +73,7 @@ class EngineStartWatch:
         self._handler = QueueHandler(self._lines)
         self._children = ChildLogCapture(self._lines)
         self._model_info_level: int | None = None
+        self._streamer_level: int | None = None
         self.children_captured = False
 
     @property
@@ -83,8 +86,19 @@ class EngineStartWatch:
         """Whether vLLM logged anything about its caches that this watch received."""
         return self.parser.cache.seen
 
+    @property
+    def weight_loads(self) -> list[WeightLoad]:
+        """Each process's weight transfer that its log lines told of, so far."""
+        return list(self.parser.weight_loads.values())
+
     async def __aenter__(self) -> EngineStartWatch:
-        logging.getLogger("vllm").addHandler(self._handler)
+        for name in CAPTURED_LOGGERS:
+            logging.getLogger(name).addHandler(self._handler)
+        streamer = logging.getLogger(CAPTURED_LOGGERS[1])
+        if not streamer.isEnabledFor(logging.INFO):
+            # Nothing else configures it: a streaming load in this process would go unheard.
+            self._streamer_level = streamer.level
+            streamer.setLevel(logging.INFO)
         model_info = logging.getLogger(MODEL_INFO_LOGGER)
         if not model_info.isEnabledFor(logging.DEBUG):
             # vLLM's own handlers keep their level, so only this watch sees the DEBUG records.
@@ -94,7 +108,10 @@ class EngineStartWatch:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        logging.getLogger("vllm").removeHandler(self._handler)
+        for name in CAPTURED_LOGGERS:
+            logging.getLogger(name).removeHandler(self._handler)
+        if self._streamer_level is not None:
+            logging.getLogger(CAPTURED_LOGGERS[1]).setLevel(self._streamer_level)
         if self._model_info_level is not None:
             logging.getLogger(MODEL_INFO_LOGGER).setLevel(self._model_info_level)
         await asyncio.to_thread(self._children.join, 5.0)
