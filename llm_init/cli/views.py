@@ -387,10 +387,13 @@ def weight_lines(step: Tree, r: ReplayedInitialization, t0: datetime | None, tot
 
 
 def rate(bytes_per_s: object) -> str:
-    """Bytes per second as GB/s (decimal, as the download's sizes); ``-`` when unknown."""
+    """Bytes per second in decimal units, as the sizes: GB/s from 1 GB/s, else MB/s; ``-``
+    when unknown."""
     if not isinstance(bytes_per_s, int | float) or isinstance(bytes_per_s, bool):
         return "- GB/s"
-    return f"{bytes_per_s / 1e9:.2f} GB/s"
+    if bytes_per_s >= 1e9:
+        return f"{bytes_per_s / 1e9:.2f} GB/s"
+    return f"{bytes_per_s / 1e6:.1f} MB/s"
 
 
 def _packed(parts: Sequence[str], width: int | None, *, indent: int) -> Text:

@@ -29,6 +29,7 @@ class WeightTransfer:
     bytes: int
     seconds: float | None
     bytes_per_s: float | None
+    load_format: str | None = None  # the engine's; None for the download
 
 
 def weight_transfers(events: Iterable[Event]) -> list[WeightTransfer]:
@@ -39,7 +40,7 @@ def weight_transfers(events: Iterable[Event]) -> list[WeightTransfer]:
     for e in events:
         if isinstance(e, WeightsLoaded):
             out.append(WeightTransfer(names.WEIGHT_PHASE_ENGINE, e.node, e.worker, e.bytes,
-                                      e.seconds, e.bytes_per_s))
+                                      e.seconds, e.bytes_per_s, e.load_format))
         elif isinstance(e, StepProgressed) and e.step == names.STEP_DOWNLOAD:
             done = download_done(e, fetched)
             if done is not None:
@@ -68,7 +69,7 @@ def download_done(e: StepProgressed, fetched: dict[str, int]) -> WeightTransfer 
 
 def by_phase(transfers: Sequence[WeightTransfer]) -> dict[str, dict[str, Any]]:
     """Per phase: ``bytes`` (all nodes and workers), ``seconds`` (the slowest: they run side
-    by side) and ``bytes_per_s`` (the one over the other)."""
+    by side) and ``bytes_per_s`` (the one over the other); the engine's ``load_format`` too."""
     out: dict[str, dict[str, Any]] = {}
     for phase in PHASES:
         found = [t for t in transfers if t.phase == phase]
@@ -79,6 +80,8 @@ def by_phase(transfers: Sequence[WeightTransfer]) -> dict[str, dict[str, Any]]:
         seconds = max(times) if times else None
         out[phase] = {"bytes": size, "seconds": seconds,
                       "bytes_per_s": round(size / seconds, 1) if seconds and size else None}
+        if phase == names.WEIGHT_PHASE_ENGINE:
+            out[phase]["load_format"] = found[0].load_format
     return out
 
 
