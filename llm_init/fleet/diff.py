@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llm_init.events import Event, InitializationStarted, StepProgressed
-from llm_init.fleet.weights import by_phase, weight_transfers
 from llm_init.replay import ReplayedInitialization, replay
 from llm_init.summary import JsonValue
+from llm_init.weight_transfers import by_phase, weight_transfers
 
 
 @dataclass(frozen=True, slots=True)

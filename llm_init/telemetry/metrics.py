@@ -60,7 +60,6 @@ from llm_init.events import (
     StepProgressed,
     WeightsLoaded,
 )
-from llm_init.fleet.weights import download_done
 from llm_init.telemetry import health, names
 from llm_init.telemetry.backends import (
     Counter,
@@ -71,6 +70,7 @@ from llm_init.telemetry.backends import (
 )
 from llm_init.telemetry.gpu import GpuMemorySampler, default_sampler
 from llm_init.telemetry.redaction import redact_identifier
+from llm_init.weight_transfers import download_done
 
 _log = logging.getLogger(__name__)
 _SUBPHASES = frozenset(names.ENGINE_SUBPHASES)
