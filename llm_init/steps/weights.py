@@ -5,8 +5,8 @@ Which files vLLM loads follows its own loaders: the default loader takes a local
 top-level ``*.safetensors`` (narrowed to the index's ``weight_map`` when there is an index),
 else its ``*.bin``, else its ``*.pt``; the RunAI Model Streamer takes every top-level
 ``*.safetensors`` of the directory or bucket prefix. Sizes come from the files, or from a
-listing of the bucket (no object is read). A model vLLM fetches from the Hub itself is not
-sized (``bytes`` 0).
+listing of the bucket (no object is read). A model vLLM fetches from the Hub itself, or one
+loaded with another format (``tensorizer``...), is not sized (``bytes`` 0).
 """
 
 from __future__ import annotations
