@@ -116,7 +116,7 @@ def record_weight_loading(ctx: NodeInitializationContext, report: ProgressReport
     """Record each worker's weight transfer (``WeightsLoaded``, and a ``weight_loading`` span
     under the current one): the sizes of the files vLLM loaded with the time its log gave.
     Nothing when no worker's log told of one. An observer: a failure to size the files is
-    logged, and the record then has ``bytes`` 0."""
+    logged, and the record then has the streamer's own (rounded) size, else ``bytes`` 0."""
     from llm_init.steps.download.fanout import this_node_id
 
     if not loads:
@@ -130,7 +130,8 @@ def record_weight_loading(ctx: NodeInitializationContext, report: ProgressReport
     node = this_node_id()
     tracer = spans.current_tracer()
     for load in loads:
-        size = files.bytes if files is not None else 0
+        # Unsized files (a Hub id, an unreadable bucket): the streamer's own rounded figure.
+        size = files.bytes if files is not None else (load.reported_bytes or 0)
         rate = size / load.seconds if load.seconds > 0 and size else None
         fields: dict[str, Any] = dict(
             bytes=size, files=len(files.sizes) if files is not None else 0,

@@ -146,3 +146,28 @@ def test_each_workers_load_is_an_event_and_a_span_under_the_engine_step(
             names.ATTR_WEIGHT_SECONDS: 0.0, names.ATTR_WEIGHT_LOAD_FORMAT: "auto",
             names.ATTR_WEIGHT_WORKER: "VllmWorker-1", names.ATTR_NODE_ID: node})]
     assert {s.parent.span_id for s in weight_spans if s.parent} == {step.context.span_id}
+
+
+def test_unsized_streamed_files_fall_back_to_the_streamers_own_size(tmp_path: Path) -> None:
+    """A model that cannot be sized here (a Hub id) streamed by the RunAI streamer: the bytes
+    are the size its log line printed."""
+    store = InMemoryEventStore()
+
+    class HubStreaming(Recording):
+        async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
+            config = SimpleNamespace(
+                model_config=SimpleNamespace(model="org/model", model_weights=""),
+                load_config=SimpleNamespace(load_format="runai_streamer"))
+            record_weight_loading(ctx, report, self.loads, config)
+            ctx.engine = "engine"
+
+    steps = DefaultSteps(download=SettingStep("download_result", None),
+                         placement_group=SettingStep("placement_group", None),
+                         engine=HubStreaming(tmp_path, [WeightLoad(
+                             "EngineCore", 0.3, 1_800_000_000.0, "streamer_log", 1153434)]))
+    asyncio.run(initialize_node(LLMConfig(model_id="org/model"), event_store=store,
+                                steps=steps))
+    (init_id,) = store.list_init_ids()
+    (loaded,) = [e for e in read_events(store, init_id) if isinstance(e, WeightsLoaded)]
+    assert (loaded.bytes, loaded.files, loaded.bytes_per_s) == (1153434, 0,
+                                                                round(1153434 / 0.3, 1))
