@@ -306,6 +306,29 @@ def download_engine_row(d: db.Dashboard) -> None:
         min_value=None))
 
 
+def weights_row(d: db.Dashboard) -> None:
+    d.with_row(db.Row("Weights"))
+    moved, by = n.METRIC_WEIGHT_THROUGHPUT, n.LABEL_PHASE
+    d.with_panel(graph(
+        "weights: bytes/s by phase", "How fast the model's weights moved, one sample per node "
+        "(phase download: bytes the download step fetched over its time) or per engine worker "
+        "(phase engine: the weight files vLLM loaded, or streamed from the bucket with a "
+        "streaming load format, over the time its own log line gave). p50 and p95 over the "
+        "interval.", "Bps",
+        [Query(quantile(0.5, moved, by), "{{phase}} p50"),
+         Query(quantile(0.95, moved, by), "{{phase}} p95")], width=8))
+    d.with_panel(graph(
+        "weights: bytes by phase", "Bytes of model weights moved per phase: fetched by the "
+        "download step (download; a node with every file cached adds none) and loaded by each "
+        "engine worker (engine).", "bytes",
+        [Query(total(n.METRIC_WEIGHT_BYTES, by), "{{phase}}")], width=8, stacked=True,
+        bars=True))
+    d.with_panel(graph(
+        "weights: seconds by phase (p95)", "95th percentile of the time a node's download or "
+        "an engine worker's weight load took.", "s",
+        [Query(quantile(0.95, n.METRIC_WEIGHT_SECONDS, by), "{{phase}}")], width=8))
+
+
 def warm_start_row(d: db.Dashboard) -> None:
     d.with_row(db.Row("Warm starts"))
     cache = n.METRIC_ARTIFACT_CACHE
@@ -416,8 +439,8 @@ def build() -> db.Dashboard:
              "application", "Application",
              "Ray Serve application. Filters on an 'application' metric label; llm-init's "
              "metrics do not carry one yet, so only 'All' is offered until they do.")))
-    for row in (overview_row, activity_row, latency_rows, download_engine_row, warm_start_row,
-                hooks_row, slowest_row):
+    for row in (overview_row, activity_row, latency_rows, download_engine_row, weights_row,
+                warm_start_row, hooks_row, slowest_row):
         row(d)
     return d
 

@@ -352,6 +352,29 @@ class WeightsRouteChosen(Event):
     modes: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightsLoaded(Event):
+    """A worker of the engine on ``node`` loaded the model's weights (the ``weight_loading``
+    sub-phase): ``bytes`` of ``files`` weight files in ``seconds``, ``bytes_per_s``. ``worker``:
+    the process that loaded them (``EngineCore``, ``VllmWorker-0``...). ``load_format``: vLLM's
+    (``auto``, ``runai_streamer``...). ``source``: where ``seconds`` came from, ``vllm_log``
+    ("Loading weights took") or ``streamer_log`` (the RunAI Model Streamer's overall time);
+    ``bytes`` are the sizes of the files vLLM loaded (local files, or objects in the bucket).
+    ``seconds``/``bytes_per_s`` are ``None`` when no line told the time. ``ended_at``: when
+    the transfer ended (Unix time of that line)."""
+
+    TYPE: ClassVar[str] = "WeightsLoaded"
+    bytes: int = 0
+    files: int = 0
+    seconds: float | None = None
+    bytes_per_s: float | None = None
+    load_format: str = "auto"
+    source: str = "vllm_log"
+    worker: str | None = None
+    node: str | None = None
+    ended_at: float | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -362,7 +385,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepStarted, StepProgressed, StepCompleted, StepFailed,
         ContextChanged, EventRejected,
         ArtifactRestored, ArtifactMissed, ArtifactPublished, ArtifactPublishSkipped,
-        ArtifactUseObserved, WeightsRouteChosen,
+        ArtifactUseObserved, WeightsRouteChosen, WeightsLoaded,
     )
 }
 

@@ -36,6 +36,7 @@ from llm_init.events import (
     StepFailed,
     StepProgressed,
     StepStarted,
+    WeightsLoaded,
     WeightsRouteChosen,
 )
 from llm_init.stores.base import DecodingStore, EventStore, InitQuery, PrefixSearchStore
@@ -88,6 +89,9 @@ class ReplayedInitialization:
     last_beat_at: datetime | None = None  # its start or its last HeartbeatRecorded
     last_event_at: datetime | None = None
     host: str = ""  # where it started, as InitializationStarted recorded it
+    # The engine's weight transfers (``WeightsLoaded``), one per worker: node, worker, bytes,
+    # files, seconds, bytes_per_s, load_format, source, ended_at.
+    weights: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def alive_until(self) -> datetime | None:
@@ -332,6 +336,13 @@ def _artifact_published(r: ReplayedInitialization, _: _OpenItems,
         r.warm_start["published"] = {"result": "skipped", "reason": e.reason}
 
 
+def _weights_loaded(r: ReplayedInitialization, _: _OpenItems, e: WeightsLoaded) -> None:
+    r.weights.append({"node": e.node, "worker": e.worker, "bytes": e.bytes, "files": e.files,
+                      "seconds": e.seconds, "bytes_per_s": e.bytes_per_s,
+                      "load_format": e.load_format, "source": e.source,
+                      "ended_at": e.ended_at})
+
+
 def _init_completed(r: ReplayedInitialization, _: _OpenItems,
                     e: InitializationCompleted) -> None:
     r.outcome, r.duration_s, r.current_phase = "completed", e.duration_s, None
@@ -378,6 +389,7 @@ _HANDLERS: dict[type, _Apply] = {
     ArtifactUseObserved: _artifact_use_observed,
     ArtifactPublishSkipped: _artifact_published,
     WeightsRouteChosen: _weights_route,
+    WeightsLoaded: _weights_loaded,
     InitializationCompleted: _init_completed,
     InitializationFailed: _init_failed,
     HeartbeatRecorded: _heartbeat,

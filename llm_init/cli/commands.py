@@ -175,11 +175,22 @@ def stats(store: StoreOption = None, as_json: JsonOption = False,
           model: Model = None, since: Since = None, until: Until = None,
           outcome: Outcome = None, host: Host = None, node: Node = None,
           application: Application = None, deployment: Deployment = None,
-          label: Label = None) -> None:
+          label: Label = None,
+          weights: Annotated[bool, typer.Option(
+              "--weights", help="p50/p95 of weight throughput (bytes/s) per model and phase "
+                                "(download, engine) instead")] = False) -> None:
     """p50/p95/p99 of each phase (and of whole inits) over the matching inits, computed from
-    the recorded PhaseCompleted and InitializationCompleted events."""
+    the recorded PhaseCompleted and InitializationCompleted events; with --weights, p50/p95 of
+    the weights' throughput per model, for the download and for the engine's own load."""
     matching = query(model, since, until, outcome, host, node, application, deployment, label,
                      limit=None)
+    if weights:
+        moved = _with_store(store, lambda s: fleet.weight_stats(s, matching))
+        if as_json:
+            print(json.dumps([w.to_dict() for w in moved]))
+            return
+        _console().print(views.weight_stats_table(moved, _console().width))
+        return
     found = _with_store(store, lambda s: fleet.phase_stats(s, matching))
     if as_json:
         print(json.dumps([p.to_dict() for p in found]))

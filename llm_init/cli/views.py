@@ -30,6 +30,7 @@ from llm_init.fleet.diff import InitDiff
 from llm_init.fleet.stats import PhaseStats
 from llm_init.fleet.status import InitStatus
 from llm_init.fleet.transfer import record_dict
+from llm_init.fleet.weights import WeightStats
 from llm_init.replay import ReplayedInitialization
 from llm_init.steps.vllm_cache_use import CacheUse
 from llm_init.stores import encode
@@ -135,6 +136,17 @@ def stats_table(stats: list[PhaseStats], title: str, width: int | None = None) -
     rows = [(plain(s.phase), str(s.count), secs(s.p50), secs(s.p95), secs(s.p99), secs(s.mean),
              secs(s.max)) for s in stats]
     return fitted_table(title, STATS_COLS, rows, width)
+
+
+WEIGHT_STATS_COLS = (Col("model"), Col("phase", 2), Col("n", 1, justify="right"),
+                     Col("p50", justify="right"), Col("p95", 3, justify="right"))
+
+
+def weight_stats_table(stats: Sequence[WeightStats], width: int | None = None) -> Table:
+    """``llm-init stats --weights``: weight throughput percentiles per model and phase."""
+    rows = [(plain(s.model), plain(s.phase), str(s.count), rate(s.p50_bytes_per_s),
+             rate(s.p95_bytes_per_s)) for s in stats]
+    return fitted_table("weight throughput", WEIGHT_STATS_COLS, rows, width)
 
 
 def diff_view(d: InitDiff) -> Group:
@@ -247,11 +259,15 @@ def list_line(r: ReplayedInitialization) -> dict[str, Any]:
 
 
 def timeline_dict(r: ReplayedInitialization) -> dict[str, Any]:
-    """``timeline --json``: the summary and every timeline entry."""
-    return {**summary(r), "timeline": [
+    """``timeline --json``: the summary and every timeline entry; ``weights`` (the engine's
+    weight transfers, one per worker) when there were any."""
+    out = {**summary(r), "timeline": [
         {"kind": e.kind, "phase": e.phase, "name": e.name, "actor": e.actor,
          "started_at": e.started_at.isoformat(), "duration_s": e.duration_s,
          "status": e.status, "detail": e.detail} for e in r.timeline]}
+    if r.weights:
+        out["weights"] = [dict(w) for w in r.weights]
+    return out
 
 
 def replay_dict(r: ReplayedInitialization) -> dict[str, Any]:
@@ -305,6 +321,9 @@ def timeline_tree(r: ReplayedInitialization, *, spans: bool = False,
         elif e.kind == "step" and e.name == "download" and r.nodes:
             _node_lines(branch.add(line), r, t0, total,
                         None if width is None else width - 3 * _GUIDE)
+        elif e.kind == "step" and e.name == "engine" and r.weights:
+            weight_lines(branch.add(line), r, t0, total,
+                         None if width is None else width - 3 * _GUIDE)
         else:
             branch.add(line)
     if r.error:
@@ -345,6 +364,36 @@ def _node_lines(step: Tree, r: ReplayedInitialization, t0: datetime | None, tota
             style = "yellow" if r.outcome == "running" else "red"
             parts.append(f"[{style}]{_shown(d.get('stage'))}, unfinished[/]")
         step.add(_packed(parts, width, indent=_BAR + 1))
+
+
+def weight_lines(step: Tree, r: ReplayedInitialization, t0: datetime | None, total: float,
+                 width: int | None) -> None:
+    """The engine's ``weight_loading`` rows, one per worker: its bar (where its log line put
+    it), the bytes it loaded and how fast, and from where (the load format)."""
+    for w in r.weights:
+        seconds = w.get("seconds")
+        ended_at = w.get("ended_at")
+        offset = 0.0
+        if t0 is not None and isinstance(ended_at, int | float):
+            offset = max(0.0, ended_at - (seconds or 0.0) - t0.timestamp())
+        parts = [f"{_bar(offset, seconds, total, '▒')} +{secs(offset):>9} {secs(seconds):>9} ",
+                 "weight_loading"]
+        if w.get("worker"):
+            parts.append(f"[dim]({_shown(w['worker'])})[/]")
+        parts.append(_bytes(w.get("bytes")))
+        parts.append(rate(w.get("bytes_per_s")))
+        parts.append(f"[dim]{_shown(w.get('load_format'))}[/]")
+        step.add(_packed(parts, width, indent=_BAR + 1))
+
+
+def rate(bytes_per_s: object) -> str:
+    """Bytes per second in decimal units, as the sizes: GB/s from 1 GB/s, else MB/s; ``-``
+    when unknown."""
+    if not isinstance(bytes_per_s, int | float) or isinstance(bytes_per_s, bool):
+        return "- GB/s"
+    if bytes_per_s >= 1e9:
+        return f"{bytes_per_s / 1e9:.2f} GB/s"
+    return f"{bytes_per_s / 1e6:.1f} MB/s"
 
 
 def _packed(parts: Sequence[str], width: int | None, *, indent: int) -> Text:

@@ -17,7 +17,9 @@ from llm_init.fleet.query import (
 from llm_init.fleet.stats import PhaseStats, percentile, phase_stats
 from llm_init.fleet.status import FleetFollower, InitStatus, fleet_status
 from llm_init.fleet.transfer import ImportResult, export_lines, import_lines
+from llm_init.fleet.weights import WeightStats, weight_stats
 from llm_init.stores.base import InitQuery
+from llm_init.weight_transfers import WeightTransfer, weight_transfers
 
 __all__ = [
     "FleetFollower",
@@ -29,6 +31,8 @@ __all__ = [
     "QueryError",
     "TimeDelta",
     "ValueDelta",
+    "WeightStats",
+    "WeightTransfer",
     "diff_initializations",
     "export_lines",
     "find_initializations",
@@ -40,4 +44,6 @@ __all__ = [
     "phase_stats",
     "query_durations",
     "query_initializations",
+    "weight_stats",
+    "weight_transfers",
 ]

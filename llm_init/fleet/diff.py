@@ -9,6 +9,7 @@ from typing import Any
 from llm_init.events import Event, InitializationStarted, StepProgressed
 from llm_init.replay import ReplayedInitialization, replay
 from llm_init.summary import JsonValue
+from llm_init.weight_transfers import by_phase, weight_transfers
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class TimeDelta:
 
 @dataclass(frozen=True, slots=True)
 class ValueDelta:
-    """One value that differs: ``section`` is run, warm_start, labels, config or context;
+    """One value that differs: ``section`` is run, warm_start, weights, labels, config or context;
     ``path`` is dotted into nested mappings; ``None`` on a side means absent there."""
 
     section: str
@@ -70,6 +71,8 @@ def diff_initializations(a: Sequence[Event], b: Sequence[Event]) -> InitDiff:
         ("run", _run_facts(ra, sa), _run_facts(rb, sb)),
         # hit or miss, and whether vLLM then used what was restored (``used``, ``vllm.*``)
         ("warm_start", ra.warm_start, rb.warm_start),
+        # bytes, seconds and bytes/s of the download and of the engine's own load
+        ("weights", by_phase(weight_transfers(a)), by_phase(weight_transfers(b))),
         ("labels", ra.labels, rb.labels),
         ("config", sa.config if sa else {}, sb.config if sb else {}),
         ("context", ra.state, rb.state),

@@ -45,6 +45,7 @@ from llm_init.steps.vllm_startup import (
     SERVING_INIT,
     EngineStartWatch,
 )
+from llm_init.steps.weights import record_weight_loading
 from llm_init.stores import open_store
 
 _log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class ServeEngineStep:
                 engine._prestarted = None
             watch.measured(SERVING_INIT, time.perf_counter() - started)
         record_cache_use(ctx, report, watch)
+        record_weight_loading(ctx, report, watch.weight_loads, vllm_config)
         ctx.engine = engine
 
 

@@ -9,7 +9,8 @@ model is ``engine_model(ctx)``: under a streaming load format the bucket URI vLL
 else the download's local path (``model_path_from(ctx.download_result)``), else
 ``LLMConfig.source``. Construction blocks for seconds to minutes, so it runs in a thread: the
 event loop, and with it progress and status, stays live. vLLM's start-up sub-phases are reported
-as ``report(subphase=NAME, duration_s=SECONDS)`` (see ``llm_init.steps.vllm_startup``).
+as ``report(subphase=NAME, duration_s=SECONDS)`` (see ``llm_init.steps.vllm_startup``), and
+each worker's weight transfer as a ``WeightsLoaded`` event (see ``llm_init.steps.weights``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from llm_init.steps.download.streaming import (
     streams_from_bucket,
 )
 from llm_init.steps.vllm_startup import ENGINE_CONFIG, ENGINE_CORE_START, EngineStartWatch
+from llm_init.steps.weights import record_weight_loading
 from llm_init.telemetry import names
 
 if TYPE_CHECKING:
@@ -135,6 +137,7 @@ class VLLMEngineStep:
             ctx.engine = await watch.call(lambda: _async_llm(engine_args, vllm_config),
                                           subphase=ENGINE_CORE_START)
         record_cache_use(ctx, report, watch)
+        record_weight_loading(ctx, report, watch.weight_loads, vllm_config)
 
 
 def record_cache_use(ctx: NodeInitializationContext, report: ProgressReporter,

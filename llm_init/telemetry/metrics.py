@@ -26,7 +26,11 @@ Metrics (names in ``telemetry.names``; under Ray each gets Ray's ``ray_`` prefix
 - ``llm_init_artifact_bytes_total{model,direction}`` and ``llm_init_artifact_seconds{model,
   direction}``: warm-start artifacts restored and published (``restore``/``publish``);
 - ``llm_init_warm_start_subphase_seconds{model,subphase,result}``: with a warm start, each engine
-  sub-phase and the whole ``engine_init`` phase, by the restore's ``hit``/``miss``/``error``.
+  sub-phase and the whole ``engine_init`` phase, by the restore's ``hit``/``miss``/``error``;
+- ``llm_init_weight_bytes_total{model,phase,node}``, ``llm_init_weight_seconds{model,phase,
+  node}`` and ``llm_init_weight_throughput_bytes_per_second{model,phase,node}``: the weights
+  moved, ``phase="download"`` once per node whose download fetched bytes (its ``node_completed``
+  progress) and ``phase="engine"`` once per engine worker (``WeightsLoaded``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from llm_init.events import (
     ReplicaLaunched,
     ReplicaReady,
     StepProgressed,
+    WeightsLoaded,
 )
 from llm_init.telemetry import health, names
 from llm_init.telemetry.backends import (
@@ -65,6 +70,7 @@ from llm_init.telemetry.backends import (
 )
 from llm_init.telemetry.gpu import GpuMemorySampler, default_sampler
 from llm_init.telemetry.redaction import redact_identifier
+from llm_init.weight_transfers import download_done
 
 _log = logging.getLogger(__name__)
 _SUBPHASES = frozenset(names.ENGINE_SUBPHASES)
@@ -118,6 +124,18 @@ class Instruments:
             "Engine sub-phases and the engine_init phase of starts with a warm start, by the "
             "restore's result.", (n.LABEL_MODEL, n.LABEL_SUBPHASE, n.LABEL_RESULT),
             n.ENGINE_SUBPHASE_BUCKETS)
+        self.weight_bytes: Counter = backend.counter(
+            n.METRIC_WEIGHT_BYTES, "Bytes of model weights moved, by the download step "
+            "(phase=download) or by the engine's own load (phase=engine).",
+            (n.LABEL_MODEL, n.LABEL_PHASE, n.LABEL_NODE))
+        self.weight_seconds: Histogram = backend.histogram(
+            n.METRIC_WEIGHT_SECONDS, "Time to move the model's weights, per node (download) or "
+            "engine worker (engine).", (n.LABEL_MODEL, n.LABEL_PHASE, n.LABEL_NODE),
+            n.ENGINE_SUBPHASE_BUCKETS)
+        self.weight_throughput: Histogram = backend.histogram(
+            n.METRIC_WEIGHT_THROUGHPUT, "Bytes per second at which the model's weights moved, "
+            "per node (download) or engine worker (engine).",
+            (n.LABEL_MODEL, n.LABEL_PHASE, n.LABEL_NODE), n.WEIGHT_THROUGHPUT_BUCKETS)
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -158,6 +176,7 @@ class MetricsCallback:
         self._model = "unknown"
         self._phase: str | None = None
         self._warm: str | None = None  # this initialization's restore result, if any
+        self._fetched: dict[str, int] = {}  # per node: bytes its download fetched so far
         self._handlers: dict[type[Event], Callable[[Instruments, Any], None]] = {
             InitializationStarted: self._started, InitializationCompleted: self._finished,
             InitializationFailed: self._finished, PhaseStarted: self._phase_started,
@@ -167,6 +186,7 @@ class MetricsCallback:
             ReplicaReady: self._ready, InitializationAbandoned: self._abandoned,
             ArtifactRestored: self._restored, ArtifactMissed: self._missed,
             ArtifactPublished: self._published, ArtifactUseObserved: self._use_observed,
+            WeightsLoaded: self._weights_loaded,
         }
 
     @property
@@ -201,6 +221,7 @@ class MetricsCallback:
     def _started(self, m: Instruments, e: InitializationStarted) -> None:
         self._model = redact_identifier(e.model_id)
         self._warm = None
+        self._fetched = {}
 
     def _finished(self, m: Instruments, e: InitializationCompleted | InitializationFailed) -> None:
         if self._phase is not None:  # the phase never recorded its end (a crash in between)
@@ -271,6 +292,10 @@ class MetricsCallback:
             delta = details.get(names.DETAIL_BYTES_DELTA)
             if isinstance(delta, int | float) and not isinstance(delta, bool) and delta > 0:
                 m.download_bytes.inc(delta, (self._model,))
+            done = download_done(e, self._fetched)
+            if done is not None and done.bytes > 0:  # a node with all files cached moved none
+                self._weights(m, names.WEIGHT_PHASE_DOWNLOAD, done.node, done.bytes,
+                              done.seconds, done.bytes_per_s)
         elif e.step == names.STEP_ENGINE:
             subphase = details.get(names.DETAIL_SUBPHASE)
             duration = details.get(names.DETAIL_DURATION_S)
@@ -282,6 +307,19 @@ class MetricsCallback:
             elif subphase is not None:
                 _log.debug("ignored engine sub-phase %r (known: %s)", subphase,
                            ", ".join(names.ENGINE_SUBPHASES))
+
+    def _weights_loaded(self, m: Instruments, e: WeightsLoaded) -> None:
+        self._weights(m, names.WEIGHT_PHASE_ENGINE, e.node, e.bytes, e.seconds, e.bytes_per_s)
+
+    def _weights(self, m: Instruments, phase: str, node: str | None, size: int,
+                 seconds: float | None, rate: float | None) -> None:
+        labels = (self._model, phase, node or "unknown")
+        if size > 0:
+            m.weight_bytes.inc(size, labels)
+        if seconds is not None and seconds >= 0:
+            m.weight_seconds.observe(seconds, labels)
+        if rate:
+            m.weight_throughput.observe(rate, labels)
 
     def _sample_gpus(self, m: Instruments, phase: str, boundary: str) -> None:
         if self._gpu is None:

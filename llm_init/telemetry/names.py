@@ -97,6 +97,24 @@ ATTR_ARTIFACT_AOT = "llm_init.artifact.aot"
 ATTR_ARTIFACT_GRAPHS_LOADED = "llm_init.artifact.graphs_loaded"
 ATTR_ARTIFACT_GRAPHS_COMPILED = "llm_init.artifact.graphs_compiled"
 
+# The weights' transfer: one span per engine worker (a child of the engine step's span, drawn
+# where its log said), and the metrics of both phases that move weights.
+SPAN_WEIGHT_LOADING = "llm_init.engine.weight_loading"
+ATTR_WEIGHT_BYTES = "llm_init.weights.bytes"
+ATTR_WEIGHT_FILES = "llm_init.weights.files"
+ATTR_WEIGHT_SECONDS = "llm_init.weights.seconds"
+ATTR_WEIGHT_BYTES_PER_S = "llm_init.weights.bytes_per_second"
+ATTR_WEIGHT_LOAD_FORMAT = "llm_init.weights.load_format"
+ATTR_WEIGHT_WORKER = "llm_init.weights.worker"
+METRIC_WEIGHT_BYTES = "llm_init_weight_bytes_total"
+METRIC_WEIGHT_SECONDS = "llm_init_weight_seconds"
+METRIC_WEIGHT_THROUGHPUT = "llm_init_weight_throughput_bytes_per_second"
+LABEL_NODE = "node"
+# Values of the weight metrics' ``phase`` label: the download step (bytes fetched per node)
+# and the engine's own load (``WeightsLoaded``, per worker).
+WEIGHT_PHASE_DOWNLOAD = "download"
+WEIGHT_PHASE_ENGINE = "engine"
+
 # Values of the ``segment`` label of the replica start-up histogram: the parts of a Serve
 # replica's start-up that are not the initialization's phases.
 SEGMENT_SCHEDULING = "scheduling"
@@ -113,6 +131,9 @@ PHASE_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
                           1200.0, 1800.0, 3600.0)
 HOOK_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                          5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+# Bytes per second, 1 MB/s to 100 GB/s: a slow store to a fast local NVMe.
+WEIGHT_THROUGHPUT_BUCKETS = (1e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9, 2e9, 4e9, 8e9, 1.6e10,
+                             3.2e10, 1e11)
 ENGINE_SUBPHASE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
                            600.0, 1200.0, 3600.0)
 

@@ -9,8 +9,9 @@ process) continues the same trace when it starts under the context injected here
         with tracer.start_as_current_span("download on node 2"): ...
 
 For a child process, ``env_vars()`` gives ``TRACEPARENT``/``TRACESTATE`` (the OpenTelemetry
-convention for environment carriers, also read by vLLM), and ``continued()`` without a carrier
-reads them back. Only the OpenTelemetry API is used: without an SDK this costs nothing.
+convention for environment carriers, also read by vLLM), ``in_environment()`` sets them for a
+block in which children are started, and ``continued()`` without a carrier reads them back.
+Only the OpenTelemetry API is used: without an SDK this costs nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
+from llm_init.environ import environment
 from llm_init.telemetry.names import ENV_TRACEPARENT, ENV_TRACESTATE
 
 _ENV_NAMES = {"traceparent": ENV_TRACEPARENT, "tracestate": ENV_TRACESTATE, "baggage": "BAGGAGE"}
@@ -46,6 +48,17 @@ def env_vars(context: Context | None = None) -> dict[str, str]:
     """The current (or the given) trace context as environment variables for a child process:
     ``TRACEPARENT`` and, when set, ``TRACESTATE`` and ``BAGGAGE``."""
     return {_ENV_NAMES.get(k, k.upper()): v for k, v in inject(None, context).items()}
+
+
+@contextmanager
+def in_environment(context: Context | None = None) -> Iterator[dict[str, str]]:
+    """Put the current (or the given) trace context into the environment for the block
+    (``env_vars()``), so that processes started inside continue the trace; yield it as W3C
+    headers. Afterwards every such variable is as it was, whoever set it inside."""
+    carrier = inject(None, context)
+    values = {_ENV_NAMES.get(k, k.upper()): v for k, v in carrier.items()}
+    with environment(values, also_restore=_ENV_NAMES.values()):
+        yield carrier
 
 
 def context_from_env(environ: Mapping[str, str] | None = None) -> Context | None:

@@ -19,10 +19,11 @@ RULES = ROOT / "telemetry" / "alerts.yml"
 
 HISTOGRAMS = (names.METRIC_PHASE_DURATION, names.METRIC_HOOK_DURATION,
               names.METRIC_ENGINE_SUBPHASE_DURATION, names.METRIC_REPLICA_STARTUP,
-              names.METRIC_ARTIFACT_SECONDS, names.METRIC_WARM_START_SUBPHASE)
+              names.METRIC_ARTIFACT_SECONDS, names.METRIC_WARM_START_SUBPHASE,
+              names.METRIC_WEIGHT_SECONDS, names.METRIC_WEIGHT_THROUGHPUT)
 SERIES = (names.METRIC_INITIALIZATIONS, names.METRIC_IN_PROGRESS, names.METRIC_DOWNLOAD_BYTES,
           names.METRIC_GPU_MEMORY_USED, names.METRIC_ARTIFACT_CACHE,
-          names.METRIC_ARTIFACT_BYTES)
+          names.METRIC_ARTIFACT_BYTES, names.METRIC_WEIGHT_BYTES)
 # Every sample name the exporter can produce, from the constants.
 EXPORTED = frozenset(SERIES) | {f"{h}{s}" for h in HISTOGRAMS
                                 for s in ("_bucket", "_sum", "_count")}

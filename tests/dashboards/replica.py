@@ -6,8 +6,9 @@ then it waits to be released, the way a replica process serves after its start-u
 Modes: ``ok`` finishes, ``fail`` fails in the engine step (a crash-looping replica), ``stuck``
 blocks in the placement group phase until released. The download step waits for the ``go``
 file (so the test can first see the replica scraped), then reports its bytes in chunks over
-about two seconds, so that a scraper sees the download progress; the engine step reports every
-engine sub-phase. ``run_replica`` is also called in Ray tasks.
+about two seconds, so that a scraper sees the download progress, and its node's completion; the
+engine step reports every engine sub-phase and its worker's weight load. ``run_replica`` is
+also called in Ray tasks.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from llm_init import (
     ReplicaReady,
     initialize_node_sync,
 )
-from llm_init.events import ArtifactMissed, ArtifactRestored
+from llm_init.events import ArtifactMissed, ArtifactRestored, WeightsLoaded
 from llm_init.telemetry import names
 from llm_init.telemetry.metrics import MetricsCallback
 from tests.support.steps import EngineStep, FailingStep, SettingStep
@@ -69,7 +70,10 @@ class SlowDownloadStep:
             await asyncio.sleep(0.05)
         for _ in range(CHUNKS):
             await asyncio.sleep(CHUNK_INTERVAL_S)
-            report(**{names.DETAIL_BYTES_DELTA: CHUNK_BYTES})
+            report(**{names.DETAIL_BYTES_DELTA: CHUNK_BYTES}, node_id="node-1",
+                   stage="fetching")
+        report(**{names.DETAIL_BYTES_DELTA: 0}, node_id="node-1", stage="node_completed",
+               seconds=CHUNKS * CHUNK_INTERVAL_S)
         ctx.download_result = {"path": "/models/tiny", "bytes": CHUNKS * CHUNK_BYTES}
         artifact = {"key": "0" * 24, "store": "s3://warm/prefix", "node": "node-1"}
         if self.warm_start == "hit":
@@ -77,6 +81,18 @@ class SlowDownloadStep:
                           **artifact)
         elif self.warm_start == "miss":
             report.record(ArtifactMissed, reason="no_match", seconds=0.05, **artifact)
+
+
+@dataclass
+class WeightsEngineStep(EngineStep):
+    """The engine step's sub-phases, then its worker's weight load, as vLLM's engine step
+    records it."""
+
+    async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
+        await super().run(ctx, report)
+        report.record(WeightsLoaded, bytes=CHUNKS * CHUNK_BYTES, files=2, seconds=1.5,
+                      bytes_per_s=CHUNKS * CHUNK_BYTES / 1.5, worker="EngineCore",
+                      node="node-1")
 
 
 @dataclass
@@ -95,7 +111,7 @@ def steps_for(mode: str, go: Path, release: Path) -> DefaultSteps:
     placement: Any = (WaitingStep(release) if mode == "stuck"
                       else SettingStep("placement_group", {"bundles": [{"CPU": 1}]}))
     engine: Any = (FailingStep("CUDA out of memory while allocating the KV cache")
-                   if mode == "fail" else EngineStep(SUBPHASES))
+                   if mode == "fail" else WeightsEngineStep(SUBPHASES))
     # The completing replica started warm, the failing one missed: both show on the panels.
     warm_start = {"ok": "hit", "fail": "miss"}.get(mode)
     return DefaultSteps(download=SlowDownloadStep(go, warm_start), placement_group=placement,

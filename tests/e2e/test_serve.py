@@ -33,6 +33,7 @@ from llm_init.events import (
     ReplicaReady,
     StepProgressed,
     StepStarted,
+    WeightsLoaded,
 )
 from llm_init.stores import open_store
 from tests.e2e.conftest import Cluster
@@ -268,6 +269,16 @@ def test_engine_subphases_are_events(deployment):
             "init_engine", "engine_core_start", "serving_init"} <= subphases.keys()
     assert subphases["weight_loading"]["process"] != "MainProcess"
     assert all(d["duration_s"] >= 0 for d in subphases.values())
+
+
+def test_the_replicas_weight_load_is_recorded_with_the_files_bytes(deployment):
+    """The replica's engine worker recorded its weight load: the bytes of the safetensors files
+    of the directory it loaded, in vLLM's own time."""
+    (loaded,) = [e for e in deployment.events() if isinstance(e, WeightsLoaded)]
+    assert loaded.bytes == sum(p.stat().st_size
+                               for p in deployment.prefetched.glob("*.safetensors"))
+    assert (loaded.source, loaded.load_format) == ("vllm_log", "auto")
+    assert loaded.worker != "MainProcess"
 
 
 def test_status_endpoint_answered_while_the_replica_started(deployment):

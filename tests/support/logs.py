@@ -67,3 +67,44 @@ def synthetic_log(init_id: str, *, model_id: str = "m", started_at: datetime = T
 
 def records(events: list[Event]) -> list[StoredEvent]:
     return [encode(e) for e in events]
+
+
+def weights_log(init_id: str, *, model_id: str = "m", started_at: datetime = T0,
+                fetched: int = 3_000_000, fetch_s: float = 2.0, loaded: int = 4_000_000_000,
+                load_s: float = 2.0, load_format: str = "auto") -> list[Event]:
+    """A completed log whose download fetched ``fetched`` bytes on node ``a`` in ``fetch_s``
+    (from 0 s to 2 s), and whose engine step (from 2 s to 10 s) had its ``EngineCore`` load
+    ``loaded`` bytes in ``load_s``, ending 5 s after the start."""
+    from llm_init.events import StepCompleted, StepProgressed, StepStarted, WeightsLoaded
+
+    events: list[Event] = []
+
+    def add(cls: type[Event], at: float, **fields: Any) -> None:
+        events.append(cls(init_id=init_id, sequence=len(events) + 1,
+                          timestamp=started_at + timedelta(seconds=at), **fields))
+
+    add(InitializationStarted, 0.0, model_id=model_id, config={"model_id": model_id},
+        context={}, callbacks=(), host="host-a", pid=1, labels={})
+    add(PhaseStarted, 0.0, phase="download")
+    add(StepStarted, 0.0, phase="download", step="download")
+    add(StepProgressed, 1.0, phase="download", step="download",
+        details={"node_id": "a", "stage": "fetching", "bytes_delta": fetched // 3})
+    add(StepProgressed, 2.0, phase="download", step="download",
+        details={"node_id": "a", "stage": "node_completed",
+                 "bytes_delta": fetched - fetched // 3, "seconds": fetch_s,
+                 "bytes_done": fetched, "bytes_total": fetched, "files_done": 2,
+                 "files_total": 2, "throughput_bytes_per_s": fetched / fetch_s})
+    add(StepCompleted, 2.0, phase="download", step="download", duration_s=2.0,
+        changed_fields=("download_result",))
+    add(PhaseCompleted, 2.0, phase="download", duration_s=2.0)
+    add(PhaseStarted, 2.0, phase="engine_init")
+    add(StepStarted, 2.0, phase="engine_init", step="engine")
+    ended = (started_at + timedelta(seconds=5.0)).timestamp()
+    add(WeightsLoaded, 9.0, bytes=loaded, files=2, seconds=load_s,
+        bytes_per_s=loaded / load_s, load_format=load_format, source="vllm_log",
+        worker="EngineCore", node="a", ended_at=ended)
+    add(StepCompleted, 10.0, phase="engine_init", step="engine", duration_s=8.0,
+        changed_fields=("engine",))
+    add(PhaseCompleted, 10.0, phase="engine_init", duration_s=8.0)
+    add(InitializationCompleted, 10.0, duration_s=10.0)
+    return events

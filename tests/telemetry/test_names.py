@@ -24,10 +24,12 @@ METRICS = constants("METRIC_")
 
 
 def test_metric_names_follow_prometheus_conventions() -> None:
-    """Metric names are snake case under ``llm_init_``, with base units and ``_total``."""
+    """Metric names are snake case under ``llm_init_``, with base units (a rate's as
+    OpenTelemetry's Prometheus exporter spells ``By/s``) and ``_total``."""
     for constant, name in METRICS.items():
         assert re.fullmatch(r"llm_init_[a-z0-9_]+", name), constant
-        assert name.endswith(("_seconds", "_bytes", "_total", "_in_progress")), constant
+        assert name.endswith(("_seconds", "_bytes", "_bytes_per_second", "_total",
+                              "_in_progress")), constant
     assert len(set(METRICS.values())) == len(METRICS)
 
 

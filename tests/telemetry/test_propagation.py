@@ -87,3 +87,25 @@ def test_continued_restores_the_previous_context(provider: TracerProvider,
         with propagation.continued(carrier):
             assert trace.get_current_span().get_span_context().span_id == 0xb7ad6b7169203331
         assert trace.get_current_span() is outer
+
+
+def test_child_process_started_inside_in_environment_continues_the_trace(
+        provider: TracerProvider, receiver: OTLPReceiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child started inside ``in_environment()`` inherits ``TRACEPARENT`` and continues the
+    trace; afterwards this process's environment is as it was."""
+    monkeypatch.delenv(names.ENV_TRACEPARENT, raising=False)
+    monkeypatch.setenv(names.ENV_TRACESTATE, "kept=1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    with provider.get_tracer("parent").start_as_current_span("llm_init.step.engine") as span:
+        with propagation.in_environment() as carrier:
+            subprocess.run([sys.executable, "-c", CHILD], check=True, timeout=60)
+        parent = span.get_span_context()
+    (child,) = receiver.wait_for_spans(1)
+    assert (child.trace_id, child.parent_span_id) == (
+        format(parent.trace_id, "032x"), format(parent.span_id, "016x"))
+    assert set(carrier) == {"traceparent"}
+    assert names.ENV_TRACEPARENT not in os.environ
+    assert os.environ[names.ENV_TRACESTATE] == "kept=1"
