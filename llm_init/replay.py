@@ -17,6 +17,7 @@ from llm_init.events import (
     ArtifactRestored,
     ArtifactUseObserved,
     ContextChanged,
+    DownloadOverlapped,
     Event,
     HeartbeatRecorded,
     HookCompleted,
@@ -87,6 +88,8 @@ class ReplayedInitialization:
     last_beat_at: datetime | None = None  # its start or its last HeartbeatRecorded
     last_event_at: datetime | None = None
     host: str = ""  # where it started, as InitializationStarted recorded it
+    # An overlapped start: seconds the download ran beside the later phases (DownloadOverlapped)
+    overlapped_s: float | None = None
 
     @property
     def alive_until(self) -> datetime | None:
@@ -342,6 +345,11 @@ def _init_abandoned(r: ReplayedInitialization, open_items: _OpenItems,
     _abandon(r, open_items, e.reason)
 
 
+def _download_overlapped(r: ReplayedInitialization, _: _OpenItems,
+                         e: DownloadOverlapped) -> None:
+    r.overlapped_s = e.overlapped_s
+
+
 def _ignore(r: ReplayedInitialization, open_items: _OpenItems, e: Event) -> None:
     pass
 
@@ -373,6 +381,7 @@ _HANDLERS: dict[type, _Apply] = {
     InitializationFailed: _init_failed,
     HeartbeatRecorded: _heartbeat,
     InitializationAbandoned: _init_abandoned,
+    DownloadOverlapped: _download_overlapped,
 }
 
 

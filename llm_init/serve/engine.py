@@ -32,6 +32,7 @@ from llm_init.steps.base import DefaultSteps, ProgressReporter
 from llm_init.steps.engine import (
     merged_engine_kwargs,
     model_path_from,
+    overlapped_model,
     record_cache_use,
     use_in_process_worker_on_cpu,
 )
@@ -147,9 +148,10 @@ class ServeEngineStep:
 
     async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
         engine, ray_ctx = self.engine, self.ray_callback.ctx
-        point_engine_at(engine.llm_config, model_path_from(ctx.download_result))
-        engine_config: Any = engine.llm_config.get_engine_config()
         kwargs = merged_engine_kwargs(ctx)
+        model_dir = await overlapped_model(kwargs) or model_path_from(ctx.download_result)
+        point_engine_at(engine.llm_config, model_dir)
+        engine_config: Any = engine.llm_config.get_engine_config()
         _apply_engine_kwargs(engine_config, kwargs)
         report(engine_kwargs=kwargs, model=engine_config.actual_hf_model_id)
         ray_ctx.run_init_node = False  # llm-init did the node's work

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 
 from llm_init.config import NodeModelDownloadable
+from llm_init.overlap import OVERLAPPABLE_LOAD_FORMATS, WeightsArriving, current_overlap
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download.checksums import MIB
 from llm_init.steps.download.errors import DownloadError
@@ -89,14 +90,16 @@ class DownloadStep:
         return parse_source(self.source or config.source, revision=revision,
                             endpoint_url=self.endpoint_url)
 
-    def plan(self, spec: SourceSpec, what: NodeModelDownloadable) -> NodePlan:
-        """The plan one node downloads by."""
+    def plan(self, spec: SourceSpec, what: NodeModelDownloadable, *,
+             weights_last: bool = False) -> NodePlan:
+        """The plan one node downloads by (``weights_last``: for an overlapped start)."""
         return NodePlan(
             source=spec, what=what,
             cache_dir=os.fspath(self.cache_dir) if self.cache_dir is not None else None,
             fetch=FetchOptions(max_workers=self.max_workers, chunk_size=self.chunk_size,
                                retries=self.retries, max_bandwidth=self.max_bandwidth,
-                               fsync=self.fsync, checksums=self.checksums),
+                               fsync=self.fsync, checksums=self.checksums,
+                               weights_last=weights_last),
             prefer_safetensors=self.prefer_safetensors,
             allow_patterns=tuple(self.allow_patterns) if self.allow_patterns is not None
             else None,
@@ -109,8 +112,11 @@ class DownloadStep:
         spec = self.source_spec(ctx)
         local, others = await nodes_to_download(ctx.placement_group, self.nodes,
                                                 self.placement_group_timeout_s)
-        local_plan = self.plan(spec, ctx.local_node_download_model)
-        worker_plan = self.plan(spec, ctx.worker_node_download_model)
+        overlap = current_overlap() if overlappable(ctx) else None
+        local_plan = self.plan(spec, ctx.local_node_download_model,
+                               weights_last=overlap is not None)
+        worker_plan = self.plan(spec, ctx.worker_node_download_model,
+                                weights_last=overlap is not None)
         carrier = trace_carrier()
         parent = otel_context.get_current()  # the step's span: where each node's span hangs
         progress, stop = NodeProgress(), threading.Event()
@@ -149,6 +155,8 @@ class DownloadStep:
                     reports.completed(results[node_id])
                 if in_process is not None and local not in results:
                     reports.live(local, progress)
+                    if overlap is not None and progress.arriving_in is not None:
+                        overlap.announce(WeightsArriving(progress.arriving_in))
         except BaseException as exc:
             stop.set()
             _cancel(refs)
@@ -175,6 +183,14 @@ class DownloadStep:
 def download_step(**options: Any) -> DownloadStep:
     """A ``DownloadStep`` for ``DefaultSteps(download=...)``; options as ``DownloadStep``'s."""
     return DownloadStep(**options)
+
+
+def overlappable(ctx: NodeInitializationContext) -> bool:
+    """Whether this download can let the engine start before its weights are in place: the
+    local node fetches the model, and vLLM loads it with the default loader's format."""
+    load_format = {**ctx.llm_config.engine_kwargs, **ctx.extra_init_kwargs}.get("load_format")
+    return (ctx.local_node_download_model == NodeModelDownloadable.MODEL_AND_TOKENIZER
+            and (load_format is None or str(load_format) in OVERLAPPABLE_LOAD_FORMATS))
 
 
 def _node_result(future: asyncio.Future[NodeDownloadResult], node_id: str,
