@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 OVERLAP_LOAD_FORMAT = "llm_init_overlap"
+PLUGIN = "llm_init_overlap"  # the entry point in ``vllm.general_plugins`` that registers it
 # Engine arguments whose load formats the overlap's loader stands in for: the default loader's.
 OVERLAPPABLE_LOAD_FORMATS = frozenset({"auto", "safetensors", "hf", OVERLAP_LOAD_FORMAT})
 WAIT_KEY = "llm_init_wait_s"  # model_loader_extra_config: seconds a shard may keep the engine

@@ -83,7 +83,9 @@ def model(tmp_path: Path) -> Path:
 
 
 def start(model: Path, cache: Path, *, overlap: bool, returns: dict[str, Any] | None = None,
-          bandwidth: float = 2 * MIB) -> tuple[list[Event], LoadingEngineStep]:
+          bandwidth: float = 2 * MIB, store: InMemoryEventStore | None = None,
+          engine_kwargs: dict[str, Any] | None = None,
+          ) -> tuple[list[Event], LoadingEngineStep]:
     """An initialization copying ``model`` at ``bandwidth`` into ``cache``; its log and engine."""
     engine = LoadingEngineStep()
     steps = DefaultSteps(
@@ -91,15 +93,12 @@ def start(model: Path, cache: Path, *, overlap: bool, returns: dict[str, Any] | 
                               progress_interval_s=0.05),
         placement_group=SettingStep("placement_group", {"bundles": [{"CPU": 1}]}),
         engine=engine)
-    store = InMemoryEventStore()
+    store = store if store is not None else InMemoryEventStore()
     config = LLMConfig(model_id="tiny", model_source=str(model), overlap_weights=overlap,
+                       engine_kwargs=dict(engine_kwargs or {}),
                        callback_class=RecordingCallback, callback_kwargs={"returns": returns or {}})
-    try:
-        ctx = initialize_node_sync(config, event_store=store, steps=steps)
-        init_id = ctx.init_id
-    finally:
-        start.last_store = store  # type: ignore[attr-defined]  # the failing test reads it
-    return read_events(store, init_id), engine
+    ctx = initialize_node_sync(config, event_store=store, steps=steps)
+    return read_events(store, ctx.init_id), engine
 
 
 def test_overlap_off_records_todays_sequence(model: Path, tmp_path: Path) -> None:
@@ -126,7 +125,8 @@ def test_overlapped_start_runs_the_engine_while_the_weights_arrive(model: Path,
     assert engine.seen["kwargs"]["load_format"] == "llm_init_overlap"
     assert engine.seen["loaded"] == {p.name: MIB for p in model.glob("*.safetensors")}
     overlapped = [e for e in events if e.TYPE == "DownloadOverlapped"]
-    assert len(overlapped) == 1 and overlapped[0].overlapped_s > 0.3  # type: ignore[attr-defined]  # a field of the Event subclass read
+    assert len(overlapped) == 1
+    assert overlapped[0].overlapped_s > 0.3  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert log[-1] == "InitializationCompleted"
 
 
@@ -182,15 +182,36 @@ def test_a_download_already_in_place_starts_sequentially(model: Path, tmp_path: 
     assert engine.seen["overlapped"] is False
 
 
+def test_a_load_format_that_cannot_wait_starts_sequentially_and_says_why(
+        model: Path, tmp_path: Path) -> None:
+    """Another loader's format cannot take files as they arrive: today's sequence, with the
+    reason in the download step's record."""
+    events, _ = start(model, tmp_path / "cache", overlap=True,
+                      engine_kwargs={"load_format": "dummy"})
+    assert trail(events) == SEQUENTIAL
+    reasons = [e.details["overlap"] for e in events  # type: ignore[attr-defined]  # a field of the Event subclass read
+               if e.TYPE == "StepProgressed" and "overlap" in e.details]  # type: ignore[attr-defined]  # a field of the Event subclass read
+    assert reasons == ["sequential: load_format=dummy cannot wait for files"]
+
+
+def test_vllm_plugins_leaving_out_llm_inits_loader_starts_sequentially(
+        model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where vLLM would not load llm-init's plugin, the engine is not pointed at its loader."""
+    monkeypatch.setenv("VLLM_PLUGINS", "llm_init_amx")
+    events, engine = start(model, tmp_path / "cache", overlap=True)
+    assert trail(events) == SEQUENTIAL
+    assert engine.seen["overlapped"] is False
+
+
 def test_a_corrupt_shard_fails_the_overlapped_start_naming_it(model: Path,
                                                               tmp_path: Path) -> None:
     """A shard cut short fails the start with an error naming it; the engine loaded nothing."""
     shard = model / "model-00003-of-00003.safetensors"
     shard.write_bytes(shard.read_bytes()[: MIB // 2])
-    with pytest.raises(StepError, match="model-00003-of-00003.safetensors") as caught:
-        start(model, tmp_path / "cache", overlap=True)
+    store = InMemoryEventStore()
+    with pytest.raises(StepError, match=r"model-00003-of-00003\.safetensors") as caught:
+        start(model, tmp_path / "cache", overlap=True, store=store)
     assert "truncated" in str(caught.value)
-    store: InMemoryEventStore = start.last_store  # type: ignore[attr-defined]  # set by start()
     init_id = store.list_init_ids(1)[0]
     events = read_events(store, init_id)
     failed = [e for e in events if e.TYPE == "InitializationFailed"]

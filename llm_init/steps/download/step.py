@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 
 from llm_init.config import NodeModelDownloadable
-from llm_init.overlap import OVERLAPPABLE_LOAD_FORMATS, WeightsArriving, current_overlap
+from llm_init.overlap import (
+    OVERLAPPABLE_LOAD_FORMATS,
+    PLUGIN,
+    WeightsArriving,
+    current_overlap,
+)
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download.checksums import MIB
 from llm_init.steps.download.errors import DownloadError
@@ -112,7 +117,10 @@ class DownloadStep:
         spec = self.source_spec(ctx)
         local, others = await nodes_to_download(ctx.placement_group, self.nodes,
                                                 self.placement_group_timeout_s)
-        overlap = current_overlap() if overlappable(ctx) else None
+        overlap = current_overlap()
+        if overlap is not None and (reason := overlap_refused(ctx)) is not None:
+            report(overlap=f"sequential: {reason}")
+            overlap = None
         local_plan = self.plan(spec, ctx.local_node_download_model,
                                weights_last=overlap is not None)
         worker_plan = self.plan(spec, ctx.worker_node_download_model,
@@ -185,12 +193,30 @@ def download_step(**options: Any) -> DownloadStep:
     return DownloadStep(**options)
 
 
-def overlappable(ctx: NodeInitializationContext) -> bool:
-    """Whether this download can let the engine start before its weights are in place: the
-    local node fetches the model, and vLLM loads it with the default loader's format."""
+def overlap_refused(ctx: NodeInitializationContext) -> str | None:
+    """Why this download cannot let the engine start before its weights are in place, or
+    ``None`` when it can: the local node fetches the model, vLLM loads it with the default
+    loader's format, and llm-init's vLLM plugin is installed and allowed."""
+    if ctx.local_node_download_model != NodeModelDownloadable.MODEL_AND_TOKENIZER:
+        return f"the local node downloads {ctx.local_node_download_model.value}"
     load_format = {**ctx.llm_config.engine_kwargs, **ctx.extra_init_kwargs}.get("load_format")
-    return (ctx.local_node_download_model == NodeModelDownloadable.MODEL_AND_TOKENIZER
-            and (load_format is None or str(load_format) in OVERLAPPABLE_LOAD_FORMATS))
+    if load_format is not None and str(load_format) not in OVERLAPPABLE_LOAD_FORMATS:
+        return f"load_format={load_format} cannot wait for files"
+    return plugin_missing()
+
+
+def plugin_missing() -> str | None:
+    """Why vLLM would not find llm-init's overlap loader, or ``None``."""
+    from importlib.metadata import entry_points
+
+    names = {p.name for p in entry_points(group="vllm.general_plugins")}
+    if PLUGIN not in names:
+        return (f"llm-init's vLLM plugin {PLUGIN!r} is not installed (reinstall llm-init "
+                "so that its entry points are registered)")
+    allowed = os.environ.get("VLLM_PLUGINS")
+    if allowed is not None and PLUGIN not in allowed.split(","):
+        return f"VLLM_PLUGINS={allowed!r} leaves out llm-init's vLLM plugin {PLUGIN!r}"
+    return None
 
 
 def _node_result(future: asyncio.Future[NodeDownloadResult], node_id: str,
