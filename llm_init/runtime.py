@@ -264,9 +264,9 @@ class _Run:
 
     async def download_joined(self) -> None:
         """Wait for an overlapped download phase to end (and raise its error)."""
-        task, self.download = self.download, None
-        if task is not None:
-            await task
+        if self.download is not None:
+            await self.download  # its failure: download_abandoned reports it as the download's
+            self.download = None
 
     async def download_abandoned(self, exc: BaseException,
                                  phase: str | None) -> tuple[BaseException, str | None]:
