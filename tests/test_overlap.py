@@ -21,12 +21,12 @@ from llm_init import (
     replay,
 )
 from llm_init.cli import views
-from llm_init.steps.download import DownloadStep
+from llm_init.steps.download import DownloadError, DownloadStep
 from llm_init.steps.download.checksums import MIB
 from tests import recording
 from tests.recording import RecordingCallback
 from tests.support.models import write_model
-from tests.support.overlap import LoadingEngineStep
+from tests.support.overlap import AnnouncingDownload, LoadingEngineStep
 from tests.support.steps import SettingStep
 
 SEQUENTIAL = [
@@ -225,3 +225,23 @@ def _seconds(value: float | None) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=value or 0.0)
+
+
+def test_a_download_failing_after_the_engine_ended_fails_the_start_as_the_downloads(
+        tmp_path: Path) -> None:
+    """An engine step that does not wait for the weights ends first; the download's later
+    failure still fails the initialization, reported as the download phase's."""
+    store = InMemoryEventStore()
+    steps = DefaultSteps(
+        download=AnnouncingDownload(str(tmp_path), error=DownloadError("shard-7 was cut short")),
+        placement_group=SettingStep("placement_group", {"bundles": []}),
+        engine=SettingStep("engine", "engine-handle"))
+    config = LLMConfig(model_id="tiny", overlap_weights=True)
+    with pytest.raises(StepError, match="shard-7 was cut short"):
+        initialize_node_sync(config, event_store=store, steps=steps)
+    events = read_events(store, store.list_init_ids(1)[0])
+    log = trail(events)
+    assert log.index("StepCompleted:engine") < log.index("StepFailed:download")
+    assert events[-1].TYPE == "InitializationFailed"
+    assert events[-1].phase == "download"  # type: ignore[attr-defined]  # a field of the Event subclass read
+    assert "PhaseStarted:post_initialization" not in log

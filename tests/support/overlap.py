@@ -37,3 +37,24 @@ class LoadingEngineStep:
             return {p.name: len(p.read_bytes()) for p in model_dir.glob("*.safetensors")}
         return {f.path: len(arrival.wait_for_file(model_dir, f, timeout_s=self.wait_s)
                             .read_bytes()) for f in planned}
+
+
+@dataclass
+class AnnouncingDownload:
+    """A download step that announces arriving weights at once, then after ``delay_s`` either
+    fails with ``error`` or sets ``download_result``."""
+
+    model_dir: str
+    delay_s: float = 0.3
+    error: Exception | None = None
+
+    async def run(self, ctx: NodeInitializationContext, report: Any) -> None:
+        from llm_init.overlap import WeightsArriving, current_overlap
+
+        overlap = current_overlap()
+        if overlap is not None:
+            overlap.announce(WeightsArriving(self.model_dir))
+        await asyncio.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        ctx.download_result = {"path": self.model_dir}
