@@ -84,7 +84,7 @@ def model(tmp_path: Path) -> Path:
 
 def start(model: Path, cache: Path, *, overlap: bool, returns: dict[str, Any] | None = None,
           bandwidth: float = 2 * MIB, store: InMemoryEventStore | None = None,
-          engine_kwargs: dict[str, Any] | None = None,
+          engine_kwargs: dict[str, Any] | None = None, artifact_store: str | None = None,
           ) -> tuple[list[Event], LoadingEngineStep]:
     """An initialization copying ``model`` at ``bandwidth`` into ``cache``; its log and engine."""
     engine = LoadingEngineStep()
@@ -95,7 +95,7 @@ def start(model: Path, cache: Path, *, overlap: bool, returns: dict[str, Any] | 
         engine=engine)
     store = store if store is not None else InMemoryEventStore()
     config = LLMConfig(model_id="tiny", model_source=str(model), overlap_weights=overlap,
-                       engine_kwargs=dict(engine_kwargs or {}),
+                       engine_kwargs=dict(engine_kwargs or {}), artifact_store=artifact_store,
                        callback_class=RecordingCallback, callback_kwargs={"returns": returns or {}})
     ctx = initialize_node_sync(config, event_store=store, steps=steps)
     return read_events(store, ctx.init_id), engine
@@ -192,6 +192,20 @@ def test_a_load_format_that_cannot_wait_starts_sequentially_and_says_why(
     reasons = [e.details["overlap"] for e in events  # type: ignore[attr-defined]  # a field of the Event subclass read
                if e.TYPE == "StepProgressed" and "overlap" in e.details]  # type: ignore[attr-defined]  # a field of the Event subclass read
     assert reasons == ["sequential: load_format=dummy cannot wait for files"]
+
+
+def test_warm_starts_keep_the_sequential_start(model: Path, tmp_path: Path) -> None:
+    """With ``artifact_store`` the restore needs the downloaded weights before the engine
+    starts: the engine starts after the download phase, and the record says why."""
+    events, engine = start(model, tmp_path / "cache", overlap=True,
+                           artifact_store=(tmp_path / "artifacts").as_uri())
+    log = trail(events)
+    assert log.index("PhaseCompleted:download") < log.index("PhaseStarted:engine_init")
+    assert engine.seen["overlapped"] is False
+    reasons = [e.details["overlap"] for e in events  # type: ignore[attr-defined]  # a field of the Event subclass read
+               if e.TYPE == "StepProgressed" and "overlap" in e.details]  # type: ignore[attr-defined]  # a field of the Event subclass read
+    assert reasons == ["sequential: warm starts (artifact_store) restore the compile cache by "
+                       "a key of the downloaded weights, before the engine starts"]
 
 
 def test_vllm_plugins_leaving_out_llm_inits_loader_starts_sequentially(

@@ -199,6 +199,9 @@ def overlap_refused(ctx: NodeInitializationContext) -> str | None:
     loader's format, and llm-init's vLLM plugin is installed and allowed."""
     if ctx.local_node_download_model != NodeModelDownloadable.MODEL_AND_TOKENIZER:
         return f"the local node downloads {ctx.local_node_download_model.value}"
+    if ctx.llm_config.artifact_store is not None:
+        return ("warm starts (artifact_store) restore the compile cache by a key of the "
+                "downloaded weights, before the engine starts")
     load_format = {**ctx.llm_config.engine_kwargs, **ctx.extra_init_kwargs}.get("load_format")
     if load_format is not None and str(load_format) not in OVERLAPPABLE_LOAD_FORMATS:
         return f"load_format={load_format} cannot wait for files"
