@@ -8,7 +8,9 @@ files come from the download's announcement (``.llm-init/weights.json``, see
 opened only once the download has verified it and given it its final name. The download's
 failure marker, or a file that takes longer than ``model_loader_extra_config["llm_init_wait_s"]``
 (default 1800 s), fails the load with an error naming the file: nothing is served from a
-partial model. A directory without an announcement is loaded as the default loader would.
+partial model. A directory without an announcement but with safetensors files is loaded as the
+default loader would; one with neither waits for the announcement (a worker node's download
+may be behind the engine).
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ def _define() -> type[Any]:
         def _get_weights_iterator(self, source: Any) -> Generator[tuple[str, Any], None, None]:
             model_dir = Path(source.model_or_path)
             planned = arrival.read_plan(model_dir) if model_dir.is_dir() else None
+            if planned is None and model_dir.is_dir() and not any(
+                    model_dir.glob("*.safetensors")):
+                # A worker node whose download has not announced its files yet.
+                planned = arrival.wait_for_plan(model_dir, timeout_s=self.wait_s)
             if planned is None or source.subfolder is not None:
                 yield from super()._get_weights_iterator(source)
                 return

@@ -149,3 +149,21 @@ def test_a_directory_without_an_announcement_loads_as_vllms_default(loader_class
     tensors = _shard(model_dir / "model.safetensors", 7)
     loaded = dict(_weights(loader_class, model_dir, wait_s=0.1))
     assert loaded.keys() == tensors.keys()
+
+
+def test_a_directory_still_empty_waits_for_the_announcement(loader_class, tmp_path) -> None:
+    """A node whose download has not announced its weight files yet (no plan, no weights):
+    the loader waits for the announcement, then for the file."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    announced: list[Store] = []
+
+    def announce_and_arrive() -> None:
+        announced.append(Store(model_dir, staging, shards=1))
+        announced[0].arrive(0)
+
+    threading.Timer(0.4, announce_and_arrive).start()
+    loaded = dict(_weights(loader_class, model_dir, wait_s=30))
+    assert loaded.keys() == announced[0].tensors.keys()
