@@ -47,6 +47,7 @@ class LLMConfig:
     hook_timeout_s: float | None = None
     enable_metrics: bool = True
     artifact_store: str | Mapping[str, Any] | None = None  # warm starts; see docs/warm-starts.md
+    overlap_weights: bool = False  # start the engine while weights arrive; see docs/overlap.md
 
     _classes: tuple[type, ...] = field(init=False, repr=False, compare=False, default=())
     _kwargs: tuple[Mapping[str, Any], ...] = field(init=False, repr=False, compare=False,

@@ -375,6 +375,18 @@ class WeightsLoaded(Event):
     ended_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadOverlapped(Event):
+    """An overlapped start's download phase ended (``overlap_weights``): for
+    ``overlapped_s`` seconds before its end the placement group and engine phases ran beside
+    it, the seconds the overlap saved over the sequential start. ``model_dir``: the local
+    model directory the engine loaded from as its weight files arrived."""
+
+    TYPE: ClassVar[str] = "DownloadOverlapped"
+    overlapped_s: float = 0.0
+    model_dir: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -385,7 +397,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepStarted, StepProgressed, StepCompleted, StepFailed,
         ContextChanged, EventRejected,
         ArtifactRestored, ArtifactMissed, ArtifactPublished, ArtifactPublishSkipped,
-        ArtifactUseObserved, WeightsRouteChosen, WeightsLoaded,
+        ArtifactUseObserved, WeightsRouteChosen, WeightsLoaded, DownloadOverlapped,
     )
 }
 

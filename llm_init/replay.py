@@ -17,6 +17,7 @@ from llm_init.events import (
     ArtifactRestored,
     ArtifactUseObserved,
     ContextChanged,
+    DownloadOverlapped,
     Event,
     HeartbeatRecorded,
     HookCompleted,
@@ -92,6 +93,8 @@ class ReplayedInitialization:
     # The engine's weight transfers (``WeightsLoaded``), one per worker: node, worker, bytes,
     # files, seconds, bytes_per_s, load_format, source, ended_at.
     weights: list[dict[str, Any]] = field(default_factory=list)
+    # An overlapped start: seconds the download ran beside the later phases (DownloadOverlapped)
+    overlapped_s: float | None = None
 
     @property
     def alive_until(self) -> datetime | None:
@@ -361,6 +364,11 @@ def _init_abandoned(r: ReplayedInitialization, open_items: _OpenItems,
     _abandon(r, open_items, e.reason)
 
 
+def _download_overlapped(r: ReplayedInitialization, _: _OpenItems,
+                         e: DownloadOverlapped) -> None:
+    r.overlapped_s = e.overlapped_s
+
+
 def _ignore(r: ReplayedInitialization, open_items: _OpenItems, e: Event) -> None:
     pass
 
@@ -394,6 +402,7 @@ _HANDLERS: dict[type, _Apply] = {
     InitializationFailed: _init_failed,
     HeartbeatRecorded: _heartbeat,
     InitializationAbandoned: _init_abandoned,
+    DownloadOverlapped: _download_overlapped,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from llm_init.context import NodeInitializationContext
 from llm_init.dispatch import INTERRUPTS, Dispatcher
 from llm_init.errors import CallbackConfigError, EventStoreError, LLMInitError
 from llm_init.events import (
+    DownloadOverlapped,
     InitializationCompleted,
     InitializationFailed,
     InitializationStarted,
@@ -33,7 +35,8 @@ from llm_init.events import (
 from llm_init.heartbeat import Heartbeat, sweep_in_background
 from llm_init.launch import ReplicaLaunch
 from llm_init.liveness import heartbeat_interval
-from llm_init.phases import PHASES, PhaseSpec
+from llm_init.overlap import WeightsOverlap, reset_overlap, use_overlap
+from llm_init.phases import PHASES, Phase, PhaseSpec
 from llm_init.recorder import EventRecorder
 from llm_init.steps.base import DefaultSteps
 from llm_init.stores import EventStore, open_store
@@ -101,6 +104,8 @@ async def initialize_node(
         w for w in watchers if isinstance(w, MetricsCallback | LogObserver)])
     heartbeat = Heartbeat(recorder, interval)
     tracer_token = spans.use_tracer(tracer)
+    overlap = WeightsOverlap() if llm_config.overlap_weights else None
+    overlap_token = use_overlap(overlap)
     root = spans.start(tracer, names.SPAN_INITIALIZE,
                        {names.ATTR_INIT_ID: ctx.init_id, names.ATTR_MODEL: model_id},
                        context=propagation.parent_context() if tracer else None)
@@ -124,15 +129,24 @@ async def initialize_node(
                 heartbeat.start()
                 for spec in PHASES:
                     phase = spec.phase.value
+                    if overlap is not None and spec.phase is Phase.DOWNLOAD:
+                        await run.download_alongside(spec, overlap)
+                        continue
+                    if spec.phase is Phase.POST_INITIALIZATION:
+                        await run.download_joined()
                     await run.phase(spec)
             except (Exception, *INTERRUPTS) as exc:
+                cause, phase = await run.download_abandoned(exc, phase)
                 heartbeat.stop()
-                _record_failure(recorder, span, exc, time.perf_counter() - started, phase)
-                raise
+                _record_failure(recorder, span, cause, time.perf_counter() - started, phase)
+                if cause is exc:
+                    raise
+                raise cause from exc
             heartbeat.stop()
             recorder.record(InitializationCompleted, duration_s=time.perf_counter() - started)
             span.set_attribute(names.ATTR_OUTCOME, names.OUTCOME_COMPLETED)
     finally:
+        reset_overlap(overlap_token)
         spans.reset_tracer(tracer_token)
         heartbeat.stop()
         recorder.close()
@@ -218,6 +232,57 @@ class _Run:
         self.dispatcher = dispatcher
         self.steps = steps
         self.skip_all_by: str | None = None
+        self.download: asyncio.Task[None] | None = None  # an overlapped start's download phase
+
+    async def download_alongside(self, spec: PhaseSpec, overlap: WeightsOverlap) -> None:
+        """The download phase, returning as soon as its step announces that only weights are
+        still arriving (the later phases then run while it goes on), else when it ends."""
+        task = asyncio.ensure_future(self._download_phase(spec, overlap))
+        announced = asyncio.ensure_future(overlap.announced.wait())
+        try:
+            await asyncio.wait({task, announced}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            announced.cancel()
+            if not task.done() and not overlap.announced.is_set():  # cancelled: stop it too
+                task.cancel()
+        if task.done():
+            task.result()  # its error, if it failed: the sequential start's failure
+            return
+        overlap.moved_on()
+        self.download = task
+
+    async def _download_phase(self, spec: PhaseSpec, overlap: WeightsOverlap) -> None:
+        try:
+            await self.phase(spec)
+        finally:
+            overlap.finished()
+        if overlap.moved_on_at is not None and overlap.finished_at is not None:
+            overlapped_s = max(0.0, overlap.finished_at - overlap.moved_on_at)
+            self.recorder.record(
+                DownloadOverlapped, overlapped_s=overlapped_s,
+                model_dir=overlap.arriving.model_dir if overlap.arriving else None)
+
+    async def download_joined(self) -> None:
+        """Wait for an overlapped download phase to end (and raise its error)."""
+        if self.download is not None:
+            await self.download  # its failure: download_abandoned reports it as the download's
+            self.download = None
+
+    async def download_abandoned(self, exc: BaseException,
+                                 phase: str | None) -> tuple[BaseException, str | None]:
+        """A later phase failed while an overlapped download ran: stop it (or let it end) and
+        return the error to report: the download's own, when it failed, is the cause."""
+        task, self.download = self.download, None
+        if task is None:
+            return exc, phase
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        failure = None if task.cancelled() else task.exception()
+        if isinstance(failure, LLMInitError) and not isinstance(exc, INTERRUPTS):
+            return failure, Phase.DOWNLOAD.value
+        return exc, phase
 
     async def phase(self, spec: PhaseSpec) -> None:
         phase = spec.phase.value

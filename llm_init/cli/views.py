@@ -259,9 +259,11 @@ def list_line(r: ReplayedInitialization) -> dict[str, Any]:
 
 
 def timeline_dict(r: ReplayedInitialization) -> dict[str, Any]:
-    """``timeline --json``: the summary and every timeline entry; ``weights`` (the engine's
-    weight transfers, one per worker) when there were any."""
-    out = {**summary(r), "timeline": [
+    """``timeline --json``: the summary and every timeline entry; ``overlap`` (the seconds an
+    overlapped start's download ran beside the later phases) and ``weights`` (the engine's weight
+    transfers, one per worker) when there were any."""
+    overlap = {} if r.overlapped_s is None else {"overlap": {"saved_s": r.overlapped_s}}
+    out = {**summary(r), **overlap, "timeline": [
         {"kind": e.kind, "phase": e.phase, "name": e.name, "actor": e.actor,
          "started_at": e.started_at.isoformat(), "duration_s": e.duration_s,
          "status": e.status, "detail": e.detail} for e in r.timeline]}
@@ -301,6 +303,7 @@ def timeline_tree(r: ReplayedInitialization, *, spans: bool = False,
                  f"replica process), replica boot {secs(r.boot_s)} (process start, imports, "
                  f"constructor); start-up in all {secs(r.startup_s)}[/]")
     branch = tree
+    branches: dict[str, Tree] = {}  # an overlapped start's download ends inside later phases
     for e in r.timeline:
         offset = (e.started_at - t0).total_seconds() if t0 else 0.0
         style = STATUS_STYLE.get(e.status, "")
@@ -313,11 +316,13 @@ def timeline_tree(r: ReplayedInitialization, *, spans: bool = False,
             parts.append(f"[{style}]{e.status.upper()}[/] {plain(e.detail)}")
         if spans and e.span_id:
             parts.append(f"[dim]span {e.span_id}[/]")
+        if e.kind != "phase":
+            branch = branches.get(e.phase, branch)
         depth = 1 if e.kind == "phase" or branch is tree else 2
         line = _packed(parts, None if width is None else width - depth * _GUIDE,
                        indent=_BAR + 1)
         if e.kind == "phase":
-            branch = tree.add(line)
+            branch = branches[e.phase] = tree.add(line)
         elif e.kind == "step" and e.name == "download" and r.nodes:
             _node_lines(branch.add(line), r, t0, total,
                         None if width is None else width - 3 * _GUIDE)
@@ -331,10 +336,20 @@ def timeline_tree(r: ReplayedInitialization, *, spans: bool = False,
         tree.add(f"{what} {plain(r.error)}")
     if r.warm_start:
         tree.add(warm_start_line(r.warm_start))
+    if r.overlapped_s is not None:
+        tree.add(overlap_line(r))
     if r.ready_s is not None:
         tree.add(f"[dim]after it: Serve readiness {secs(r.ready_s)} (to the replica's first "
                  f"passed health check)[/]")
     return tree
+
+
+def overlap_line(r: ReplayedInitialization) -> str:
+    """An overlapped start: how long the download ran beside the later phases (the seconds
+    the sequential start would have spent more), drawn as the bars above overlap."""
+    return (f"[bold]overlap: {secs(r.overlapped_s)} saved[/] [dim](the engine started while "
+            f"the weights arrived; the download's bar runs beside placement group and engine "
+            f"init)[/]")
 
 
 def _bar(offset: float, seconds: float | None, total: float, block: str) -> str:

@@ -70,6 +70,7 @@ def llm_init_config(ray_llm_config: Any, settings: LLMInitSettings,
         hook_timeout_s=settings.hook_timeout_s,
         enable_metrics=settings.metrics,
         artifact_store=settings.artifact_store,
+        overlap_weights=settings.overlap_weights,
     )
 
 

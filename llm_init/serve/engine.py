@@ -34,6 +34,7 @@ from llm_init.steps.download.streaming import load_format_of, require_streamer
 from llm_init.steps.engine import (
     merged_engine_kwargs,
     model_path_from,
+    overlapped_model,
     record_cache_use,
     streamed_source,
     use_in_process_worker_on_cpu,
@@ -155,7 +156,9 @@ class ServeEngineStep:
         streamed = streamed_source(ctx)
         require_streamer(load_format_of(ctx.llm_config, kwargs),
                          streamed or ctx.llm_config.source)
-        point_engine_at(engine.llm_config, streamed or model_path_from(ctx.download_result))
+        model_dir = streamed or (await overlapped_model(kwargs)
+                                 or model_path_from(ctx.download_result))
+        point_engine_at(engine.llm_config, model_dir)
         engine_config: Any = engine.llm_config.get_engine_config()
         _apply_engine_kwargs(engine_config, kwargs)
         report(engine_kwargs=kwargs, model=engine_config.actual_hf_model_id)

@@ -44,6 +44,9 @@ class LLMInitSettings:
     initializes (default ``LLM_INIT_HEARTBEAT_INTERVAL_S``, else 5; 0 turns them off).
     ``artifact_store``: warm starts (``file:///dir``, ``s3://bucket/prefix`` or a mapping of
     ``llm_init.artifacts.settings.ArtifactSettings`` fields); off by default.
+    ``overlap_weights``: start the engine while the weight files are still arriving (config
+    and tokenizer first; vLLM takes each weight file once it is complete); off by default,
+    see docs/overlap.md.
     """
 
     event_store: str | None = None
@@ -63,6 +66,7 @@ class LLMInitSettings:
     app_built_at: float | None = None
     heartbeat_interval_s: float | None = None
     artifact_store: Any = None  # warm starts: a URL or a mapping; see docs/warm-starts.md
+    overlap_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval_s is not None:
@@ -80,6 +84,9 @@ class LLMInitSettings:
                 artifact_settings(self.artifact_store)
             except CallbackConfigError as exc:
                 raise ServeConfigError(f"llm_init.{exc}") from exc
+        if not isinstance(self.overlap_weights, bool):
+            raise ServeConfigError(f"llm_init.overlap_weights must be true or false, got "
+                                   f"{self.overlap_weights!r}")
         for name in ("download_options", "labels"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ServeConfigError(f"llm_init.{name} must be a mapping")

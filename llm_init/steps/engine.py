@@ -92,6 +92,33 @@ def _path(value: Any, where: str) -> str:
     raise TypeError(f"ctx.{where} must be a path, got {kind.__module__}.{kind.__qualname__}")
 
 
+async def overlapped_model(kwargs: dict[str, Any]) -> str | None:
+    """The model directory to load from while an overlapped download still brings its weight
+    files, with ``kwargs`` set for llm-init's loader (``llm_init.overlap``); ``None`` when no
+    download is in flight (then the download's result says where the model is). A load
+    format of another loader, which cannot wait for files, waits for the download instead."""
+    from llm_init.overlap import (
+        DEFAULT_WAIT_S,
+        OVERLAP_LOAD_FORMAT,
+        OVERLAPPABLE_LOAD_FORMATS,
+        WAIT_KEY,
+        current_overlap,
+    )
+
+    overlap = current_overlap()
+    arriving = overlap.in_flight() if overlap is not None else None
+    if overlap is None or arriving is None:
+        return None
+    load_format = kwargs.get("load_format")
+    if load_format is not None and str(load_format) not in OVERLAPPABLE_LOAD_FORMATS:
+        await overlap.download_done.wait()
+        return None
+    kwargs["load_format"] = OVERLAP_LOAD_FORMAT
+    kwargs["model_loader_extra_config"] = {
+        WAIT_KEY: DEFAULT_WAIT_S, **(kwargs.get("model_loader_extra_config") or {})}
+    return arriving.model_dir
+
+
 def merged_engine_kwargs(ctx: NodeInitializationContext) -> dict[str, Any]:
     """``LLMConfig.engine_kwargs`` with ``ctx.extra_init_kwargs`` over them: callbacks win."""
     return {**ctx.llm_config.engine_kwargs, **ctx.extra_init_kwargs}
@@ -113,9 +140,11 @@ class VLLMEngineStep:
     poll_s: float = 0.25
 
     async def run(self, ctx: NodeInitializationContext, report: ProgressReporter) -> None:
-        model = engine_model(ctx)
         kwargs = merged_engine_kwargs(ctx)
+        model = engine_model(ctx)
         require_streamer(load_format_of(ctx.llm_config, kwargs), model)
+        if streamed_source(ctx) is None:
+            model = await overlapped_model(kwargs) or model
         config = ctx.llm_config
         kwargs.setdefault("tensor_parallel_size", config.tensor_parallel_size)
         kwargs.setdefault("pipeline_parallel_size", config.pipeline_parallel_size)

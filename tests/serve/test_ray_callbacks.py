@@ -156,6 +156,14 @@ def test_raise_error_on_callback_is_the_ray_callbacks_own():
                                     steps=local_steps()))
 
 
+def test_the_overlap_setting_reaches_the_replicas_llm_config():
+    """``overlap_weights`` in llm-init's Serve settings turns it on for the initialization."""
+    ray_config, callback = ray_setup()
+    assert llm_init_config(ray_config, LLMInitSettings(), callback).overlap_weights is False
+    assert llm_init_config(ray_config, LLMInitSettings(overlap_weights=True),
+                           callback).overlap_weights is True
+
+
 def test_each_ray_hook_is_recorded_under_its_ray_name():
     """HookStarted and HookCompleted carry the Ray hook each call ran."""
     ray_config, callback = ray_setup()

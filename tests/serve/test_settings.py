@@ -47,6 +47,14 @@ def test_a_bad_heartbeat_interval_fails_where_the_config_is_built():
     assert LLMInitSettings.from_mapping({"heartbeat_interval_s": 2}).heartbeat_interval_s == 2
 
 
+def test_overlap_weights_is_off_by_default_and_must_be_a_bool():
+    """``overlap_weights`` defaults to the sequential start; a non-boolean is refused, named."""
+    assert LLMInitSettings().overlap_weights is False
+    assert LLMInitSettings.from_mapping({"overlap_weights": True}).overlap_weights is True
+    with pytest.raises(ServeConfigError, match=r"^llm_init\.overlap_weights must be true or "):
+        LLMInitSettings.from_mapping({"overlap_weights": "yes"})
+
+
 def test_callback_specs_pair_classes_with_kwargs():
     """One class takes one mapping; several take a list of one mapping each."""
     one = LLMInitSettings(callback_class="pkg:A", callback_kwargs={"x": 1})

@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_init.steps.download import arrival, safetensors
 from llm_init.steps.download.checksums import MIB, SizeOnly, Verifier
 from llm_init.steps.download.errors import (
     ChecksumMismatchError,
@@ -31,7 +32,13 @@ from llm_init.steps.download.errors import (
     DownloadStopped,
 )
 from llm_init.steps.download.progress import NodeProgress, RateLimiter
-from llm_init.steps.download.sources import STATE_DIR, RemoteFile, Source
+from llm_init.steps.download.sources import (
+    STATE_DIR,
+    WEIGHT_SUFFIXES,
+    AllOf,
+    RemoteFile,
+    Source,
+)
 
 _log = logging.getLogger(__name__)
 JOURNAL = "files.jsonl"
@@ -49,6 +56,9 @@ class FetchOptions:
     max_bandwidth: float | None = None  # bytes per second for the node, all files together
     fsync: bool = True  # flush each file to disk before it gets its final name
     checksums: bool = True  # False: sizes only (no digest, no extra request per file)
+    # The overlapped start: small files first, then the weights, announced beforehand and a
+    # failure marker left for the engine that waits for them (``arrival``).
+    weights_last: bool = False
 
 
 @dataclass(slots=True)
@@ -158,10 +168,43 @@ class Fetcher:
                 self.progress.file_done()
             else:
                 todo.append(file)
+        if self.options.weights_last:
+            return self._fetch_weights_last(files, todo)
         if not todo:
             return self.stats
         self.progress.stage("downloading")
-        todo.sort(key=lambda f: f.size, reverse=True)  # the largest first: a shorter tail
+        self._fetch_all(todo)
+        return self.stats
+
+    def _fetch_weights_last(self, files: Sequence[RemoteFile],
+                            todo: list[RemoteFile]) -> FetchStats:
+        """The small files, then (once the weight files are announced) the weights; a failure
+        leaves the marker a waiting engine reads."""
+        weights = [f for f in files if f.path.endswith(WEIGHT_SUFFIXES)]
+        arrival.write_plan(self.dest, [arrival.PlannedFile(f.path, f.size, f.version)
+                                       for f in weights])
+        small = [f for f in todo if not f.path.endswith(WEIGHT_SUFFIXES)]
+        try:
+            if small:
+                self.progress.stage("downloading")
+                self._fetch_all(small)
+            todo_weights = [f for f in todo if f.path.endswith(WEIGHT_SUFFIXES)]
+            if todo_weights:  # (all in place already: nothing to start early for)
+                self.progress.arriving(str(self.dest))
+            self._fetch_all(todo_weights)
+        except BaseException as exc:
+            path = getattr(exc, "path", None) or next(
+                (f.path for f in weights if self.journal.versions.get(f.path) != f.version),
+                "?")
+            arrival.write_failure(self.dest, path, str(exc))
+            raise
+        return self.stats
+
+    def _fetch_all(self, todo: list[RemoteFile]) -> None:
+        """Fetch ``todo`` in parallel, the largest first; raise the first failure."""
+        if not todo:
+            return
+        todo = sorted(todo, key=lambda f: f.size, reverse=True)  # the largest first: a shorter tail
         workers = max(1, min(self.options.max_workers, len(todo)))
         with ThreadPoolExecutor(workers, thread_name_prefix="llm-init-fetch") as pool:
             futures = [pool.submit(self._fetch_one, file) for file in todo]
@@ -174,13 +217,17 @@ class Fetcher:
         if errors:
             errors.sort(key=lambda e: isinstance(e, DownloadStopped))  # the cause before its echoes
             raise errors[0]
-        return self.stats
 
     def _fetch_one(self, file: RemoteFile) -> None:
         if self.stop.is_set():
             raise DownloadStopped("the download was stopped")
         partial = self._partial_path(file)
         verifier = self.source.verifier(file) if self.options.checksums else SizeOnly()
+        if self.options.weights_last and safetensors.is_safetensors(file.path) and (
+                safetensors.METHOD not in verifier.method):
+            # The engine opens each weight file the moment it is renamed: one cut short in
+            # the store (its own checksum then matches) must fail here, naming it.
+            verifier = AllOf([verifier, safetensors.SafetensorsHeader()])
         cursor = _Cursor(self._resume(partial, file, verifier))
         attempt = 0
         with open(partial, "ab", buffering=0) as out:

@@ -8,6 +8,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+WEIGHTS_STAGE = "downloading_weights"
+
 
 @dataclass(frozen=True, slots=True)
 class ProgressSnapshot:
@@ -33,6 +35,7 @@ class NodeProgress:
         self._stage = "starting"
         self._bytes_done = self._bytes_total = self._bytes_fetched = 0
         self._files_done = self._files_total = 0
+        self.arriving_in: str | None = None
 
     def planned(self, files: int, nbytes: int) -> None:
         """Start counting a new plan: ``files`` files of ``nbytes`` bytes, none done yet."""
@@ -43,6 +46,12 @@ class NodeProgress:
     def stage(self, stage: str) -> None:
         with self._lock:
             self._stage = stage
+
+    def arriving(self, model_dir: str) -> None:
+        """The small files are in ``model_dir`` and the weights are on their way (the
+        overlapped start's cue, ``FetchOptions.weights_last``)."""
+        with self._lock:
+            self._stage, self.arriving_in = WEIGHTS_STAGE, model_dir
 
     def present(self, nbytes: int) -> None:
         with self._lock:

@@ -16,6 +16,12 @@ from opentelemetry import context as otel_context
 
 from llm_init.config import NodeModelDownloadable
 from llm_init.events import WeightsRouteChosen
+from llm_init.overlap import (
+    OVERLAPPABLE_LOAD_FORMATS,
+    PLUGIN,
+    WeightsArriving,
+    current_overlap,
+)
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.download.checksums import MIB
 from llm_init.steps.download.errors import DownloadError
@@ -100,14 +106,16 @@ class DownloadStep:
         return parse_source(self.source or config.source, revision=revision,
                             endpoint_url=self.endpoint_url)
 
-    def plan(self, spec: SourceSpec, what: NodeModelDownloadable) -> NodePlan:
-        """The plan one node downloads by."""
+    def plan(self, spec: SourceSpec, what: NodeModelDownloadable, *,
+             weights_last: bool = False) -> NodePlan:
+        """The plan one node downloads by (``weights_last``: for an overlapped start)."""
         return NodePlan(
             source=spec, what=what,
             cache_dir=os.fspath(self.cache_dir) if self.cache_dir is not None else None,
             fetch=FetchOptions(max_workers=self.max_workers, chunk_size=self.chunk_size,
                                retries=self.retries, max_bandwidth=self.max_bandwidth,
-                               fsync=self.fsync, checksums=self.checksums),
+                               fsync=self.fsync, checksums=self.checksums,
+                               weights_last=weights_last),
             prefer_safetensors=self.prefer_safetensors,
             allow_patterns=tuple(self.allow_patterns) if self.allow_patterns is not None
             else None,
@@ -124,8 +132,14 @@ class DownloadStep:
         local, others = await nodes_to_download(ctx.placement_group, self.nodes,
                                                 self.placement_group_timeout_s)
         streamed_from = self._weights_route(ctx, report, spec, load_format, local, others)
-        local_plan = self.plan(spec, ctx.local_node_download_model)
-        worker_plan = self.plan(spec, ctx.worker_node_download_model)
+        overlap = current_overlap()
+        if overlap is not None and (reason := overlap_refused(ctx)) is not None:
+            report(overlap=f"sequential: {reason}")
+            overlap = None
+        local_plan = self.plan(spec, ctx.local_node_download_model,
+                               weights_last=overlap is not None)
+        worker_plan = self.plan(spec, ctx.worker_node_download_model,
+                                weights_last=overlap is not None)
         carrier = trace_carrier()
         parent = otel_context.get_current()  # the step's span: where each node's span hangs
         progress, stop = NodeProgress(), threading.Event()
@@ -164,6 +178,8 @@ class DownloadStep:
                     reports.completed(results[node_id])
                 if in_process is not None and local not in results:
                     reports.live(local, progress)
+                    if overlap is not None and progress.arriving_in is not None:
+                        overlap.announce(WeightsArriving(progress.arriving_in))
         except BaseException as exc:
             stop.set()
             _cancel(refs)
@@ -215,6 +231,35 @@ class DownloadStep:
 def download_step(**options: Any) -> DownloadStep:
     """A ``DownloadStep`` for ``DefaultSteps(download=...)``; options as ``DownloadStep``'s."""
     return DownloadStep(**options)
+
+
+def overlap_refused(ctx: NodeInitializationContext) -> str | None:
+    """Why this download cannot let the engine start before its weights are in place, or
+    ``None`` when it can: the local node fetches the model, vLLM loads it with the default
+    loader's format, and llm-init's vLLM plugin is installed and allowed."""
+    if ctx.local_node_download_model != NodeModelDownloadable.MODEL_AND_TOKENIZER:
+        return f"the local node downloads {ctx.local_node_download_model.value}"
+    if ctx.llm_config.artifact_store is not None:
+        return ("warm starts (artifact_store) restore the compile cache by a key of the "
+                "downloaded weights, before the engine starts")
+    load_format = {**ctx.llm_config.engine_kwargs, **ctx.extra_init_kwargs}.get("load_format")
+    if load_format is not None and str(load_format) not in OVERLAPPABLE_LOAD_FORMATS:
+        return f"load_format={load_format} cannot wait for files"
+    return plugin_missing()
+
+
+def plugin_missing() -> str | None:
+    """Why vLLM would not find llm-init's overlap loader, or ``None``."""
+    from importlib.metadata import entry_points
+
+    names = {p.name for p in entry_points(group="vllm.general_plugins")}
+    if PLUGIN not in names:
+        return (f"llm-init's vLLM plugin {PLUGIN!r} is not installed (reinstall llm-init "
+                "so that its entry points are registered)")
+    allowed = os.environ.get("VLLM_PLUGINS")
+    if allowed is not None and PLUGIN not in allowed.split(","):
+        return f"VLLM_PLUGINS={allowed!r} leaves out llm-init's vLLM plugin {PLUGIN!r}"
+    return None
 
 
 def _node_result(future: asyncio.Future[NodeDownloadResult], node_id: str,
