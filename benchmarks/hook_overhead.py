@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import statistics
@@ -353,7 +354,7 @@ class Start:
                 kinds = [type(e) for e in events]
                 return cls(done[0].duration_s, kinds.count(HookStarted),
                            kinds.count(StepProgressed),
-                           f"recorded log {url}, init {init_id[:8]}, "
+                           f"from the recorded log {url}, init {init_id[:8]}, "
                            f"{kinds.count(StepStarted)} step calls")
         raise SystemExit(f"no completed initialization in {url}")
 
@@ -390,7 +391,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     start = (Start.from_log(args.start_log) if args.start_log else
-             Start(args.start_s, args.hook_calls, args.progress, "given on the command line"))
+             Start(args.start_s, args.hook_calls, args.progress, "as given on the command line"))
     classes = no_op_callback_classes(args.callbacks)
     hooks = len(classes) * len(HOOK_NAMES)
     with_hooks, without = configs(classes)
@@ -421,8 +422,8 @@ def main() -> None:
                      for name, patch in ABLATIONS.items()] if args.ablate else []
         whole = levels[-1]
         jobs: list[tuple[str, Callable[[bool], Any]]] = [
-            (level.name, lambda flip, level=level: per_hook(level, with_hooks, without, hooks,
-                                                             flip, args.pairs))
+            (level.name, functools.partial(_hook_job, level, with_hooks, without, hooks,
+                                           args.pairs))
             for level in [*levels, *ablations]]
         jobs.append(("bare call", lambda flip: bare_call(classes)))
         jobs.append(("ref", lambda flip: reference.round()))
@@ -447,6 +448,11 @@ def main() -> None:
         tmp.cleanup()
     report(args, samples, [level.name for level in levels], [a.name for a in ablations],
            hooks, start, load)
+
+
+def _hook_job(level: Level, with_hooks: LLMConfig, without: LLMConfig, hooks: int, pairs: int,
+              flip: bool) -> Sample:
+    return per_hook(level, with_hooks, without, hooks, flip, pairs)
 
 
 def _whole(level: Level, config: LLMConfig, progress: int) -> Sample:
@@ -497,7 +503,7 @@ def report(args: argparse.Namespace, samples: dict[str, list[Sample]], levels: l
           f"{'<= 1 %':>8} {'met' if share <= 0.01 else 'MISSED':>7}")
     print(f"  {med_whole * 1e3:.2f} ms (the larger of CPU and wall) of a {start.seconds:.2f} s "
           f"start with {start.hook_calls} hook calls, 3 steps, {start.progress} progress "
-          f"reports; start from the {start.source}")
+          f"reports; the start {start.source}")
 
 
 if __name__ == "__main__":
