@@ -70,8 +70,8 @@ def encode(event: Event) -> StoredEvent:
 def _body_text(keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
     """What ``_ENCODER`` makes of the body ``dict(zip(names, values))``, the same text to the
     byte (``keys`` are its sorted names, encoded): the flat values most fields hold are written
-    here, anything else by ``_ENCODER`` itself. Half the cost of encoding the body as one dict,
-    and the most frequent events spend more time being encoded than anywhere else."""
+    here, anything else by ``_ENCODER`` itself: half the cost of encoding the body as one dict,
+    which was an event's largest cost on the way to the store."""
     parts = []
     for key, value in zip(keys, values, strict=True):
         kind = type(value)
