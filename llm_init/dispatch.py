@@ -39,6 +39,7 @@ from llm_init.telemetry.redaction import exception_message
 
 # Not errors of the hook but orders to stop: recorded as failures, then re-raised unchanged.
 INTERRUPTS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
+_CAUGHT = (Exception, *INTERRUPTS)  # what a call's outcome holds instead of raising it
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,10 @@ class Dispatcher:
             rec.checkpoint()
             ctx._actor = call.actor
             started = time.perf_counter()
-            result = await _settle(call.run(ctx))
+            try:
+                result = Result(value=await call.run(ctx))
+            except _CAUGHT as exc:
+                result = Result(error=exc)
             duration = time.perf_counter() - started
             ctx._actor = "llm_init"
             try:
@@ -148,14 +152,6 @@ class Dispatcher:
                     attrs[names.ATTR_KEY] = c.key
                 span.add_event(names.SPAN_EVENT_CONTEXT_CHANGED, attrs)
         return tuple(dict.fromkeys(c.field for c in changes))
-
-
-async def _settle(pending: Any) -> Result:
-    """Await ``pending`` (a call's coroutine): its outcome as a value."""
-    try:
-        return Result(value=await pending)
-    except (Exception, *INTERRUPTS) as exc:
-        return Result(error=exc)
 
 
 class HookCall:
@@ -295,6 +291,8 @@ def _set_outcome(span: Span, changed: tuple[str, ...], returned: Any, skipped: b
     """A hook span's outcome attributes, each only when it differs from the common case (no
     change, ``None`` returned, default step not skipped): every attribute costs the span and
     its export more than a no-op hook call, and most hook calls are that common case."""
+    if not changed and returned is None and not skipped:
+        return
     attributes: dict[str, AttributeValue] = {}
     if changed:
         attributes[names.ATTR_CHANGED_FIELDS] = changed
@@ -302,8 +300,7 @@ def _set_outcome(span: Span, changed: tuple[str, ...], returned: Any, skipped: b
         attributes[names.ATTR_RETURNED] = _json_text(returned)
     if skipped:
         attributes[names.ATTR_SKIPPED_DEFAULT] = True
-    if attributes:
-        span.set_attributes(attributes)
+    span.set_attributes(attributes)
 
 
 def _json_text(value: Any) -> str:

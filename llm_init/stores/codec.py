@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import msgspec
@@ -32,7 +35,11 @@ class StoredEvent:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False,
                             check_circular=False)
 _BODY_HEADER = ("trace_id", "span_id", "node_id")  # header fields stored in the body
-_BODY_FIELDS: dict[type[Event], tuple[tuple[str, ...], operator.attrgetter[Any]]] = {}
+# Per event type: its body's field names in sorted order, each as the JSON text '"name":', and
+# a getter of their values in that order.
+_BODY_FIELDS: dict[type[Event], tuple[tuple[str, ...], tuple[str, ...],
+                                      operator.attrgetter[Any]]] = {}
+_UTC_TEXT = msgspec.json.Encoder().encode  # RFC 3339, "...T08:01:48.123456Z" in UTC
 
 
 def encode(event: Event) -> StoredEvent:
@@ -42,22 +49,57 @@ def encode(event: Event) -> StoredEvent:
     cls = type(event)
     found = _BODY_FIELDS.get(cls)
     if found is None:
-        names = (*payload_names(cls), *_BODY_HEADER)
-        found = _BODY_FIELDS[cls] = (names, operator.attrgetter(*names))
-    names, values = found
-    body = dict(zip(names, values(event), strict=False))
+        names = tuple(sorted((*payload_names(cls), *_BODY_HEADER)))
+        found = _BODY_FIELDS[cls] = (names, tuple(f"{encode_basestring_ascii(n)}:" for n in names),
+                                     operator.attrgetter(*names))
+    names, keys, values = found
     try:
-        state = _ENCODER.encode(body)
+        state = _body_text(keys, values(event))
     except ValueError:  # the encoder refuses non-finite floats: only then look for them
-        state = _ENCODER.encode(_finite(body))
+        state = _ENCODER.encode(_finite(dict(zip(names, values(event), strict=True))))
     return StoredEvent(
         event.init_id,
         event.sequence,
         event.TYPE,
         event.SCHEMA_VERSION,
-        event.timestamp.isoformat(timespec="microseconds"),
+        _timestamp_text(event.timestamp),
         state,
     )
+
+
+def _body_text(keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
+    """What ``_ENCODER`` makes of the body ``dict(zip(names, values))``, the same text to the
+    byte (``keys`` are its sorted names, encoded): the flat values most fields hold are written
+    here, anything else by ``_ENCODER`` itself: half the cost of encoding the body as one dict,
+    which was an event's largest cost on the way to the store."""
+    parts = []
+    for key, value in zip(keys, values, strict=True):
+        kind = type(value)
+        if kind is str:
+            parts.append(key + encode_basestring_ascii(value))
+        elif value is None:
+            parts.append(key + "null")
+        elif value is True:
+            parts.append(key + "true")
+        elif value is False:
+            parts.append(key + "false")
+        elif kind is float and math.isfinite(value):
+            parts.append(key + float.__repr__(value))
+        elif kind is tuple and not value:
+            parts.append(key + "[]")
+        else:
+            parts.append(key + _ENCODER.encode(value))
+    return "{" + ",".join(parts) + "}"
+
+
+def _timestamp_text(timestamp: datetime) -> str:
+    """``timestamp.isoformat(timespec="microseconds")``, five times faster for the UTC times the
+    recorder stamps (msgspec writes them with six fraction digits, or none on the second)."""
+    if timestamp.microsecond and timestamp.tzinfo is UTC and type(timestamp) is datetime:
+        text = _UTC_TEXT(timestamp)[1:-2].decode()
+        if len(text) == 26:
+            return text + "+00:00"
+    return timestamp.isoformat(timespec="microseconds")
 
 
 def unencodable_field(event: Event) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import sqlite3
 import threading
@@ -19,6 +20,7 @@ from llm_init.stores.index import DURATION_TOPICS, TOTAL, index_rows
 from llm_init.stores.sql import INDEX_COLUMNS, index_upsert, order_by, prefix_upper, where
 
 _EVENT_COLUMNS = "init_id, sequence, topic, schema_version, timestamp, state"
+_ROW = operator.attrgetter(*_EVENT_COLUMNS.split(", "))  # a record as the row it inserts
 # Without the init id, which the caller has: one text value less to build per row.
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes of the extended ones)
 _READ_ROWS = ("SELECT sequence, topic, schema_version, timestamp, state FROM events "
@@ -166,8 +168,7 @@ class SQLiteEventStore:
     def append(self, records: Sequence[StoredEvent]) -> None:
         if not records:
             return
-        rows = [(r.init_id, r.sequence, r.topic, r.schema_version, r.timestamp, r.state)
-                for r in records]
+        rows = list(map(_ROW, records))
         index = [row.as_params() for row in index_rows(records)]
         with self._lock:
             try:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -147,3 +148,32 @@ def test_a_non_finite_float_field_reads_back_as_that_float() -> None:
     event = PhaseCompleted(init_id="x", sequence=3, timestamp=T0, phase="download",
                            duration_s=math.inf)
     assert decode(encode(event)) == event
+
+
+_AWKWARD_VALUES = [
+    "plain", "é ☃ 😀", "\x7f\x00\n\t\"\\", "\ud800", None, True, False, 0, -7, 2**70, 1.5,
+    -0.0, 1e-07, 1e16, 5e-324, (), ("a", "b"), [], [1, "x", None],
+    {"b": {"z": 1, "a": [2.5e-8]}, "a": "é", "B": None}, {1: "int key", 2.5: "float key"},
+]
+
+
+@pytest.mark.parametrize("value", _AWKWARD_VALUES, ids=repr)
+def test_a_body_is_stored_as_json_with_sorted_keys_and_ascii_text(value: object) -> None:
+    """An event's body is stored exactly as ``json.dumps`` with sorted keys, compact
+    separators and ASCII escapes writes it, whatever its fields hold."""
+    event = changed(old=value, new={"k": value}, key="é")
+    body = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)
+            if f.name not in ("init_id", "sequence", "timestamp")}
+    assert encode(event).state == json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                             allow_nan=False)
+
+
+@pytest.mark.parametrize("timestamp", [
+    T0, T0.replace(microsecond=0), T0.replace(microsecond=120000), T0.replace(year=999),
+    T0.replace(tzinfo=None), T0.astimezone(timezone(timedelta(hours=-3, minutes=-30))),
+], ids=str)
+def test_a_timestamp_is_stored_as_iso_text_with_microseconds(timestamp: datetime) -> None:
+    """An event's time is stored as its ISO 8601 text with six fraction digits and its
+    offset, in UTC or not, on the second or not."""
+    assert encode(changed(timestamp=timestamp)).timestamp == \
+        timestamp.isoformat(timespec="microseconds")
