@@ -85,6 +85,7 @@ from benchmarks.serve_startup import (  # noqa: E402
 )
 from llm_init.demo.tiny_model import build_tiny_model  # noqa: E402
 from llm_init.events import StepProgressed  # noqa: E402
+from llm_init.ray_exit import exit_process  # noqa: E402
 from llm_init.replay import read_events  # noqa: E402
 from llm_init.stores import open_store  # noqa: E402
 from tests.e2e.multinode import TwoNodes, two_node_cluster  # noqa: E402
@@ -360,4 +361,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Each Ray cluster this script starts leaves Ray's metric exporter behind (llm_init.ray_exit).
+    exit_process(main() or 0)

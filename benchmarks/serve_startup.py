@@ -55,6 +55,7 @@ from llm_init.demo.run import (  # noqa: E402
     replica_env,
 )
 from llm_init.demo.tiny_model import build_tiny_model  # noqa: E402
+from llm_init.ray_exit import exit_process  # noqa: E402
 from llm_init.replay import ReplayedInitialization, list_initializations  # noqa: E402
 from llm_init.stores import open_store  # noqa: E402
 
@@ -323,4 +324,5 @@ def measure(args: argparse.Namespace, arms: list[str], work: Path) -> list[Run]:
 
 
 if __name__ == "__main__":
-    main()
+    # Each Ray cluster this script starts leaves Ray's metric exporter behind (llm_init.ray_exit).
+    exit_process(main() or 0)

@@ -53,6 +53,7 @@ from serve_startup import (
 
 from llm_init.demo.run import FAST_START_ENV, MODEL_ID, local_cluster
 from llm_init.demo.tiny_model import build_tiny_model
+from llm_init.ray_exit import exit_process
 
 ARMS = ("ray", "llm-init", "llm-init-ray-layout")
 PROMPT = "The quick brown fox jumps over the lazy dog, and then it runs into the forest."
@@ -265,4 +266,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Each Ray cluster this script starts leaves Ray's metric exporter behind (llm_init.ray_exit).
+    exit_process(main() or 0)

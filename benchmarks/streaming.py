@@ -78,6 +78,7 @@ from llm_init.demo.run import (  # noqa: E402
     quiet_libraries,
 )
 from llm_init.demo.tiny_model import ModelShape, build_tiny_model  # noqa: E402
+from llm_init.ray_exit import exit_process  # noqa: E402
 from tests.support.s3 import ENV, MIB, MotoS3  # noqa: E402
 
 ARMS = ("ray", "ray-stream", "llm-init", "llm-init-stream", "llm-init-overlap")
@@ -638,4 +639,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Each Ray cluster this script starts leaves Ray's metric exporter behind (llm_init.ray_exit).
+    exit_process(main() or 0)

@@ -388,4 +388,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from llm_init.ray_exit import exit_process
+
+    # A process that started Ray ends past Ray's metric exporter (llm_init.ray_exit).
+    exit_process(main())

@@ -9,7 +9,7 @@ from tests.support.steps import FailingStep, SettingStep
 
 __all__ = ["FailingStep", "SettingStep", "local_steps"]
 
-pytest_plugins = ("tests.support.postgres", "tests.support.ray_nodes")
+pytest_plugins = ("tests.support.postgres", "tests.support.ray_nodes", "tests.support.clean_exit")
 
 
 def local_steps() -> DefaultSteps:
