@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
-from tests.conftest import local_steps
 from tests.support.callbacks import Busy
 from tests.support.cli import entries, invoke, table_rows
 from tests.support.logs import records, synthetic_log
+from tests.support.steps import setting_steps
 
 runner = CliRunner()
 INIT = "0c3f6a2e9b8d4e1f8a7b6c5d4e3f2a1b"
@@ -25,7 +25,7 @@ INIT = "0c3f6a2e9b8d4e1f8a7b6c5d4e3f2a1b"
 def recorded(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "events.sqlite"
     ctx = initialize_node_sync(LLMConfig(model_id="tiny-llama", callback_class=Busy),
-                               event_store=SQLiteEventStore(path), steps=local_steps())
+                               event_store=SQLiteEventStore(path), steps=setting_steps())
     return path, ctx.init_id
 
 

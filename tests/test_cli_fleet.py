@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from llm_init import DefaultSteps, LLMConfig, initialize_node_sync
 from llm_init.stores import SQLiteEventStore, open_store
-from tests.conftest import SettingStep
 from tests.stores.contract import with_fleet
 from tests.support.cli import clock_at, invoke, table_rows
 from tests.support.logs import records, synthetic_log
+from tests.support.steps import SettingStep
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

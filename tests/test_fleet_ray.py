@@ -38,11 +38,11 @@ def two_nodes() -> Iterator[list[str]]:
 def initialize_here(app: str) -> str:
     """Runs in a Ray worker: one init with stub steps into the store ``runtime_env`` names."""
     from llm_init import LLMConfig, initialize_node_sync, labels
-    from tests.conftest import local_steps
+    from tests.support.steps import setting_steps
 
     node_id = ray.get_runtime_context().get_node_id()
     ctx = initialize_node_sync(
-        LLMConfig(model_id="tiny"), steps=local_steps(),
+        LLMConfig(model_id="tiny"), steps=setting_steps(),
         labels={labels.APPLICATION: app, labels.DEPLOYMENT: "LLMServer", labels.NODE_ID: node_id})
     return ctx.init_id
 

@@ -23,7 +23,7 @@ from llm_init import (
 )
 from llm_init.cli import app
 from llm_init.launch import process_started_at
-from tests.conftest import local_steps
+from tests.support.steps import setting_steps
 
 
 def test_scheduling_runs_from_the_build_to_the_process_start_and_boot_from_there() -> None:
@@ -58,7 +58,7 @@ def test_process_start_time_is_read_for_a_real_process() -> None:
 def test_a_launch_is_recorded_right_after_the_start_and_replayed() -> None:
     store = InMemoryEventStore()
     now = time.time()
-    ctx = initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store, steps=local_steps(),
+    ctx = initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store, steps=setting_steps(),
                                launch=ReplicaLaunch(app_built_at=now - 9.0,
                                                     process_started_at=now - 6.0))
     events = read_events(store, ctx.init_id)
@@ -76,7 +76,7 @@ def test_a_launch_is_recorded_right_after_the_start_and_replayed() -> None:
 
 def test_without_a_launch_nothing_is_recorded_before_the_phases() -> None:
     store = InMemoryEventStore()
-    ctx = initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store, steps=local_steps())
+    ctx = initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store, steps=setting_steps())
     r = replay(read_events(store, ctx.init_id))
     assert not any(isinstance(e, ReplicaLaunched) for e in read_events(store, ctx.init_id))
     assert (r.scheduling_s, r.boot_s) == (None, None)
@@ -87,7 +87,7 @@ def test_timeline_explains_the_time_before_the_initialization(tmp_path: Path) ->
     path = tmp_path / "events.sqlite"
     now = time.time()
     ctx = initialize_node_sync(LLMConfig(model_id="tiny"), event_store=SQLiteEventStore(path),
-                               steps=local_steps(),
+                               steps=setting_steps(),
                                launch=ReplicaLaunch(app_built_at=now - 14.0,
                                                     process_started_at=now - 12.0))
     runner = CliRunner()

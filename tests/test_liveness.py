@@ -38,9 +38,8 @@ from llm_init.stores import (
 )
 from llm_init.telemetry.backends import PrometheusBackend
 from llm_init.telemetry.metrics import MetricsCallback
-from tests.conftest import local_steps
 from tests.support.logs import T0, synthetic_log
-from tests.support.steps import CallingStep
+from tests.support.steps import CallingStep, setting_steps
 from tests.support.steps import local_steps as steps_with
 
 HOST = socket.gethostname()
@@ -283,7 +282,7 @@ def test_an_initialization_starting_counts_the_dead_one_it_closes_in_metrics(
     dead[0] = dataclasses.replace(dead[0], model_id="dead-model")  # type: ignore[call-arg]  # dead[0] is an InitializationStarted
     store = store_with(tmp_path, dead)
     registry = CollectorRegistry()
-    initialize_node_sync(LLMConfig(model_id="m"), event_store=store, steps=local_steps(),
+    initialize_node_sync(LLMConfig(model_id="m"), event_store=store, steps=setting_steps(),
                          observers=[MetricsCallback(PrometheusBackend(registry, port=None))])
     counted = registry.get_sample_value("llm_init_initializations_total",
                                         {"model": "dead-model", "outcome": "abandoned"})

@@ -21,8 +21,8 @@ from llm_init import (
     replay,
 )
 from tests import recording
-from tests.conftest import FailingStep, SettingStep, local_steps
 from tests.recording import RecordingCallback
+from tests.support.steps import FailingStep, SettingStep, setting_steps
 
 ALL_HOOKS = [
     "on_pre_initialization", "on_pre_download", "on_post_download", "on_pre_placement_group",
@@ -49,7 +49,7 @@ def trail(events: list[Event]) -> list[str]:
 
 def run(config: LLMConfig, store: InMemoryEventStore, steps: DefaultSteps | None = None
         ) -> list[Event]:
-    ctx = initialize_node_sync(config, event_store=store, steps=steps or local_steps())
+    ctx = initialize_node_sync(config, event_store=store, steps=steps or setting_steps())
     return read_events(store, ctx.init_id)
 
 
@@ -100,7 +100,7 @@ def test_pre_hook_returning_false_skips_only_its_step(store: InMemoryEventStore,
                                                       step: str) -> None:
     """False from one pre-hook skips that step; every hook still fires; the skip names the
     callback."""
-    steps = local_steps()
+    steps = setting_steps()
     events = run(LLMConfig(model_id="m", callback_class=RecordingCallback,
                            callback_kwargs={"returns": {hook: False}}), store, steps)
     assert [f"cb.{h}" for h in ALL_HOOKS] == recording.CALLS
@@ -113,7 +113,7 @@ def test_pre_hook_returning_false_skips_only_its_step(store: InMemoryEventStore,
 
 def test_false_from_pre_initialization_skips_every_step(store: InMemoryEventStore) -> None:
     """False from on_pre_initialization skips all three steps yet every hook still fires."""
-    steps = local_steps()
+    steps = setting_steps()
     events = run(LLMConfig(model_id="m", callback_class=RecordingCallback,
                            callback_kwargs={"returns": {"on_pre_initialization": False}}),
                  store, steps)
@@ -139,7 +139,7 @@ def test_failing_hook_aborts_by_default_and_names_the_culprit(store: InMemoryEve
     config = LLMConfig(model_id="m", callback_class=RecordingCallback,
                        callback_kwargs={"raises_in": hook})
     with pytest.raises(CallbackError) as info:
-        initialize_node_sync(config, event_store=store, steps=local_steps())
+        initialize_node_sync(config, event_store=store, steps=setting_steps())
     assert f"tests.recording.RecordingCallback failed in {hook}" in str(info.value)
     assert isinstance(info.value.__cause__, ValueError)
     assert [f"cb.{h}" for h in ALL_HOOKS[: ALL_HOOKS.index(hook) + 1]] == recording.CALLS
@@ -182,7 +182,7 @@ class AsyncCallback:
 def test_async_hooks_are_awaited_and_can_skip(store: InMemoryEventStore) -> None:
     """async def hooks are awaited in order, can change the context and can skip a step."""
     config = LLMConfig(model_id="m", callback_class=AsyncCallback)
-    steps = local_steps()
+    steps = setting_steps()
     ctx = initialize_node_sync(config, event_store=store, steps=steps)
     cb = config.get_or_create_callback()
     assert isinstance(cb, AsyncCallback)
@@ -207,7 +207,7 @@ def test_hung_hook_becomes_a_named_timeout_failure(store: InMemoryEventStore, cl
     """A hook running past hook_timeout_s fails with HookTimeoutError, recorded as timed out."""
     config = LLMConfig(model_id="m", callback_class=cls, hook_timeout_s=0.2)
     with pytest.raises(HookTimeoutError, match=r"did not return within 0.2 s") as info:
-        initialize_node_sync(config, event_store=store, steps=local_steps())
+        initialize_node_sync(config, event_store=store, steps=setting_steps())
     assert info.value.callback.endswith(cls.__qualname__)
     (init_id,) = store.list_init_ids()
     failed = [e for e in read_events(store, init_id) if e.TYPE == "HookFailed"]
@@ -239,7 +239,7 @@ def test_failing_step_fails_its_phase_with_the_step_message(store: InMemoryEvent
 def test_async_entry_point_returns_the_final_context(store: InMemoryEventStore) -> None:
     """``await initialize_node`` gives the context with every step's result in it."""
     ctx = asyncio.run(initialize_node(LLMConfig(model_id="m"), event_store=store,
-                                      steps=local_steps()))
+                                      steps=setting_steps()))
     assert ctx.download_result == {"path": "/models/tiny", "bytes": 1234}
     assert ctx.engine == "engine-handle"
 
@@ -248,5 +248,5 @@ def test_sync_twin_works_inside_a_running_loop(store: InMemoryEventStore) -> Non
     """initialize_node_sync can be called from code already running an event loop."""
     async def caller() -> str:
         return initialize_node_sync(LLMConfig(model_id="m"), event_store=store,
-                                    steps=local_steps()).engine  # type: ignore[no-any-return]  # ctx.engine is Any
+                                    steps=setting_steps()).engine  # type: ignore[no-any-return]  # ctx.engine is Any
     assert asyncio.run(caller()) == "engine-handle"

@@ -26,7 +26,7 @@ from llm_init.events import (
 from llm_init.serve.configs import llm_init_config
 from llm_init.serve.ray_callbacks import hooks_already_ran
 from llm_init.serve.settings import LLMInitSettings, ServeConfigError
-from tests.conftest import local_steps
+from tests.support.steps import setting_steps
 
 ADAPTER = f"llm_init.serve.ray_callbacks.RayCallback[{__name__}.UserRayCallback]"
 
@@ -75,7 +75,7 @@ def initialize(ray_config: Any, callback: UserRayCallback) -> list[Event]:
     store = InMemoryEventStore()
     config = llm_init_config(ray_config, LLMInitSettings(), callback)
     try:
-        asyncio.run(initialize_node(config, event_store=store, steps=local_steps()))
+        asyncio.run(initialize_node(config, event_store=store, steps=setting_steps()))
     finally:
         events = read_events(store, store.list_init_ids()[0])
     return events
@@ -153,7 +153,7 @@ def test_raise_error_on_callback_is_the_ray_callbacks_own():
                              callback)
     with pytest.raises(CallbackError, match="no GPUs today"):
         asyncio.run(initialize_node(config, event_store=InMemoryEventStore(),
-                                    steps=local_steps()))
+                                    steps=setting_steps()))
 
 
 def test_the_overlap_setting_reaches_the_replicas_llm_config():
@@ -226,7 +226,7 @@ def test_hook_spans_carry_the_ray_hook_name():
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     ray_config, callback = ray_setup("raise", raise_error=False)
     config = llm_init_config(ray_config, LLMInitSettings(), callback)
-    asyncio.run(initialize_node(config, event_store=InMemoryEventStore(), steps=local_steps(),
+    asyncio.run(initialize_node(config, event_store=InMemoryEventStore(), steps=setting_steps(),
                                 tracer_provider=provider))
     hooks = {s.attributes[names.ATTR_RAY_HOOK]: s for s in exporter.get_finished_spans()
              if s.attributes and names.ATTR_RAY_HOOK in s.attributes}
@@ -286,7 +286,7 @@ def test_the_replicas_placement_group_is_set_before_any_hook():
             seen.append(ctx.placement_group)
 
     store = InMemoryEventStore()
-    steps = local_steps()
+    steps = setting_steps()
     config = llm_init_config(ray_config, LLMInitSettings(callback_class=Looks), callback,
                              replica_placement_group=group)
     ctx = asyncio.run(initialize_node(config, event_store=store, steps=steps))
@@ -306,7 +306,7 @@ def test_the_hook_metric_counts_a_passed_over_ray_failure_as_failed():
     registry = CollectorRegistry()
     ray_config, callback = ray_setup("raise", raise_error=False)
     config = llm_init_config(ray_config, LLMInitSettings(), callback)
-    asyncio.run(initialize_node(config, event_store=InMemoryEventStore(), steps=local_steps(),
+    asyncio.run(initialize_node(config, event_store=InMemoryEventStore(), steps=setting_steps(),
                                 observers=[MetricsCallback(PrometheusBackend(registry,
                                                                              port=None))]))
     counts = {(s.labels["hook"], s.labels["outcome"]): s.value

@@ -15,12 +15,12 @@ from llm_init import (
     replay,
 )
 from llm_init.serve.readiness import ReadinessMark
-from tests.conftest import local_steps
+from tests.support.steps import setting_steps
 
 
 def finished_log(path: Path) -> str:
     store = SQLiteEventStore(path)
-    ctx = initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store, steps=local_steps())
+    ctx = initialize_node_sync(LLMConfig(model_id="tiny"), event_store=store, steps=setting_steps())
     store.close()
     return ctx.init_id
 

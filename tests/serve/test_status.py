@@ -13,7 +13,7 @@ import pytest
 
 from llm_init import DefaultSteps, InMemoryEventStore, LLMConfig, initialize_node
 from llm_init.serve.status import StatusServer, status_document
-from tests.conftest import SettingStep
+from tests.support.steps import SettingStep
 
 
 class SlowDownload:

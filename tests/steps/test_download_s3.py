@@ -35,9 +35,9 @@ from llm_init.steps.download import (
 )
 from llm_init.steps.download.fetch import JOURNAL, PARTIAL_DIR
 from llm_init.steps.download.s3 import S3Source
-from tests.conftest import SettingStep
 from tests.support.models import read_tree, write_model
 from tests.support.s3 import MIB, MotoS3, running_moto_s3
+from tests.support.steps import SettingStep
 
 ROOT = Path(__file__).resolve().parents[2]
 # Slow enough that a test can stop a download half-way, fast enough to keep tests short.

@@ -24,7 +24,7 @@ from llm_init.steps.placement import (
     default_bundles,
     unmet_demand,
 )
-from tests.conftest import SettingStep
+from tests.support.steps import SettingStep
 
 
 def test_default_bundles_one_per_worker_unless_given():

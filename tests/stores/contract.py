@@ -36,10 +36,10 @@ from llm_init.stores import (
     open_store,
 )
 from llm_init.stores.check import CheckReport, check_store
-from tests.conftest import local_steps
 from tests.stores.workload import write_workload
 from tests.support.callbacks import Busy
 from tests.support.logs import PHASE_NAMES, T0, records, synthetic_log
+from tests.support.steps import setting_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITERS = 8
@@ -129,7 +129,7 @@ class StoreContract:
         """A real run's events, appended and read back, decode to equal events in order."""
         memory = InMemoryEventStore()
         ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Busy),
-                                   event_store=memory, steps=local_steps())
+                                   event_store=memory, steps=setting_steps())
         events = [decode(r) for r in memory.read(ctx.init_id)]
         store.append([encode(e) for e in events])
         assert [decode(r) for r in store.read(ctx.init_id)] == events
@@ -139,7 +139,7 @@ class StoreContract:
         events of the records ``read`` returns, in order."""
         memory = InMemoryEventStore()
         ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Busy),
-                                   event_store=memory, steps=local_steps())
+                                   event_store=memory, steps=setting_steps())
         store.append(memory.read(ctx.init_id))
         assert read_events(store, ctx.init_id) == [decode(r) for r in store.read(ctx.init_id)]
 

@@ -18,11 +18,11 @@ from llm_init import Event, LLMConfig, initialize_node_sync
 from llm_init.stores import BufferedEventStore, StoredEvent, decode, open_store
 from llm_init.stores.buffered import _line
 from llm_init.stores.postgres import PostgresEventStore
-from tests.conftest import SettingStep, local_steps
 from tests.support.buffered import buffered, orphan_spool, stored, wait_flushed
 from tests.support.callbacks import Busy
 from tests.support.logs import records, synthetic_log
 from tests.support.postgres import StoppablePostgres
+from tests.support.steps import SettingStep, setting_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_an_init_completes_across_a_database_restart_and_every_event_arrives_onc
         own_postgres: StoppablePostgres, caplog: pytest.LogCaptureFixture) -> None:
     """The download step stops PostgreSQL and the engine step starts it again: the init
     completes, and the stored log is exactly the recorded events, in order."""
-    steps = local_steps()
+    steps = setting_steps()
     steps = type(steps)(download=ServerStep(own_postgres, "stop", steps.download),
                         placement_group=steps.placement_group,
                         engine=ServerStep(own_postgres, "start", steps.engine))
@@ -92,7 +92,7 @@ def test_a_replica_starts_while_the_database_is_down(own_postgres: StoppablePost
     log is complete once the database starts."""
     own_postgres.stop()
     store, seen = buffered(own_postgres.url()), Collector()
-    ctx = initialize_node_sync(LLMConfig(model_id="m"), event_store=store, steps=local_steps(),
+    ctx = initialize_node_sync(LLMConfig(model_id="m"), event_store=store, steps=setting_steps(),
                                observers=[seen])
     own_postgres.start()
     wait_flushed(store)
@@ -105,7 +105,7 @@ def test_a_full_spool_drops_and_counts_but_never_fails_the_init(
     own_postgres.stop()
     inner = PostgresEventStore(own_postgres.url(), connect=False)
     store = BufferedEventStore(inner, target="full", max_bytes=2000)
-    ctx = initialize_node_sync(LLMConfig(model_id="m"), event_store=store, steps=local_steps())
+    ctx = initialize_node_sync(LLMConfig(model_id="m"), event_store=store, steps=setting_steps())
     assert ctx.engine == "engine-handle"
     assert store.dropped > 0
 
@@ -166,7 +166,7 @@ def test_the_password_never_reaches_an_event_or_a_log_line(
     url = own_postgres.url().replace("llm_init@", f"llm_init:{password}@")
     config = LLMConfig(model_id="m",
                        runtime_env={"env_vars": {"LLM_INIT_EVENT_STORE": url}})
-    steps = local_steps()
+    steps = setting_steps()
     steps = type(steps)(download=ServerStep(own_postgres, "stop", steps.download),
                         placement_group=steps.placement_group,
                         engine=ServerStep(own_postgres, "start", SettingStep("engine", "e")))

@@ -15,9 +15,9 @@ from llm_init import ContextChanged, EventStoreError, LLMConfig, initialize_node
 from llm_init.events import PhaseCompleted
 from llm_init.stores import InMemoryEventStore
 from llm_init.stores.codec import StoredEvent, decode, decode_rows, encode
-from tests.conftest import local_steps
 from tests.support.callbacks import Busy
 from tests.support.logs import T0
+from tests.support.steps import setting_steps
 
 
 def changed(**fields: object) -> ContextChanged:
@@ -45,7 +45,7 @@ def test_a_real_log_decodes_the_same_on_both_paths() -> None:
     """Every event of a real run decodes to the event that was encoded."""
     memory = InMemoryEventStore()
     ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Busy), event_store=memory,
-                               steps=local_steps())
+                               steps=setting_steps())
     records = memory.read(ctx.init_id)
     assert [encode(decode(r)) for r in records] == records
 
@@ -82,7 +82,7 @@ def rows(records: list[StoredEvent]) -> list[tuple[object, ...]]:
 def real_log() -> list[StoredEvent]:
     memory = InMemoryEventStore()
     ctx = initialize_node_sync(LLMConfig(model_id="m", callback_class=Busy), event_store=memory,
-                               steps=local_steps())
+                               steps=setting_steps())
     return memory.read(ctx.init_id)
 
 

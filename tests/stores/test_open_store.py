@@ -10,7 +10,7 @@ import pytest
 
 from llm_init import EventStoreError, LLMConfig, initialize_node_sync
 from llm_init.stores import InMemoryEventStore, SQLiteEventStore, open_store
-from tests.conftest import local_steps
+from tests.support.steps import setting_steps
 
 
 @pytest.mark.parametrize("location", ["mysql://h/db", "postgress://u@h/db", "sqlite3:///x.db",
@@ -22,7 +22,7 @@ def test_a_writer_refuses_an_unknown_scheme_and_creates_nothing(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LLM_INIT_EVENT_STORE", location)
     with pytest.raises(EventStoreError, match="scheme"):
-        initialize_node_sync(LLMConfig(model_id="m"), steps=local_steps())
+        initialize_node_sync(LLMConfig(model_id="m"), steps=setting_steps())
     assert os.listdir(tmp_path) == []
 
 

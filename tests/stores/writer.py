@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from llm_init import LLMConfig, SQLiteEventStore, initialize_node_sync
-from tests.conftest import local_steps
 from tests.support.callbacks import Busy
+from tests.support.steps import setting_steps
 
 
 def main() -> None:
@@ -15,7 +15,7 @@ def main() -> None:
     config = LLMConfig(model_id="writer", callback_class=Busy)
     done = 0
     while count < 0 or done < count:
-        initialize_node_sync(config, event_store=store, steps=local_steps())
+        initialize_node_sync(config, event_store=store, steps=setting_steps())
         done += 1
         if done == 1:
             print("first-done", flush=True)

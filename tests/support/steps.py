@@ -86,3 +86,12 @@ def local_steps(**overrides: Any) -> DefaultSteps:
     }
     steps.update(overrides)
     return DefaultSteps(**steps)
+
+
+def setting_steps() -> DefaultSteps:
+    """Default steps that only set the context field each phase fills, with fixed values."""
+    return DefaultSteps(
+        download=SettingStep("download_result", {"path": "/models/tiny", "bytes": 1234}),
+        placement_group=SettingStep("placement_group", {"bundles": [{"CPU": 1}]}),
+        engine=SettingStep("engine", "engine-handle"),
+    )
