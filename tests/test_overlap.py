@@ -25,36 +25,12 @@ from llm_init.steps.download import DownloadError, DownloadStep
 from llm_init.steps.download.checksums import MIB
 from tests import recording
 from tests.recording import RecordingCallback
+from tests.support.logs import PLAIN_RUN
 from tests.support.models import write_model
 from tests.support.overlap import AnnouncingDownload, LoadingEngineStep
 from tests.support.steps import SettingStep
 
-SEQUENTIAL = [
-    "InitializationStarted",
-    "PhaseStarted:pre_initialization",
-    "HookStarted:on_pre_initialization", "HookCompleted:on_pre_initialization",
-    "PhaseCompleted:pre_initialization",
-    "PhaseStarted:download",
-    "HookStarted:on_pre_download", "HookCompleted:on_pre_download",
-    "StepStarted:download", "ContextChanged:download_result", "StepCompleted:download",
-    "HookStarted:on_post_download", "HookCompleted:on_post_download",
-    "PhaseCompleted:download",
-    "PhaseStarted:placement_group",
-    "HookStarted:on_pre_placement_group", "HookCompleted:on_pre_placement_group",
-    "StepStarted:placement_group", "ContextChanged:placement_group",
-    "StepCompleted:placement_group",
-    "HookStarted:on_post_placement_group", "HookCompleted:on_post_placement_group",
-    "PhaseCompleted:placement_group",
-    "PhaseStarted:engine_init",
-    "HookStarted:on_pre_engine_init", "HookCompleted:on_pre_engine_init",
-    "StepStarted:engine", "ContextChanged:engine", "StepCompleted:engine",
-    "HookStarted:on_post_engine_init", "HookCompleted:on_post_engine_init",
-    "PhaseCompleted:engine_init",
-    "PhaseStarted:post_initialization",
-    "HookStarted:on_post_initialization", "HookCompleted:on_post_initialization",
-    "PhaseCompleted:post_initialization",
-    "InitializationCompleted",
-]
+SEQUENTIAL = PLAIN_RUN
 
 
 @pytest.fixture(autouse=True)

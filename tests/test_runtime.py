@@ -22,6 +22,7 @@ from llm_init import (
 )
 from tests import recording
 from tests.recording import RecordingCallback
+from tests.support.logs import PLAIN_RUN
 from tests.support.steps import FailingStep, SettingStep, setting_steps
 
 ALL_HOOKS = [
@@ -62,32 +63,7 @@ def test_plain_run_calls_all_eight_hooks_in_order(store: InMemoryEventStore) -> 
 def test_plain_run_records_the_full_event_sequence(store: InMemoryEventStore) -> None:
     """The log of a plain run is exactly phases, hooks, steps and their context changes."""
     events = run(LLMConfig(model_id="m", callback_class=RecordingCallback), store)
-    assert trail(events) == [
-        "InitializationStarted",
-        "PhaseStarted:pre_initialization",
-        "HookStarted:on_pre_initialization", "HookCompleted:on_pre_initialization",
-        "PhaseCompleted:pre_initialization",
-        "PhaseStarted:download",
-        "HookStarted:on_pre_download", "HookCompleted:on_pre_download",
-        "StepStarted:download", "ContextChanged:download_result", "StepCompleted:download",
-        "HookStarted:on_post_download", "HookCompleted:on_post_download",
-        "PhaseCompleted:download",
-        "PhaseStarted:placement_group",
-        "HookStarted:on_pre_placement_group", "HookCompleted:on_pre_placement_group",
-        "StepStarted:placement_group", "ContextChanged:placement_group",
-        "StepCompleted:placement_group",
-        "HookStarted:on_post_placement_group", "HookCompleted:on_post_placement_group",
-        "PhaseCompleted:placement_group",
-        "PhaseStarted:engine_init",
-        "HookStarted:on_pre_engine_init", "HookCompleted:on_pre_engine_init",
-        "StepStarted:engine", "ContextChanged:engine", "StepCompleted:engine",
-        "HookStarted:on_post_engine_init", "HookCompleted:on_post_engine_init",
-        "PhaseCompleted:engine_init",
-        "PhaseStarted:post_initialization",
-        "HookStarted:on_post_initialization", "HookCompleted:on_post_initialization",
-        "PhaseCompleted:post_initialization",
-        "InitializationCompleted",
-    ]
+    assert trail(events) == PLAIN_RUN
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
 
 

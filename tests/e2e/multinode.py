@@ -187,3 +187,18 @@ def progress_of(store: str, init_id: str, node_id: str) -> list[dict[str, Any]]:
                 if isinstance(e, StepProgressed) and e.details.get("node_id") == node_id]
     finally:
         log.close()
+
+
+def deploy_app(args: dict[str, Any], http_port: int, name: str) -> float:
+    """``serve.run`` of llm-init's OpenAI app with ``args`` as ``name``; its seconds."""
+    from ray import serve
+    from ray._common.utils import import_attr
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    # One proxy, on the head: both nodes share this machine's ports.
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
+    app = call_user_app_builder_with_args_if_necessary(
+        import_attr("llm_init.serve:build_openai_app"), args)
+    started = time.perf_counter()
+    serve.run(app, name=name, route_prefix="/")
+    return time.perf_counter() - started

@@ -24,7 +24,7 @@ from llm_init.cli import app as cli_app
 from llm_init.events import StepProgressed
 from llm_init.steps.download.sources import is_tokenizer_file
 from llm_init.stores import open_store
-from tests.e2e.multinode import TwoNodes, progress_of, tree, two_node_cluster
+from tests.e2e.multinode import TwoNodes, deploy_app, progress_of, tree, two_node_cluster
 from tests.e2e.support import free_port, replica_pythonpath
 from tests.support.otlp_receiver import OTLPReceiver
 from tests.support.s3 import ENV, MotoS3
@@ -43,18 +43,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
 
 
 def deploy(args: dict[str, Any], http_port: int) -> float:
-    """``serve.run`` of llm-init's OpenAI app with ``args``; its seconds."""
-    from ray import serve
-    from ray._common.utils import import_attr
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
-
-    # One proxy, on the head: both nodes share this machine's ports.
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
-    app = call_user_app_builder_with_args_if_necessary(
-        import_attr("llm_init.serve:build_openai_app"), args)
-    started = time.perf_counter()
-    serve.run(app, name=APP, route_prefix="/")
-    return time.perf_counter() - started
+    return deploy_app(args, http_port, APP)
 
 
 def test_a_serve_replica_spanning_two_nodes_downloads_on_each_and_serves(

@@ -5,7 +5,6 @@ replica serves from the weights vLLM streamed."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from llm_init import read_events, replay
 from llm_init.events import StepProgressed, WeightsRouteChosen
 from llm_init.stores import open_store
-from tests.e2e.multinode import TwoNodes, tree, two_node_cluster
+from tests.e2e.multinode import TwoNodes, deploy_app, tree, two_node_cluster
 from tests.e2e.support import free_port, replica_pythonpath
 from tests.support.s3 import ENV, MotoS3
 
@@ -31,18 +30,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
 
 
 def deploy(args: dict[str, Any], http_port: int) -> float:
-    """``serve.run`` of llm-init's OpenAI app with ``args``; its seconds."""
-    from ray import serve
-    from ray._common.utils import import_attr
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
-
-    # One proxy, on the head: both nodes share this machine's ports.
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
-    app = call_user_app_builder_with_args_if_necessary(
-        import_attr("llm_init.serve:build_openai_app"), args)
-    started = time.perf_counter()
-    serve.run(app, name=APP, route_prefix="/")
-    return time.perf_counter() - started
+    return deploy_app(args, http_port, APP)
 
 
 def test_a_streamed_replica_spanning_two_nodes_downloads_nothing_on_either(

@@ -108,3 +108,33 @@ def weights_log(init_id: str, *, model_id: str = "m", started_at: datetime = T0,
     add(PhaseCompleted, 10.0, phase="engine_init", duration_s=8.0)
     add(InitializationCompleted, 10.0, duration_s=10.0)
     return events
+
+
+# The event trail of a plain run with a callback implementing every hook: phases, hooks, steps and
+# the context field each step sets, in order.
+PLAIN_RUN = [
+    "InitializationStarted",
+    "PhaseStarted:pre_initialization",
+    "HookStarted:on_pre_initialization", "HookCompleted:on_pre_initialization",
+    "PhaseCompleted:pre_initialization",
+    "PhaseStarted:download",
+    "HookStarted:on_pre_download", "HookCompleted:on_pre_download",
+    "StepStarted:download", "ContextChanged:download_result", "StepCompleted:download",
+    "HookStarted:on_post_download", "HookCompleted:on_post_download",
+    "PhaseCompleted:download",
+    "PhaseStarted:placement_group",
+    "HookStarted:on_pre_placement_group", "HookCompleted:on_pre_placement_group",
+    "StepStarted:placement_group", "ContextChanged:placement_group",
+    "StepCompleted:placement_group",
+    "HookStarted:on_post_placement_group", "HookCompleted:on_post_placement_group",
+    "PhaseCompleted:placement_group",
+    "PhaseStarted:engine_init",
+    "HookStarted:on_pre_engine_init", "HookCompleted:on_pre_engine_init",
+    "StepStarted:engine", "ContextChanged:engine", "StepCompleted:engine",
+    "HookStarted:on_post_engine_init", "HookCompleted:on_post_engine_init",
+    "PhaseCompleted:engine_init",
+    "PhaseStarted:post_initialization",
+    "HookStarted:on_post_initialization", "HookCompleted:on_post_initialization",
+    "PhaseCompleted:post_initialization",
+    "InitializationCompleted",
+]
