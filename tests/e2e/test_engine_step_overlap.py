@@ -20,13 +20,10 @@ from llm_init import (
 )
 from llm_init.events import DownloadOverlapped, StepProgressed
 from llm_init.steps import ray_vllm_steps
+from tests.e2e.support import FAST_ENV, FAST_KWARGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
-FAST_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1",
-            "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-FAST_KWARGS = {"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 256,
-               "max_num_seqs": 4, "max_num_batched_tokens": 256}
 
 
 class NoPlacementGroup:
