@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llm_init.events import WeightsLoaded
+from llm_init.overlap import OVERLAP_LOAD_FORMAT
 from llm_init.steps.base import ProgressReporter
 from llm_init.steps.vllm_log_parser import WeightLoad
 from llm_init.telemetry import names, spans
@@ -55,6 +56,8 @@ def weight_files(location: str, load_format: str = "auto") -> WeightFiles | None
         names_ = [n for n in _listdir(location) if n.endswith(".safetensors")]
     elif load_format in ("auto", "pt"):
         names_ = _default_loader_files(location, load_format)
+    elif load_format == OVERLAP_LOAD_FORMAT:  # vLLM's default loader, waiting for each file
+        names_ = _default_loader_files(location, "auto")
     else:
         return None
     return WeightFiles(location, {n: os.path.getsize(os.path.join(location, n))

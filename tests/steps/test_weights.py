@@ -39,6 +39,15 @@ def test_the_default_loader_takes_the_shards_its_index_names(tmp_path: Path) -> 
     assert weight_files(str(tmp_path)) == WeightFiles(str(tmp_path), shards)
 
 
+def test_the_overlapped_starts_loader_takes_what_the_default_loader_takes(tmp_path: Path) -> None:
+    """Under llm-init's overlap load format (vLLM's default loader waiting for each file) the
+    recorded weights are the indexed shards, as with the default loader."""
+    files = write_model(tmp_path, shards=2, shard_size=64 * 1024,
+                        extra={"consolidated.safetensors": 128 * 1024})
+    shards = {n: s for n, s in files.items() if n.startswith("model-")}
+    assert weight_files(str(tmp_path), "llm_init_overlap") == WeightFiles(str(tmp_path), shards)
+
+
 def test_without_an_index_every_top_level_safetensors_file_counts(tmp_path: Path) -> None:
     """One ``model.safetensors`` and a file in a subdirectory: the top-level one only."""
     files = write_model(tmp_path, shards=1, shard_size=64 * 1024,
