@@ -193,6 +193,11 @@ def node_env(node: Path, endpoint: str) -> dict[str, str]:
             # The streamer's "Overall time to stream" line; without a handler of its own it
             # is an INFO record nobody prints.
             "RUNAI_STREAMER_LOG_TO_STDERR": "1",
+            # The streamer's S3 client drops a connection that falls under its throughput
+            # minimum; moto on two cores cannot feed the default number of connections for a
+            # 1 GiB model (every shard failed, "failure to meet throughput minimum"). Both
+            # streamed arms get the same, as the probe gets its 16 threads.
+            "RUNAI_STREAMER_CONCURRENCY": os.environ.get("RUNAI_STREAMER_CONCURRENCY", "4"),
             "HF_HOME": str(node / "hf"), "VLLM_CACHE_ROOT": str(node / "vllm"),
             "VLLM_ASSETS_CACHE": str(node / "vllm" / "assets"),
             "TORCHINDUCTOR_CACHE_DIR": str(node / "inductor"),
