@@ -146,6 +146,9 @@ class Bench:
     logs: Path  # this Ray session's log directory
     compile: bool
     unavailable: dict[str, str] = field(default_factory=dict)  # arm -> why
+    # llm-init's download capped at this many bytes/s: a store slower than loopback moto, where
+    # the download is a real share of the start (Ray's download has no such setting)
+    max_bandwidth: float | None = None
 
 
 # -- the model and the store ------------------------------------------------------------------
@@ -212,7 +215,10 @@ def build_app(arm: str, bench: Bench, node: Path) -> Any:
 
     engine_kwargs = {**FAST_ENGINE_KWARGS, "enforce_eager": not bench.compile,
                      **(STREAM_KWARGS if arm in STREAMED else {})}
-    settings: dict[str, Any] = {"download_options": {"cache_dir": str(node / "llm-init")}}
+    download: dict[str, Any] = {"cache_dir": str(node / "llm-init")}
+    if bench.max_bandwidth:
+        download["max_bandwidth"] = bench.max_bandwidth
+    settings: dict[str, Any] = {"download_options": download}
     if arm == "llm-init-overlap":
         settings["overlap_weights"] = True
     args = app_args(node, event_store=bench.store, settings=settings,
@@ -450,7 +456,8 @@ def measure(args: argparse.Namespace, arms: list[str], work: Path,
         bench = Bench(work=work, source=source, endpoint=s3.endpoint_url,
                       weight_bytes=weight_bytes, http_port=http_port,
                       store=f"sqlite:///{work / 'events.sqlite'}",
-                      logs=Path(node.get_logs_dir_path()), compile=args.compile)
+                      logs=Path(node.get_logs_dir_path()), compile=args.compile,
+                      max_bandwidth=args.store_mbps * 1e6 if args.store_mbps else None)
         if "llm-init-overlap" in arms and (why := overlap_missing()):
             bench.unavailable["llm-init-overlap"] = why
         for arm, why in bench.unavailable.items():
@@ -621,6 +628,9 @@ def main() -> None:
     mode.add_argument("--compile", dest="compile", action="store_true",
                       help="vLLM's default compilation (the default unless --quick)")
     parser.add_argument("--json", type=Path, help="also write every deploy to this file")
+    parser.add_argument("--store-mbps", type=float,
+                        help="cap llm-init's download at this many MB/s (llm-init arms only): a "
+                        "store slower than loopback, where the download is a share of the start")
     args = parser.parse_args()
     args.rounds = args.rounds if args.rounds is not None else 1 if args.quick else 3
     args.warmup = args.warmup if args.warmup is not None else 0 if args.quick else 1
