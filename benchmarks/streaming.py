@@ -61,7 +61,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +77,7 @@ from llm_init.demo.run import (  # noqa: E402
     quiet_libraries,
 )
 from llm_init.demo.tiny_model import ModelShape, build_tiny_model  # noqa: E402
+from llm_init.environ import environment  # noqa: E402
 from llm_init.ray_exit import exit_process  # noqa: E402
 from tests.support.s3 import ENV, MIB, MotoS3  # noqa: E402
 
@@ -598,19 +598,9 @@ def targets(summary: dict[str, dict[str, Any]], bench: Bench) -> None:
                   f"{verdict(None if e is None else e >= TARGETS['explained'])}")
 
 
-@contextlib.contextmanager
-def store_env(s3: MotoS3) -> Iterator[None]:
+def store_env(s3: MotoS3) -> contextlib.AbstractContextManager[None]:
     """This process's clients (the builders, the probe) reach the same store as the replicas."""
-    saved = {k: os.environ.get(k) for k in (*ENV, "AWS_ENDPOINT_URL")}
-    os.environ.update({**ENV, "AWS_ENDPOINT_URL": s3.endpoint_url})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return environment({**ENV, "AWS_ENDPOINT_URL": s3.endpoint_url})
 
 
 def main() -> None:
